@@ -1,0 +1,33 @@
+"""padim_utils: PaDiM (Defard et al., 2020, arXiv 2011.08785), step by step.
+
+Modules, in the order of the method:
+    config     PadimConfig and named presets
+    data       MVTec AD-layout datasets (uint8 tensors) and your own image folders
+    synthetic  an embedded synthetic dataset in the MVTec AD layout
+    backbones  frozen CNN feature extractors (ResNet18, WR50, EfficientNet-B5/Lite0)
+    reduction  random / PCA channel reduction
+    gaussian   streaming per-position Gaussian fit
+    scoring    Mahalanobis maps, blur, image scores
+    metrics    image/pixel AUROC, F1, AU-PRO (MVTec AD definitions)
+    model      Padim: fit / predict / save / load
+    plots      figures
+    cli        the `padim` command
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Padim": ("model", "Padim"),
+    "PadimConfig": ("config", "PadimConfig"),
+    "preset": ("config", "preset"),
+    "PadimError": ("errors", "PadimError"),
+}
+
+
+def __getattr__(name):  # lazy, so `import padim_utils` stays cheap
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

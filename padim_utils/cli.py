@@ -1,0 +1,302 @@
+"""The `padim` command: synth, fit, predict, benchmark.
+
+    padim synth --root data/synthetic
+    padim fit --dataset mvtec --root DIR --category bottle --config offline_lite0 --out bottle.safetensors
+    padim predict --model bottle.safetensors --input IMAGE_OR_DIR --out DIR
+    padim benchmark --dataset mvtec --root DIR --category bottle --config offline_lite0 --out bottle.json
+
+Problems a user can fix are reported as one line `padim: error: ...` with exit
+status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+from .errors import PadimError
+
+DATASETS = ("mvtec",)
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    from .config import PRESETS
+
+    g = p.add_argument_group("configuration (a preset, then overrides)")
+    g.add_argument("--config", default="offline_lite0", help=f"preset: {', '.join(PRESETS)} (default offline_lite0)")
+    g.add_argument("--backbone", help="resnet18, wide_resnet50_2, efficientnet_b5, efficientnet_lite0")
+    g.add_argument("--layers", help="comma-separated layer names (default: the backbone's paper layers)")
+    g.add_argument("--d", type=int, help="channels kept after reduction")
+    g.add_argument("--reduction", help="random, pca or none")
+    g.add_argument("--image-size", type=int, help="resize side (default 256)")
+    g.add_argument("--crop", help="center crop side, or 'none'")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--device", help="auto, cpu or cuda")
+    g.add_argument("--dtype", help="float32, float64, bfloat16 or float16")
+    g.add_argument("--seed", type=int)
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mvtec", choices=DATASETS, help="dataset layout (default mvtec)")
+    p.add_argument("--root", required=True, help="folder holding the category folders")
+    p.add_argument("--category", required=True, help="category folder name, e.g. bottle")
+
+
+def build_config(args):
+    from .config import preset
+
+    cfg = preset(args.config)
+    changes = {}
+    for name in ("backbone", "d", "reduction", "image_size", "batch_size", "device", "dtype", "seed"):
+        value = getattr(args, name, None)
+        if value is not None:
+            changes[name] = value
+    if getattr(args, "layers", None):
+        changes["layers"] = tuple(s.strip() for s in args.layers.split(",") if s.strip())
+    if getattr(args, "crop", None) is not None:
+        if args.crop.lower() == "none":
+            changes["crop"] = None
+        else:
+            try:
+                changes["crop"] = int(args.crop)
+            except ValueError:
+                raise PadimError(f"--crop must be a number of pixels or 'none', got {args.crop!r}") from None
+    if "backbone" in changes and "layers" not in changes:
+        changes["layers"] = None  # the new backbone's own default layers
+    return cfg.replace(**changes)
+
+
+def _datasets(args, cfg, splits=("train", "test")):
+    from .data import MVTecDataset
+
+    return [MVTecDataset(args.root, args.category, split, image_size=cfg.image_size, crop=cfg.crop) for split in splits]
+
+
+def _peak_memory_bytes(device) -> int:
+    """Peak GPU memory allocated by torch on CUDA; the process's peak resident memory on the CPU."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_synth(args) -> int:
+    from .synthetic import make_synthetic_mvtec
+
+    kwargs = {"seed": args.seed}
+    if args.categories:
+        kwargs["categories"] = tuple(args.categories.split(","))
+    if args.quick:
+        kwargs.update(image_size=64, n_train=8)
+    root = make_synthetic_mvtec(args.root, **kwargs)
+    print(f"synthetic MVTec-layout data in {root}")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from .model import Padim, timed
+
+    cfg = build_config(args)
+    (train,) = _datasets(args, cfg, ("train",))
+    model = Padim(cfg)
+    _, seconds = timed(model.fit, train, progress=not args.quiet)
+    path = model.save(args.out)
+    print(f"fitted {cfg.backbone} d={model.d} on {len(train)} images in {seconds:.1f} s -> {path}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .data import ImageFolderDataset
+    from .files import atomic_path
+    from .model import Padim
+    from .plots import save_overlay
+
+    model = Padim.load(args.model, device=args.device)
+    cfg = model.config
+    data = ImageFolderDataset(args.input, image_size=cfg.image_size, crop=cfg.crop)
+    result = model.predict_dataset(data, progress=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    maps = result["maps"]
+    vmin, vmax = float(maps.min()), float(maps.max())  # one colour scale for all images
+    rows = []
+    for i, path in enumerate(result["paths"]):
+        name = Path(path).stem + "_heatmap.png"
+        save_overlay(out / name, data[i]["image"], maps[i], vmin, vmax)
+        rows.append((path, f"{float(result['scores'][i]):.6f}", name))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["image", "score", "heatmap"])
+    writer.writerows(rows)
+    with atomic_path(out / "scores.csv") as tmp:
+        tmp.write_text(buf.getvalue())
+    print(f"{len(rows)} image(s) scored -> {out / 'scores.csv'} and {len(rows)} heat map(s) in {out}")
+    return 0
+
+
+def run_benchmark(cfg, root, category, figures: Path | None = None, progress: bool = True) -> dict:
+    """Fit on train/good, predict the test set, compute every metric: the benchmark's record."""
+    import torch
+
+    from . import __version__
+    from .data import MVTecDataset
+    from .metrics import evaluate
+    from .model import Padim, timed
+
+    train = MVTecDataset(root, category, "train", image_size=cfg.image_size, crop=cfg.crop)
+    test = MVTecDataset(root, category, "test", image_size=cfg.image_size, crop=cfg.crop)
+    model = Padim(cfg)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    _, fit_s = timed(model.fit, train, progress=progress)
+    result, predict_s = timed(model.predict_dataset, test, progress=progress)
+    metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
+    record = {
+        **{k: float(v) for k, v in metrics.items()},
+        "fit_seconds": fit_s,
+        "predict_seconds": predict_s,
+        "n_train": len(train),
+        "n_test": len(test),
+        "backbone": cfg.backbone,
+        "d": model.d,
+        "device": str(model.device),
+        "device_name": torch.cuda.get_device_name(model.device) if model.device.type == "cuda"
+        else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads",
+        "peak_memory_bytes": _peak_memory_bytes(model.device),
+        "config": cfg.to_dict(),
+        "category": category,
+        "padim_utils_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    if figures is not None:
+        from .plots import pick_examples, plot_examples, plot_score_histogram, save_figure
+
+        idx = pick_examples(result["scores"], result["labels"], n=6)
+        images = [test[i]["image"] for i in idx]
+        fig = plot_examples(images, [result["masks"][i] for i in idx], [result["maps"][i] for i in idx],
+                            scores=[result["scores"][i] for i in idx], labels=[result["labels"][i] for i in idx],
+                            titles=[test.defect_types[i] for i in idx])
+        save_figure(fig, figures / f"{category}_examples.png")
+        save_figure(plot_score_histogram(result["scores"], result["labels"], metrics.get("image_f1_threshold")),
+                    figures / f"{category}_scores.png")
+    return record
+
+
+def markdown_row(r: dict) -> str:
+    return (f"| {r['category']} | {r['backbone']} | {r['d']} | {r['image_auroc']:.3f} | {r['image_f1']:.3f} | "
+            f"{r['pixel_auroc']:.3f} | {r['pixel_aupro']:.3f} | {r['fit_seconds']:.1f} | {r['predict_seconds']:.1f} |")
+
+
+MARKDOWN_HEADER = ("| category | backbone | d | image AUROC | image F1 | pixel AUROC | AU-PRO (0.3) | fit s | predict s |\n"
+                   "|---|---|---|---|---|---|---|---|---|")
+
+
+def cmd_benchmark(args) -> int:
+    from .files import write_json
+
+    cfg = build_config(args)
+    figures = Path(args.figures) if args.figures else None
+    record = run_benchmark(cfg, args.root, args.category, figures=figures, progress=not args.quiet)
+    write_json(args.out, record)
+    print(MARKDOWN_HEADER)
+    print(markdown_row(record))
+    print(f"results -> {args.out}" + (f", figures -> {figures}" if figures else ""))
+    return 0
+
+
+def cmd_course(args) -> int:
+    """The course's main job, headless: embedded data -> fit -> evaluate -> table + heat maps."""
+    from .config import preset
+    from .files import write_json, write_text
+    from .synthetic import make_synthetic_mvtec
+
+    quick = bool(os.environ.get("PADIM_QUICK"))
+    out = Path(args.out)
+    root = make_synthetic_mvtec(args.root, **({"image_size": 64, "n_train": 8} if quick else {}))
+    from .data import list_categories
+
+    cfg = preset("quick" if quick else args.config)
+    rows = []
+    for category in list_categories(root):
+        print(f"== {category}: {cfg.backbone}, d={cfg.d}, {cfg.out_size}px")
+        record = run_benchmark(cfg, root, category, figures=out / "figures", progress=not args.quiet)
+        write_json(out / "results" / f"{category}.json", record)
+        rows.append(markdown_row(record))
+    table = MARKDOWN_HEADER + "\n" + "\n".join(rows) + "\n"
+    write_text(out / "results" / "summary.md", f"# PaDiM on the embedded synthetic data ({cfg.backbone})\n\n{table}")
+    print(table)
+    print(f"results: {out / 'results'} (JSON per category, summary.md); heat maps: {out / 'figures'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- entry point
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="padim", description="PaDiM anomaly detection (Defard et al., 2020)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate the embedded synthetic dataset (MVTec AD layout)")
+    p.add_argument("--root", default=os.path.join(os.environ.get("PADIM_DATA", "data"), "synthetic"))
+    p.add_argument("--categories", help="comma-separated category names")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny 64px images for smoke tests")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("fit", help="fit PaDiM on a category's train/good images and save the model")
+    _add_data_options(p)
+    _add_config_options(p)
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("predict", help="score images with a fitted model: heat maps and a CSV")
+    p.add_argument("--model", required=True)
+    p.add_argument("--input", required=True, help="an image or a folder of images")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device", help="auto, cpu or cuda (default: the model's)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("benchmark", help="fit, predict and evaluate one category; write a JSON record")
+    _add_data_options(p)
+    _add_config_options(p)
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--figures", help="folder for example heat maps and the score histogram")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("course", help="the course's main job: embedded data, fit, evaluate, figures under --out")
+    p.add_argument("--root", default=os.path.join(os.environ.get("PADIM_DATA", "data"), "synthetic"))
+    p.add_argument("--out", default="build")
+    p.add_argument("--config", default="offline_lite0", help="preset (PADIM_QUICK=1 forces 'quick')")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_course)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        code = args.func(args)
+    except PadimError as e:
+        print(f"padim: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("padim: interrupted", file=sys.stderr)
+        return 130
+    if os.environ.get("PADIM_VERBOSE"):
+        print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""`PadimConfig`: the one frozen settings object passed to every step.
+
+Every knob of PaDiM (Defard et al., 2020, arXiv 2011.08785) lives here, so a
+fitted model can be rebuilt from its JSON and an ablation is one `replace()`:
+
+    cfg = preset("paper_r18")                  # the paper's ResNet18 setting
+    cfg = cfg.replace(d=50, reduction="pca")   # an ablation
+
+Presets
+-------
+paper_r18     ResNet18, layers 1-3 (448 channels), random d=100, 256 -> crop 224
+paper_wr50    Wide-ResNet50-2, layers 1-3 (1792 channels), random d=550
+paper_effb5   EfficientNet-B5, blocks 7/20/26 as in the paper, random d=100... (see below)
+offline_lite0 EfficientNet-Lite0 (weights ship with pip, no internet), d=100, no crop
+quick         offline_lite0 on 64x64 images, for tests and PADIM_QUICK=1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from .errors import PadimError
+
+REDUCTIONS = ("random", "pca", "none")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class PadimConfig:
+    """All settings of a PaDiM run.
+
+    Attributes
+    ----------
+    backbone : one of `padim_utils.backbones.available_backbones()`.
+    layers : layer names to hook; `None` means the backbone's paper default.
+    d : embedding size after reduction (ignored for reduction="none").
+    reduction : "random" (the paper: a seeded random channel subset),
+        "pca" (principal components of the training embeddings) or "none".
+    image_size : images are resized to image_size x image_size ...
+    crop : ... then center-cropped to crop x crop (None: no crop, anomalib's variant).
+    eps : regulariser added to every covariance, Sigma + eps * I (paper: 0.01).
+    sigma : std of the Gaussian blur applied to the upsampled map (paper: 4).
+    batch_size : images per forward pass.
+    device : "auto" (cuda when available), "cpu" or "cuda".
+    dtype : dtype of the backbone forward pass and of the distance computation;
+        the Gaussian statistics are always accumulated in float64.
+    seed : seeds the random channel subset (a `torch.Generator`, never `random`).
+    position_chunk : positions per chunk when inverting covariances and scoring,
+        bounds memory to about position_chunk * d * d * 8 bytes.
+    pretrained : False builds random-init backbones: shape tests only, never
+        report accuracy from them.
+    """
+
+    backbone: str = "resnet18"
+    layers: tuple[str, ...] | None = None
+    d: int = 100
+    reduction: str = "random"
+    image_size: int = 256
+    crop: int | None = 224
+    eps: float = 0.01
+    sigma: float = 4.0
+    batch_size: int = 32
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 0
+    position_chunk: int = 512
+    pretrained: bool = True
+
+    def __post_init__(self) -> None:
+        if self.layers is not None and not isinstance(self.layers, tuple):
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if self.reduction not in REDUCTIONS:
+            raise PadimError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+        if self.device not in DEVICES:
+            raise PadimError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise PadimError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.d < 1:
+            raise PadimError(f"d must be a positive number of channels, got {self.d}")
+        if self.image_size < 16:
+            raise PadimError(f"image_size must be at least 16 pixels, got {self.image_size}")
+        if self.crop is not None and not (16 <= self.crop <= self.image_size):
+            raise PadimError(f"crop must be between 16 and image_size={self.image_size}, got {self.crop}")
+        if self.eps <= 0:
+            raise PadimError(f"eps must be positive (it keeps covariances invertible), got {self.eps}")
+        if self.sigma < 0:
+            raise PadimError(f"sigma must be >= 0, got {self.sigma}")
+        if self.batch_size < 1 or self.position_chunk < 1:
+            raise PadimError("batch_size and position_chunk must be positive")
+
+    @property
+    def out_size(self) -> int:
+        """Side of the images the network sees (and of the anomaly maps)."""
+        return self.crop if self.crop is not None else self.image_size
+
+    def replace(self, **changes) -> "PadimConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise PadimError(f"unknown config option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["layers"] = list(self.layers) if self.layers is not None else None
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PadimConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise PadimError(f"unknown config option(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if d.get("layers") is not None:
+            d["layers"] = tuple(d["layers"])
+        return cls(**d)
+
+
+PRESETS: dict[str, PadimConfig] = {
+    # Table 1 / Sec. 4 of the paper: R18, layers 1-3, 100 random channels.
+    "paper_r18": PadimConfig(backbone="resnet18", d=100),
+    # The paper's best model: Wide-ResNet50-2, 550 random channels out of 1792.
+    "paper_wr50": PadimConfig(backbone="wide_resnet50_2", d=550),
+    # EfficientNet-B5, blocks 7/20/26 ("layers 7, 20 and 26" in the paper).
+    "paper_effb5": PadimConfig(backbone="efficientnet_b5", d=200, batch_size=16),
+    # Weights ship with pip: works offline (tests, CI, workshops). Anomalib's no-crop geometry.
+    "offline_lite0": PadimConfig(backbone="efficientnet_lite0", d=100, crop=None),
+    # Tiny and fast: tests and PADIM_QUICK=1 notebooks.
+    "quick": PadimConfig(backbone="efficientnet_lite0", d=32, image_size=64, crop=None, batch_size=16),
+}
+
+
+def preset(name: str) -> PadimConfig:
+    """Return a named preset (see the module docstring)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise PadimError(f"unknown config preset {name!r}; choose one of {', '.join(PRESETS)}") from None

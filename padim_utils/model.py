@@ -1,0 +1,206 @@
+"""`Padim`: the whole method behind three calls, fit / predict / save.
+
+    model = Padim(preset("offline_lite0")).fit(train_set)
+    maps, scores = model.predict(images)          # images: uint8 (B, 3, S, S)
+    model.save("bottle.safetensors"); Padim.load("bottle.safetensors")
+
+Pipeline (one GPU pass per batch, nothing kept but the Gaussian statistics):
+uint8 images -> normalise on the device -> backbone layers -> reduction to d
+channels -> streaming Gaussian per position -> precision via Cholesky.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from . import __version__
+from .backbones import feature_extractor
+from .config import PadimConfig
+from .data import collate
+from .errors import PadimError
+from .files import atomic_path
+from .gaussian import GaussianStats
+from .reduction import Reducer, upsample_concat
+from .scoring import anomaly_maps, image_scores, mahalanobis
+
+FORMAT_VERSION = "1"
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PadimError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+class Padim:
+    """PaDiM anomaly detector (Defard et al., 2020)."""
+
+    def __init__(self, config: PadimConfig | None = None, device: str | None = None):
+        self.config = config or PadimConfig()
+        self.device = resolve_device(device or self.config.device)
+        self.extractor = feature_extractor(self.config.backbone, self.config.layers, self.config.pretrained)
+        full = torch.float64 if self.config.dtype == "float64" else torch.float32  # half types: autocast
+        self.extractor = self.extractor.to(self.device, dtype=full)
+        self.reducer = Reducer(self.config.reduction, self.extractor.channels, self.config.d, self.config.seed)
+        self.mean: torch.Tensor | None = None  # (P, d)
+        self.precision: torch.Tensor | None = None  # (P, d, d)
+        self.grid: tuple[int, int] | None = None  # (h, w) of the patch grid
+        self.n_train = 0
+
+    # ------------------------------------------------------------------ features
+    @property
+    def d(self) -> int:
+        return self.reducer.d
+
+    def _forward_layers(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 (B, 3, S, S) on any device -> list of float32 layer outputs on self.device."""
+        x = self.extractor.normalize(images.to(self.device, non_blocking=True))  # (B, 3, S, S) float32
+        dtype = _DTYPES[self.config.dtype]
+        with torch.inference_mode():
+            if dtype in (torch.float16, torch.bfloat16):
+                with torch.autocast(self.device.type, dtype=dtype):
+                    feats = self.extractor(x)
+            else:
+                feats = self.extractor(x.to(dtype))
+        return [f.float() for f in feats]
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, S, S) -> reduced embeddings (B, d, h, w) on self.device."""
+        return self.reducer(self._forward_layers(images))
+
+    def _loader(self, dataset: Dataset) -> DataLoader:
+        cuda = self.device.type == "cuda"
+        workers = min(8, os.cpu_count() or 1) if cuda else 0
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, num_workers=workers,
+                          collate_fn=collate, pin_memory=cuda)
+
+    def _check_geometry(self, dataset: Dataset) -> None:
+        size = getattr(dataset, "out_size", None)
+        if size is not None and size != self.config.out_size:
+            raise PadimError(f"dataset images are {size}px but the config expects {self.config.out_size}px "
+                             f"(image_size={self.config.image_size}, crop={self.config.crop})")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, dataset: Dataset, progress: bool = True) -> "Padim":
+        """Fit the per-position Gaussians on a dataset of normal images (items with 'image')."""
+        self._check_geometry(dataset)
+        if len(dataset) < 2:
+            raise PadimError(f"fitting needs at least 2 training images, got {len(dataset)}")
+        if self.reducer.kind == "pca":  # a first pass for the PCA directions
+            batches = (upsample_concat(self._forward_layers(b["image"]))  # (B, C, h, w)
+                       for b in tqdm(self._loader(dataset), desc="PCA pass", disable=not progress))
+            self.reducer.fit_pca(batches)
+        stats = None
+        for batch in tqdm(self._loader(dataset), desc=f"fit {self.config.backbone}", disable=not progress):
+            emb = self.embed(batch["image"])  # (B, d, h, w)
+            if stats is None:
+                self.grid = tuple(emb.shape[-2:])
+                stats = GaussianStats(emb.shape[-2] * emb.shape[-1], emb.shape[1], self.device,
+                                      chunk=self.config.position_chunk)
+            stats.update(emb)
+        store = torch.float64 if self.config.dtype == "float64" else torch.float32
+        self.mean, self.precision = stats.finalize(self.config.eps, dtype=store)
+        self.n_train = stats.n
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def _check_fitted(self) -> None:
+        if self.precision is None:
+            raise PadimError("the model is not fitted: call fit() or Padim.load() first")
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (B, 3, S, S) -> (maps (B, S, S), scores (B,)), float32 on the CPU."""
+        self._check_fitted()
+        if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
+            raise PadimError(f"predict expects uint8 images of shape (B, 3, S, S), got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        emb = self.embed(images)  # (B, d, h, w)
+        if tuple(emb.shape[-2:]) != self.grid:
+            raise PadimError(f"images give a {tuple(emb.shape[-2:])} patch grid but the model was fitted on "
+                             f"{self.grid}: use {self.config.out_size}px images")
+        dist = mahalanobis(emb, self.mean, self.precision, chunk=self.config.position_chunk)  # (B, h, w)
+        maps = anomaly_maps(dist, images.shape[-1], self.config.sigma)  # (B, S, S)
+        return maps.float().cpu(), image_scores(maps).float().cpu()
+
+    def predict_dataset(self, dataset: Dataset, progress: bool = True) -> dict:
+        """Maps and scores for every item, with the labels, masks and paths the dataset gives."""
+        self._check_geometry(dataset)
+        out = {"maps": [], "scores": [], "labels": [], "masks": [], "paths": []}
+        for batch in tqdm(self._loader(dataset), desc="predict", disable=not progress):
+            maps, scores = self.predict(batch["image"])
+            out["maps"].append(maps)
+            out["scores"].append(scores)
+            out["labels"] += [int(v) for v in batch.get("label", [-1] * len(scores))]
+            if "mask" in batch:
+                out["masks"].append(batch["mask"])
+            out["paths"] += list(batch.get("path", [""] * len(scores)))
+        out["maps"] = torch.cat(out["maps"])  # (N, S, S)
+        out["scores"] = torch.cat(out["scores"])  # (N,)
+        out["labels"] = torch.tensor(out["labels"])  # (N,)
+        out["masks"] = torch.cat(out["masks"]) if out["masks"] else None  # (N, S, S) uint8
+        return out
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write mean, precision, channel indices and config to one .safetensors file, atomically."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        path = Path(path)
+        tensors = {"mean": self.mean.contiguous().cpu(), "precision": self.precision.contiguous().cpu()}
+        tensors.update({k: v.cpu() for k, v in self.reducer.state().items()})
+        meta = {"format": "padim_utils", "format_version": FORMAT_VERSION, "padim_utils_version": __version__,
+                "config": self.config.to_json(), "grid": json.dumps(list(self.grid)), "n_train": str(self.n_train)}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> "Padim":
+        """Rebuild a fitted model from `save`'s file; refuses other formats with one clear line."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise PadimError(f"model file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise PadimError(f"{path} is not a readable padim model file ({type(e).__name__}: {e})") from None
+        if meta.get("format") != "padim_utils":
+            raise PadimError(f"{path} is not a padim model file (no padim_utils metadata)")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise PadimError(f"{path} was written by padim_utils {meta.get('padim_utils_version', '?')} in model "
+                             f"format {meta.get('format_version')}; this padim_utils {__version__} reads format "
+                             f"{FORMAT_VERSION}: re-fit the model with `padim fit`")
+        config = PadimConfig.from_dict(json.loads(meta["config"]))
+        model = cls(config, device=device)
+        model.reducer.load_state(tensors)
+        model.mean = tensors["mean"].to(model.device)
+        model.precision = tensors["precision"].to(model.device)
+        model.grid = tuple(json.loads(meta["grid"]))
+        model.n_train = int(meta.get("n_train", 0))
+        return model
+
+
+def timed(fn, *args, **kwargs):
+    """(result, seconds), synchronising CUDA so GPU work is counted."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t

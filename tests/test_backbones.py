@@ -1,0 +1,294 @@
+"""Tests for padim_utils.backbones (CPU, offline, well under a minute)."""
+
+import copy
+import re
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from padim_utils import backbones as bb
+from padim_utils.backbones import (
+    FeatureExtractor,
+    available_backbones,
+    build_backbone,
+    default_layers,
+    embed,
+    feature_extractor,
+    lite0_checkpoint_path,
+)
+from padim_utils.errors import PadimError
+
+# name -> (default layers, channels, strides), as documented in the module docstring
+EXPECTED = {
+    "resnet18": (("layer1", "layer2", "layer3"), [64, 128, 256], [4, 8, 16]),
+    "wide_resnet50_2": (("layer1", "layer2", "layer3"), [256, 512, 1024], [4, 8, 16]),
+    "efficientnet_b5": (("block7", "block20", "block26"), [40, 176, 176], [4, 16, 16]),
+    "efficientnet_lite0": (("blocks.1", "blocks.2", "blocks.4"), [24, 40, 112], [4, 8, 16]),
+}
+
+
+@pytest.fixture(scope="module")
+def lite0_source():
+    """The package's checkpoint, as shipped (lukemelas key names)."""
+    return torch.load(lite0_checkpoint_path(), map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def lite0_model():
+    return build_backbone("efficientnet_lite0", pretrained=True).eval()
+
+
+def test_registry():
+    assert available_backbones() == list(EXPECTED)
+    for name, (layers, _, _) in EXPECTED.items():
+        assert default_layers(name) == layers
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_default_layers_shapes(name):
+    layers, channels, strides = EXPECTED[name]
+    torch.manual_seed(0)
+    fe = feature_extractor(name, pretrained=False)
+    assert fe.name == name and fe.layers == layers
+    assert fe.channels == channels and fe.strides == strides
+    assert fe.mean == (0.485, 0.456, 0.406) and fe.std == (0.229, 0.224, 0.225)
+    assert not fe.training and not any(p.requires_grad for p in fe.parameters())
+    fe.train()  # must stay frozen
+    assert not fe.training
+
+    x = torch.randn(2, 3, 64, 96)
+    maps = fe(x)
+    assert [tuple(m.shape) for m in maps] == [
+        (2, c, 64 // s, 96 // s) for c, s in zip(channels, strides)
+    ]
+    assert tuple(embed(maps).shape) == (2, sum(channels), 16, 24)
+
+
+def test_truncation_drops_unused_stages():
+    fe = feature_extractor("resnet18", pretrained=False)
+    assert fe.stage_names == ["stem", "layer1", "layer2", "layer3"]  # no layer4 / fc
+    fe = feature_extractor("efficientnet_b5", pretrained=False)
+    assert fe.stage_names[-1] == "block26" and len(fe.stage_names) == 1 + 27
+    fe = feature_extractor("resnet18", layers=("layer1",), pretrained=False)
+    assert fe.stage_names == ["stem", "layer1"] and fe.channels == [64] and fe.strides == [4]
+
+
+# torchvision node names of the same layers, for create_feature_extractor
+TV_NODES = {
+    "resnet18": {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3"},
+    "wide_resnet50_2": {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3"},
+    # features[1..7] hold 3, 5, 5, 7, 7, 9, 3 blocks
+    "efficientnet_b5": {"features.2.4": "block7", "features.5.0": "block20", "features.5.6": "block26"},
+}
+
+
+@pytest.mark.parametrize("name", list(TV_NODES))
+def test_truncated_forward_matches_torchvision_reference(name):
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    full = build_backbone(name, pretrained=False).eval()
+    fe = FeatureExtractor(name, copy.deepcopy(full))
+    reference = create_feature_extractor(full, return_nodes=TV_NODES[name]).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(x)
+    ours = fe(x)
+    assert list(expected) == list(fe.layers)
+    for layer, got in zip(fe.layers, ours):
+        assert got.std() > 0  # a meaningful comparison, not zeros against zeros
+        torch.testing.assert_close(got, expected[layer], rtol=0, atol=0)
+
+
+def test_lite0_truncated_forward_matches_full_timm_forward(lite0_model):
+    fe = FeatureExtractor("efficientnet_lite0", copy.deepcopy(lite0_model))
+    captured = {}
+    hooks = [
+        lite0_model.blocks[i].register_forward_hook(
+            lambda mod, inp, out, key=f"blocks.{i}": captured.__setitem__(key, out)
+        )
+        for i in (1, 2, 4)
+    ]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        lite0_model(x)  # the full classifier forward, head included
+    for h in hooks:
+        h.remove()
+    for layer, got in zip(fe.layers, fe(x)):
+        torch.testing.assert_close(got, captured[layer], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- lite0 weights
+
+
+def test_lite0_every_tensor_loaded(lite0_source, lite0_model):
+    target = lite0_model.state_dict()
+    assert len(target) == len(lite0_source) == 296
+    for (src_key, src), (dst_key, dst) in zip(lite0_source.items(), target.items()):
+        assert src.shape == dst.shape, (src_key, dst_key)
+        assert torch.equal(src, dst), (src_key, dst_key)
+    # spot checks on named modules
+    assert torch.equal(lite0_model.conv_stem.weight, lite0_source["_conv_stem.weight"])
+    assert torch.equal(lite0_model.blocks[0][0].conv_dw.weight,
+                       lite0_source["_blocks.0._depthwise_conv.weight"])
+    assert torch.equal(lite0_model.blocks[1][0].conv_pw.weight,
+                       lite0_source["_blocks.1._expand_conv.weight"])
+    assert torch.equal(lite0_model.blocks[6][0].conv_pwl.weight,
+                       lite0_source["_blocks.15._project_conv.weight"])
+    assert torch.equal(lite0_model.classifier.weight, lite0_source["_fc.weight"])
+
+
+def _timm_key_for(lukemelas_key, stage_sizes):
+    """Translate a lukemelas EfficientNet key into timm's name, from module roles
+    (independent of the positional pairing used by the loader)."""
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
+           "_bn1": "bn2", "_fc": "classifier"}
+    m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", lukemelas_key)
+    if m is None:
+        module, param = lukemelas_key.split(".")
+        return f"{top[module]}.{param}"
+    flat, module, param = int(m[1]), m[2], m[3]
+    stage = 0
+    while flat >= stage_sizes[stage]:
+        flat -= stage_sizes[stage]
+        stage += 1
+    if stage == 0:  # depthwise-separable block: no expansion conv
+        roles = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    else:
+        roles = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+                 "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    return f"blocks.{stage}.{flat}.{roles[module]}.{param}"
+
+
+def test_lite0_in_order_pairing_matches_module_roles(lite0_source):
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    stage_sizes = [len(stage) for stage in model.blocks]
+    assert stage_sizes == [1, 2, 2, 3, 3, 4, 1]
+    renamed = bb._rename_in_order(lite0_source, model.state_dict())
+    for (src_key, src), (dst_key, dst) in zip(lite0_source.items(), renamed.items()):
+        assert _timm_key_for(src_key, stage_sizes) == dst_key
+        assert dst is src
+
+
+def test_lite0_rename_rejects_shape_mismatch(lite0_source):
+    import timm
+
+    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    broken = dict(lite0_source)
+    broken["_blocks.3._expand_conv.weight"] = torch.zeros(7, 7, 1, 1)
+    with pytest.raises(PadimError, match=r"_blocks\.3\._expand_conv\.weight"):
+        bb._rename_in_order(broken, target)
+
+
+def test_lite0_pretrained_is_not_degenerate(lite0_model):
+    bns = [m for m in lite0_model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 49
+    assert all(not torch.allclose(bn.running_var, torch.ones_like(bn.running_var)) for bn in bns)
+    assert all(bn.running_mean.abs().max() > 0 for bn in bns)
+
+    fe = feature_extractor("efficientnet_lite0")
+    gradient = torch.linspace(0, 255, 224).to(torch.uint8)
+    image = torch.stack([gradient[None, :].expand(224, 224), gradient[:, None].expand(224, 224),
+                         torch.full((224, 224), 80, dtype=torch.uint8)])[None]
+    with torch.no_grad():
+        probs = lite0_model(fe.normalize(image)).softmax(-1)[0]
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum()
+    assert probs.max() > 10 / 1000 and entropy < 0.9 * np.log(1000)
+
+
+@pytest.mark.parametrize("image_name, classes", [
+    ("chelsea", {281, 282, 283, 284, 285}),  # tabby, tiger, Persian, Siamese, Egyptian cat
+    ("coffee", {967, 968}),                  # espresso, cup
+])
+def test_lite0_classifies_real_photos(lite0_model, image_name, classes):
+    skdata = pytest.importorskip("skimage.data")
+    image = torch.from_numpy(np.ascontiguousarray(getattr(skdata, image_name)()))
+    image = image.permute(2, 0, 1)[None].float()
+    image = F.interpolate(image, size=(224, 224), mode="bilinear", antialias=True)
+    image = image.round().clamp(0, 255).to(torch.uint8)
+    x = feature_extractor("efficientnet_lite0", pretrained=False).normalize(image)
+    with torch.no_grad():
+        top1 = int(lite0_model(x).argmax())
+    assert top1 in classes
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_torchvision_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("no internet (test)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(PadimError) as info:
+        feature_extractor("resnet18")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "TORCH_HOME" in message and "efficientnet_lite0" in message
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
+    assert "no internet (test)" in message
+
+
+def test_corrupt_cached_torchvision_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not a checkpoint")
+    with pytest.raises(PadimError, match="could not be loaded") as info:
+        feature_extractor("resnet18")
+    assert "TORCH_HOME" in str(info.value) and "efficientnet_lite0" in str(info.value)
+
+
+def test_unknown_backbone():
+    with pytest.raises(PadimError) as info:
+        feature_extractor("vgg16")
+    for name in available_backbones():
+        assert name in str(info.value)
+    with pytest.raises(PadimError):
+        default_layers("vgg16")
+
+
+def test_unknown_layer_is_reported_before_building(monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("must not build the model for a bad layer name")
+
+    monkeypatch.setattr(bb, "build_backbone", no_build)
+    with pytest.raises(PadimError) as info:
+        feature_extractor("resnet18", layers=("layer1", "layer9"))
+    message = str(info.value)
+    assert "layer9" in message and all(f"layer{i}" in message for i in range(1, 5))
+    with pytest.raises(PadimError, match="blocks.4"):
+        feature_extractor("efficientnet_lite0", layers=("block7",))
+    with pytest.raises(PadimError, match="network order"):
+        feature_extractor("resnet18", layers=("layer2", "layer1"))
+
+
+def test_normalize_matches_numpy():
+    fe = feature_extractor("efficientnet_lite0", pretrained=False)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(2, 3, 5, 7), dtype=np.uint8)
+    mean = np.array([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
+    std = np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    expected = (images / 255.0 - mean) / std
+    got = fe.normalize(torch.from_numpy(images))
+    assert got.dtype == torch.float32 and got.device == torch.device("cpu")
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(PadimError, match="uint8"):
+        fe.normalize(torch.from_numpy(images).float())
+
+
+def test_embed_nearest_upsampling():
+    f1 = torch.arange(16.0).reshape(1, 1, 4, 4)
+    f2 = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 1, 2, 2)
+    out = embed([f1, f2])
+    assert out.shape == (1, 2, 4, 4)
+    assert torch.equal(out[0, 0], f1[0, 0])
+    assert torch.equal(out[0, 1], torch.tensor([[1.0, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]))
+    assert embed([f1, f2], size=(8, 8)).shape == (1, 2, 8, 8)

@@ -1,0 +1,69 @@
+"""Config presets, validation and JSON round trip; environment.yml agrees with pyproject."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from padim_utils.config import PRESETS, PadimConfig, preset
+from padim_utils.errors import PadimError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paper_presets_follow_the_paper():
+    r18, wr50 = preset("paper_r18"), preset("paper_wr50")
+    assert (r18.backbone, r18.d, r18.reduction, r18.image_size, r18.crop) == ("resnet18", 100, "random", 256, 224)
+    assert (wr50.backbone, wr50.d) == ("wide_resnet50_2", 550)
+    assert r18.eps == 0.01 and r18.sigma == 4.0
+    assert preset("offline_lite0").crop is None
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_json_round_trip(name):
+    cfg = PRESETS[name].replace(layers=("a", "b"))
+    assert PadimConfig.from_dict(__import__("json").loads(cfg.to_json())) == cfg
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"reduction": "svd"}, "reduction must be one of"),
+    ({"device": "tpu"}, "device must be one of"),
+    ({"crop": 300}, "crop must be between"),
+    ({"eps": 0}, "eps must be positive"),
+    ({"d": 0}, "d must be a positive"),
+    ({"bogus": 1}, "unknown config option"),
+])
+def test_bad_values_are_clear_errors(changes, message):
+    with pytest.raises(PadimError, match=message):
+        PadimConfig().replace(**changes)
+
+
+def test_unknown_preset():
+    with pytest.raises(PadimError, match="unknown config preset 'r18'; choose one of paper_r18"):
+        preset("r18")
+
+
+def _pyproject_pins():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = deps["dependencies"] + deps["optional-dependencies"]["dev"]
+    return {re.split("[=<>]", p)[0].lower(): p.replace(" ", "") for p in pins}
+
+
+def _environment_pins():
+    pins, in_pip = {}, False
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        if line.strip() == "- pip:":
+            in_pip = True
+            continue
+        m = re.match(r"\s+- ([A-Za-z0-9_.\-]+)\s*(==\s*[^\s#]+)?", line)
+        if in_pip and m:
+            pins[m.group(1).lower()] = (m.group(1) + (m.group(2) or "")).replace(" ", "")
+    return pins
+
+
+def test_environment_yml_and_pyproject_agree():
+    py, env = _pyproject_pins(), _environment_pins()
+    assert py, "no dependencies read from pyproject.toml"
+    assert {k: v.lower() for k, v in py.items()} == {k: v.lower() for k, v in env.items()}
+    assert py["torch"] == "torch==2.14.1" and py["torchvision"] == "torchvision==0.29.1"

@@ -1,0 +1,117 @@
+"""Padim end to end on the embedded data: the fit against numpy, save/load, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from padim_utils.config import preset
+from padim_utils.data import MVTecDataset
+from padim_utils.errors import PadimError
+from padim_utils.model import Padim
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return preset("quick").replace(d=12, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def train(quick_root, quick_category, cfg):
+    return MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop)
+
+
+@pytest.fixture(scope="module")
+def test_set(quick_root, quick_category, cfg):
+    return MVTecDataset(quick_root, quick_category, "test", image_size=cfg.image_size, crop=cfg.crop)
+
+
+@pytest.fixture(scope="module")
+def fitted(cfg, train):
+    return Padim(cfg.replace(dtype="float64")).fit(train, progress=False)
+
+
+def test_fit_equals_numpy_one_shot_gaussians(fitted, train, cfg):
+    images = torch.stack([train[i]["image"] for i in range(len(train))])
+    emb = fitted.embed(images).double().numpy()  # (N, d, h, w)
+    n, d, h, w = emb.shape
+    flat = emb.reshape(n, d, h * w)
+    for p in [0, h * w // 2, h * w - 1]:
+        cov = np.cov(flat[:, :, p], rowvar=False) + cfg.eps * np.eye(d)
+        np.testing.assert_allclose(fitted.mean[p].numpy(), flat[:, :, p].mean(0), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fitted.precision[p].numpy(), np.linalg.inv(cov), rtol=1e-6, atol=1e-8)
+
+
+def test_predict_shapes_and_score_is_max(fitted, test_set):
+    images = torch.stack([test_set[i]["image"] for i in range(4)])
+    maps, scores = fitted.predict(images)
+    assert maps.shape == (4, 64, 64) and scores.shape == (4,)
+    torch.testing.assert_close(scores, maps.flatten(1).amax(1).float())
+
+
+def test_save_load_round_trip_gives_identical_maps(fitted, test_set, tmp_path):
+    images = torch.stack([test_set[i]["image"] for i in range(5)])
+    path = fitted.save(tmp_path / "m.safetensors")
+    assert not list(tmp_path.glob("*.tmp"))
+    loaded = Padim.load(path)
+    assert loaded.config == fitted.config and loaded.grid == fitted.grid
+    assert torch.equal(loaded.reducer.index, fitted.reducer.index)
+    a, b = fitted.predict(images), loaded.predict(images)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_pca_reduction_fits_and_predicts(cfg, train, test_set):
+    model = Padim(cfg.replace(reduction="pca", d=8)).fit(train, progress=False)
+    assert model.reducer.projection.shape == (176, 8)
+    out = model.predict_dataset(test_set, progress=False)
+    assert out["maps"].shape[0] == len(test_set) and torch.isfinite(out["maps"]).all()
+
+
+def test_no_reduction_keeps_all_channels(cfg, train):
+    model = Padim(cfg.replace(reduction="none")).fit(train, progress=False)
+    assert model.d == 176 and model.precision.shape[-1] == 176
+
+
+def test_predict_before_fit_is_a_clear_error(cfg):
+    with pytest.raises(PadimError, match="not fitted"):
+        Padim(cfg).predict(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+
+
+def test_wrong_image_size_is_a_clear_error(fitted):
+    with pytest.raises(PadimError, match="use 64px images"):
+        fitted.predict(torch.zeros(1, 3, 96, 96, dtype=torch.uint8))
+
+
+def test_float_images_are_refused(fitted):
+    with pytest.raises(PadimError, match="uint8"):
+        fitted.predict(torch.zeros(1, 3, 64, 64))
+
+
+def test_model_file_from_another_format_version(fitted, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    path = fitted.save(tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    meta["format_version"], meta["padim_utils_version"] = "0", "0.0.1"
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(PadimError, match="written by padim_utils 0.0.1 in model format 0"):
+        Padim.load(path)
+
+
+def test_corrupt_model_file(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(PadimError, match="not a readable padim model file"):
+        Padim.load(bad)
+    with pytest.raises(PadimError, match="model file not found"):
+        Padim.load(tmp_path / "missing.safetensors")
+
+
+def test_config_saved_as_json(fitted, tmp_path):
+    from safetensors import safe_open
+
+    with safe_open(str(fitted.save(tmp_path / "m.safetensors")), framework="pt") as f:
+        assert json.loads(f.metadata()["config"])["d"] == 12
