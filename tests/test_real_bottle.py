@@ -13,9 +13,11 @@ from padim_utils.cli import run_benchmark
 from padim_utils.config import preset
 
 FLOORS = {
-    # measured (2-core CPU, float32): see README "Results on real data"
-    "none": {"image_auroc": 0.995, "pixel_auroc": 0.980, "pixel_aupro": 0.925},
-    "random": {"image_auroc": 0.990, "pixel_auroc": 0.975, "pixel_aupro": 0.910},
+    # measured on the 2-core CPU in float32 (README "Results on real data"):
+    #   none:   image AUROC 1.0000, pixel AUROC 0.9855, AU-PRO 0.9380
+    #   random: image AUROC 0.9968, pixel AUROC 0.9825, AU-PRO 0.9253 (seed 0)
+    "none": {"image_auroc": 0.995, "pixel_auroc": 0.980, "pixel_aupro": 0.930},
+    "random": {"image_auroc": 0.990, "pixel_auroc": 0.977, "pixel_aupro": 0.915},
 }
 
 
