@@ -3,7 +3,7 @@
 Modules, in the order of the method:
     config     PadimConfig and named presets
     data       MVTec AD-layout datasets (uint8 tensors) and your own image folders
-    synthetic  an embedded synthetic dataset in the MVTec AD layout
+    synthetic  an embedded synthetic dataset in the MVTec AD layout (scenes: its drawings)
     backbones  frozen CNN feature extractors (ResNet18, WR50, EfficientNet-B5/Lite0)
     reduction  random / PCA channel reduction
     gaussian   streaming per-position Gaussian fit
@@ -12,6 +12,7 @@ Modules, in the order of the method:
     model      Padim: fit / predict / save / load
     plots      figures
     cli        the `padim` command
+    files      atomic writes; errors: PadimError, the one user-facing exception
 """
 
 __version__ = "0.1.0"

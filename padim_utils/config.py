@@ -10,7 +10,8 @@ Presets
 -------
 paper_r18     ResNet18, layers 1-3 (448 channels), random d=100, 256 -> crop 224
 paper_wr50    Wide-ResNet50-2, layers 1-3 (1792 channels), random d=550
-paper_effb5   EfficientNet-B5, blocks 7/20/26 as in the paper, random d=100... (see below)
+paper_effb5   EfficientNet-B5, blocks 7/20/26 as in the paper (392 channels), random d=200
+              (the paper does not state d for B5)
 offline_lite0 EfficientNet-Lite0 (weights ship with pip, no internet), d=100, no crop
 quick         offline_lite0 on 64x64 images, for tests and PADIM_QUICK=1
 """

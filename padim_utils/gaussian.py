@@ -17,8 +17,8 @@ the data or of two GPUs, into exactly the full fit.
 
 `finalize` turns the statistics into the mean and the *inverse* covariance
 (precision), computed position-chunk by position-chunk through a Cholesky
-factorisation and written over the scatter buffer, so peak memory stays at one
-(P, d, d) float64 buffer plus one chunk.
+factorisation, so peak memory stays at the (P, d, d) float64 buffer, the
+output and one chunk.
 """
 
 from __future__ import annotations
@@ -87,21 +87,23 @@ class GaussianStats:
     def finalize(self, eps: float, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (mean (P, d), precision (P, d, d)) in `dtype`.
 
-        Consumes the statistics: the scatter buffer is overwritten with the
-        precision chunk by chunk, so no second (P, d, d) float64 buffer is needed.
+        Consumes the statistics: each chunk of the scatter buffer is turned into
+        its covariance in place, factorised, inverted and written into the
+        output, so peak memory is the float64 buffer, the output and one chunk
+        (Wide-ResNet50, d = 550, 64 x 64 grid: 9.9 + 5.0 GB + ~0.3 GB).
         """
         self._check_n()
-        eye = torch.eye(self.d, dtype=torch.float64, device=self.m2.device)
-        for s in range(0, self.P, self.chunk):
-            cov = self.m2[s : s + self.chunk] / (self.n - 1) + eps * eye  # (p, d, d)
+        precision = torch.empty(self.P, self.d, self.d, dtype=dtype, device=self.m2.device)
+        chunk = max(1, min(self.chunk, 128))
+        for s in range(0, self.P, chunk):
+            cov = self.m2[s : s + chunk].div_(self.n - 1)  # in place: (p, d, d)
+            cov.diagonal(dim1=-2, dim2=-1).add_(eps)
             chol, info = torch.linalg.cholesky_ex(cov)
             if bool((info != 0).any()):
                 raise PadimError("a covariance matrix is not positive definite; increase eps")
-            self.m2[s : s + self.chunk] = torch.cholesky_inverse(chol)
-        precision = self.m2.to(dtype)
-        mean = self.mean.to(dtype)
+            precision[s : s + chunk] = torch.cholesky_inverse(chol)
         self.m2 = None  # consumed
-        return mean, precision
+        return self.mean.to(dtype), precision
 
     def _check_n(self) -> None:
         if self.m2 is None:
