@@ -107,6 +107,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from padim_utils.errors import PadimError
 from padim_utils.scenes import (  # noqa: F401  (ALPHA_THRESHOLD is public here too)
@@ -307,20 +308,15 @@ def _readme(spec: _Category, params: dict[str, Any]) -> str:
 def _write_category(folder: Path, spec: _Category, params: dict[str, Any]) -> None:
     n, seed = params["image_size"], params["seed"]
     width = max(3, len(str(max(params["n_train"], params["n_test_good"], params["n_test_defect_per_type"]) - 1)))
-    (folder / "train" / "good").mkdir(parents=True)
-    (folder / "test" / "good").mkdir(parents=True)
-    for i in range(params["n_train"]):
-        s = generate_sample(spec.name, "train", "good", i, n, seed)
-        _save_png(s.image, folder / "train" / "good" / f"{i:0{width}d}.png")
-    for i in range(params["n_test_good"]):
-        s = generate_sample(spec.name, "test", "good", i, n, seed)
-        _save_png(s.image, folder / "test" / "good" / f"{i:0{width}d}.png")
-    for defect in spec.defects:
-        (folder / "test" / defect).mkdir(parents=True)
-        (folder / "ground_truth" / defect).mkdir(parents=True)
-        for i in range(params["n_test_defect_per_type"]):
-            s = generate_sample(spec.name, "test", defect, i, n, seed)
-            _save_png(s.image, folder / "test" / defect / f"{i:0{width}d}.png")
+    jobs = [("train", "good", i) for i in range(params["n_train"])]
+    jobs += [("test", "good", i) for i in range(params["n_test_good"])]
+    jobs += [("test", d, i) for d in spec.defects for i in range(params["n_test_defect_per_type"])]
+    for split, defect, i in tqdm(jobs, desc=f"synth {spec.name}", unit="img", disable=None):
+        (folder / split / defect).mkdir(parents=True, exist_ok=True)
+        s = generate_sample(spec.name, split, defect, i, n, seed)
+        _save_png(s.image, folder / split / defect / f"{i:0{width}d}.png")
+        if defect != "good":
+            (folder / "ground_truth" / defect).mkdir(parents=True, exist_ok=True)
             _save_png(s.mask.astype(np.uint8) * 255, folder / "ground_truth" / defect / f"{i:0{width}d}_mask.png")
     (folder / "README.txt").write_text(_readme(spec, params), encoding="utf-8")
     # the marker goes last: a folder with a marker is complete
