@@ -109,3 +109,17 @@ def test_entry_point_prints_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert "model file not found" in proc.stderr
+
+
+def test_course_quick_mode_writes_table_and_figures(tmp_path, monkeypatch, capsys):
+    # what `make course` runs, on tiny images (PADIM_QUICK=1 as CI uses for the course)
+    monkeypatch.setenv("PADIM_QUICK", "1")
+    out = tmp_path / "build"
+    assert main(["course", "--root", str(tmp_path / "synthetic"), "--out", str(out), "--quiet"]) == 0
+    summary = (out / "results" / "summary.md").read_text()
+    for category in ("bottle_syn", "carpet_syn"):
+        assert f"| {category} | efficientnet_lite0 |" in summary
+        record = json.loads((out / "results" / f"{category}.json").read_text())
+        assert record["config"]["image_size"] == 64 and 0.0 <= record["pixel_aupro"] <= 1.0
+        assert (out / "figures" / f"{category}_examples.png").stat().st_size > 1000
+    assert str(out / "results") in capsys.readouterr().out
