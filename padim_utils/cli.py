@@ -73,12 +73,6 @@ def build_config(args):
     return cfg.replace(**changes)
 
 
-def _datasets(args, cfg, splits=("train", "test")):
-    from .data import MVTecDataset
-
-    return [MVTecDataset(args.root, args.category, split, image_size=cfg.image_size, crop=cfg.crop) for split in splits]
-
-
 def _peak_memory_bytes(device) -> int:
     """Peak GPU memory allocated by torch on CUDA; the process's peak resident memory on the CPU."""
     import torch
@@ -103,10 +97,11 @@ def cmd_synth(args) -> int:
 
 
 def cmd_fit(args) -> int:
+    from .data import MVTecDataset
     from .model import Padim, timed
 
     cfg = build_config(args)
-    (train,) = _datasets(args, cfg, ("train",))
+    train = MVTecDataset(args.root, args.category, "train", image_size=cfg.image_size, crop=cfg.crop)
     model = Padim(cfg)
     _, seconds = timed(model.fit, train, progress=not args.quiet)
     path = model.save(args.out)
@@ -116,7 +111,7 @@ def cmd_fit(args) -> int:
 
 def cmd_predict(args) -> int:
     from .data import ImageFolderDataset
-    from .files import atomic_path
+    from .files import write_text
     from .model import Padim
     from .plots import save_overlay
 
@@ -137,8 +132,7 @@ def cmd_predict(args) -> int:
     writer = csv.writer(buf)
     writer.writerow(["image", "score", "heatmap"])
     writer.writerows(rows)
-    with atomic_path(out / "scores.csv") as tmp:
-        tmp.write_text(buf.getvalue())
+    write_text(out / "scores.csv", buf.getvalue())
     print(f"{len(rows)} image(s) scored -> {out / 'scores.csv'} and {len(rows)} heat map(s) in {out}")
     return 0
 

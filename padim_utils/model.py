@@ -21,13 +21,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import __version__
-from .backbones import feature_extractor
+from .backbones import embed, feature_extractor
 from .config import PadimConfig
 from .data import collate
 from .errors import PadimError
 from .files import atomic_path
 from .gaussian import GaussianStats
-from .reduction import Reducer, upsample_concat
+from .reduction import Reducer
 from .scoring import anomaly_maps, image_scores, mahalanobis
 
 FORMAT_VERSION = "1"
@@ -97,7 +97,7 @@ class Padim:
         if len(dataset) < 2:
             raise PadimError(f"fitting needs at least 2 training images, got {len(dataset)}")
         if self.reducer.kind == "pca":  # a first pass for the PCA directions
-            batches = (upsample_concat(self._forward_layers(b["image"]))  # (B, C, h, w)
+            batches = (embed(self._forward_layers(b["image"]))  # (B, C, h, w)
                        for b in tqdm(self._loader(dataset), desc="PCA pass", disable=not progress))
             self.reducer.fit_pca(batches)
         stats = None

@@ -15,9 +15,14 @@ is that a *random* subset works as well as PCA, and better, at a fraction of the
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from .backbones import embed
 from .errors import PadimError
+
+
+def _check_d(d: int, n_channels: int) -> None:
+    if d > n_channels:
+        raise PadimError(f"d={d} is larger than the backbone's {n_channels} channels; use d <= {n_channels}")
 
 
 def random_channels(n_channels: int, d: int, seed: int) -> torch.Tensor:
@@ -26,17 +31,9 @@ def random_channels(n_channels: int, d: int, seed: int) -> torch.Tensor:
     Sorting does not change the Mahalanobis distance (it is invariant to a
     permutation of the coordinates) and lets each layer be indexed separately.
     """
-    if d > n_channels:
-        raise PadimError(f"d={d} is larger than the backbone's {n_channels} channels; use d <= {n_channels}")
+    _check_d(d, n_channels)
     g = torch.Generator().manual_seed(seed)
     return torch.randperm(n_channels, generator=g)[:d].sort().values  # (d,)
-
-
-def upsample_concat(features: list[torch.Tensor]) -> torch.Tensor:
-    """[(B, C_i, H_i, W_i)] -> (B, sum C_i, H_1, W_1), nearest upsampling as in PaDiM."""
-    size = features[0].shape[-2:]
-    maps = [f if f.shape[-2:] == size else F.interpolate(f, size=size, mode="nearest") for f in features]
-    return torch.cat(maps, dim=1)
 
 
 class Reducer:
@@ -51,10 +48,7 @@ class Reducer:
         if kind == "none":
             self.d = self.n_channels
         elif kind in ("random", "pca"):
-            if d > self.n_channels:
-                raise PadimError(
-                    f"d={d} is larger than the backbone's {self.n_channels} channels; use d <= {self.n_channels}"
-                )
+            _check_d(d, self.n_channels)
             self.d = d
             if kind == "random":
                 self.index = random_channels(self.n_channels, d, seed)
@@ -74,8 +68,8 @@ class Reducer:
                 local = index[(index >= start) & (index < start + c)] - start
                 picked.append(f.index_select(1, local))
                 start += c
-            return upsample_concat(picked)
-        emb = upsample_concat(features)  # (B, C, H, W)
+            return embed(picked)
+        emb = embed(features)  # (B, C, H, W)
         if self.kind == "none":
             return emb
         if self.projection is None:

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
 from padim_utils.errors import PadimError
-from padim_utils.reduction import Reducer, random_channels, upsample_concat
+from padim_utils.backbones import embed
+from padim_utils.reduction import Reducer, random_channels
 
 
 def _features(seed=0):
@@ -40,13 +41,13 @@ def test_none_keeps_everything():
     feats = _features()
     out = Reducer("none", [4, 6, 5], 3)(feats)
     assert out.shape == (2, 15, 8, 8)
-    assert torch.equal(out, upsample_concat(feats))
+    assert torch.equal(out, embed(feats))
 
 
 def test_pca_matches_sklearn_components():
     feats = _features(1)
     red = Reducer("pca", [4, 6, 5], 3)
-    emb = upsample_concat(feats)  # (2, 15, 8, 8)
+    emb = embed(feats)  # (2, 15, 8, 8)
     red.fit_pca([emb[:1], emb[1:]])  # two batches
     x = emb.permute(0, 2, 3, 1).reshape(-1, 15).double().numpy()
     ref = PCA(n_components=3).fit(x).components_.T  # (15, 3)
