@@ -82,6 +82,17 @@ def _peak_memory_bytes(device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} CPU"
+
+
 # ---------------------------------------------------------------------------- commands
 def cmd_synth(args) -> int:
     from .synthetic import make_synthetic_mvtec
@@ -164,7 +175,7 @@ def run_benchmark(cfg, root, category, figures: Path | None = None, progress: bo
         "d": model.d,
         "device": str(model.device),
         "device_name": torch.cuda.get_device_name(model.device) if model.device.type == "cuda"
-        else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads",
+        else f"{cpu_name()}, {torch.get_num_threads()} threads",
         "peak_memory_bytes": _peak_memory_bytes(model.device),
         "config": cfg.to_dict(),
         "category": category,
