@@ -1,0 +1,37 @@
+"""Figure helpers: overlays blend correctly, example picking, figures are drawn."""
+
+import numpy as np
+import torch
+
+from padim_utils.plots import overlay, pick_examples, plot_examples, plot_score_histogram, save_figure
+
+
+def test_overlay_blends_image_and_colormap():
+    image = torch.full((3, 4, 4), 255, dtype=torch.uint8)  # white, channels first
+    amap = np.zeros((4, 4))
+    amap[0, 0] = 1.0
+    out = overlay(image, amap, alpha=0.5, cmap="gray")
+    assert out.shape == (4, 4, 3) and out.min() >= 0 and out.max() <= 1
+    np.testing.assert_allclose(out[0, 0], [1.0, 1.0, 1.0])  # white image + white (max) heat
+    np.testing.assert_allclose(out[1, 1], [0.5, 0.5, 0.5])  # white image + black (min) heat
+
+
+def test_pick_examples_shows_extremes_of_both_classes():
+    scores = np.array([0.1, 0.9, 0.5, 0.3, 0.8, 0.2, 0.7])
+    labels = np.array([0, 1, 1, 0, 0, 1, 0])
+    picks = pick_examples(scores, labels, n=4)
+    assert len(picks) == len(set(picks)) == 4
+    assert 1 in picks and 5 in picks  # most and least anomalous defect
+    assert 4 in picks and 0 in picks  # most and least anomalous good image
+
+
+def test_figures_are_drawn_and_saved(tmp_path):
+    images = [np.zeros((8, 8, 3), np.uint8)] * 2
+    masks = [np.eye(8), np.zeros((8, 8))]
+    maps = [np.random.default_rng(0).random((8, 8))] * 2
+    fig = plot_examples(images, masks, maps, scores=[1.0, 2.0], labels=[1, 0], titles=["a", "b"])
+    assert len(fig.axes) == 6
+    save_figure(fig, tmp_path / "ex.png")
+    save_figure(plot_score_histogram([1, 2, 3, 4], [0, 0, 1, 1], threshold=2.5), tmp_path / "h.png")
+    assert (tmp_path / "ex.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "h.png").stat().st_size > 0
+    assert not list(tmp_path.glob("*.tmp"))
