@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset, list_categories
+from padim_utils.data import MVTecDataset, collate, list_categories
 from padim_utils.files import write_json, write_text
 from padim_utils.gaussian import GaussianStats
 from padim_utils.metrics import evaluate
@@ -37,24 +38,23 @@ def raw_patches(images: torch.Tensor) -> torch.Tensor:
 
 def raw_pixel_padim(train, test, cfg) -> dict:
     def batches(ds):
-        for s in range(0, len(ds), cfg.batch_size):
-            items = [ds[i] for i in range(s, min(s + cfg.batch_size, len(ds)))]
-            yield torch.stack([it["image"] for it in items]), items
+        return DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate)
 
     stats = None
-    for images, _ in batches(train):
-        emb = raw_patches(images)
+    for batch in batches(train):
+        emb = raw_patches(batch["image"])
         if stats is None:
             stats = GaussianStats(emb.shape[-2] * emb.shape[-1], emb.shape[1])
         stats.update(emb)
     mean, precision = stats.finalize(cfg.eps)
     maps, labels, masks = [], [], []
-    for images, items in batches(test):
+    for batch in batches(test):
+        images = batch["image"]
         maps.append(anomaly_maps(mahalanobis(raw_patches(images), mean, precision), images.shape[-1], cfg.sigma))
-        labels += [it["label"] for it in items]
-        masks += [it["mask"] for it in items]
+        labels.append(batch["label"])
+        masks.append(batch["mask"])
     maps = torch.cat(maps)
-    return evaluate(torch.tensor(labels), image_scores(maps), torch.stack(masks), maps)
+    return evaluate(torch.cat(labels), image_scores(maps), torch.cat(masks), maps)
 
 
 def main() -> None:
