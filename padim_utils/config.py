@@ -27,6 +27,10 @@ from .errors import PadimError
 REDUCTIONS = ("random", "pca", "none")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+#: Smallest image side the pipeline accepts: a stride-16 layer then still has a 2 x 2 grid.
+MIN_IMAGE_SIZE = 32
+#: What quick mode (PADIM_QUICK=1, tests) shrinks the embedded dataset to; the "quick" preset matches it.
+QUICK_DATA = {"image_size": 64, "n_train": 8}
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,10 @@ class PadimConfig:
             raise PadimError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.d < 1:
             raise PadimError(f"d must be a positive number of channels, got {self.d}")
-        if self.image_size < 16:
-            raise PadimError(f"image_size must be at least 16 pixels, got {self.image_size}")
-        if self.crop is not None and not (16 <= self.crop <= self.image_size):
-            raise PadimError(f"crop must be between 16 and image_size={self.image_size}, got {self.crop}")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise PadimError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {self.image_size}")
+        if self.crop is not None and not (MIN_IMAGE_SIZE <= self.crop <= self.image_size):
+            raise PadimError(f"crop must be between {MIN_IMAGE_SIZE} and image_size={self.image_size}, got {self.crop}")
         if self.eps <= 0:
             raise PadimError(f"eps must be positive (it keeps covariances invertible), got {self.eps}")
         if self.sigma < 0:
@@ -96,6 +100,13 @@ class PadimConfig:
     def out_size(self) -> int:
         """Side of the images the network sees (and of the anomaly maps)."""
         return self.crop if self.crop is not None else self.image_size
+
+    @property
+    def torch_dtype(self):
+        """The torch dtype named by `dtype` (torch is imported only when asked)."""
+        import torch
+
+        return getattr(torch, self.dtype)
 
     def replace(self, **changes) -> "PadimConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -133,7 +144,8 @@ PRESETS: dict[str, PadimConfig] = {
     # Weights ship with pip: works offline (tests, CI, workshops). Anomalib's no-crop geometry.
     "offline_lite0": PadimConfig(backbone="efficientnet_lite0", d=100, crop=None),
     # Tiny and fast: tests and PADIM_QUICK=1 notebooks.
-    "quick": PadimConfig(backbone="efficientnet_lite0", d=32, image_size=64, crop=None, batch_size=16),
+    "quick": PadimConfig(backbone="efficientnet_lite0", d=32, image_size=QUICK_DATA["image_size"], crop=None,
+                         batch_size=16),
 }
 
 

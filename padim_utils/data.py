@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from padim_utils.config import MIN_IMAGE_SIZE
 from padim_utils.errors import PadimError
 
 __all__ = [
@@ -159,11 +160,11 @@ def resize_crop(img: Image.Image, image_size: int, crop: int | None, resample: i
 
 
 def _check_geometry(image_size: Any, crop: Any) -> tuple[int, int | None]:
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
-        raise PadimError(f"image_size must be a positive integer, got {image_size!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < MIN_IMAGE_SIZE:
+        raise PadimError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
     if crop is not None:
-        if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < 1:
-            raise PadimError(f"crop must be a positive integer or None, got {crop!r}")
+        if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < MIN_IMAGE_SIZE:
+            raise PadimError(f"crop must be an integer >= {MIN_IMAGE_SIZE} or None, got {crop!r}")
         if crop > image_size:
             raise PadimError(f"crop ({crop}) must not be larger than image_size ({image_size})")
         crop = int(crop)

@@ -31,14 +31,14 @@ from .reduction import Reducer
 from .scoring import anomaly_maps, image_scores, mahalanobis
 
 FORMAT_VERSION = "1"
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when a GPU is visible, else cpu; "cpu" / "cuda" as named."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise PadimError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        raise PadimError("device='cuda' was asked for but no CUDA GPU is visible; use device='cpu' or 'auto'")
     return torch.device(name)
 
 
@@ -65,7 +65,7 @@ class Padim:
     def _forward_layers(self, images: torch.Tensor) -> list[torch.Tensor]:
         """uint8 (B, 3, S, S) on any device -> list of float32 layer outputs on self.device."""
         x = self.extractor.normalize(images.to(self.device, non_blocking=True))  # (B, 3, S, S) float32
-        dtype = _DTYPES[self.config.dtype]
+        dtype = self.config.torch_dtype
         with torch.inference_mode():
             if dtype in (torch.float16, torch.bfloat16):
                 with torch.autocast(self.device.type, dtype=dtype):

@@ -109,6 +109,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from padim_utils.config import MIN_IMAGE_SIZE
 from padim_utils.errors import PadimError
 from padim_utils.scenes import (  # noqa: F401  (ALPHA_THRESHOLD is public here too)
     ALPHA_THRESHOLD,
@@ -136,8 +137,6 @@ __all__ = [
 GENERATOR_VERSION = 1
 MARKER = ".synthetic.json"
 DEFAULT_CATEGORIES = ("carpet_syn", "bottle_syn")
-MIN_IMAGE_SIZE = 32
-
 P_TWO_REGIONS = 0.3
 
 

@@ -346,7 +346,7 @@ def test_hidden_files_and_extensions(tmp_path):
     _save(_rgb(8, 8), good / ".hidden.png")
     (good / "Thumbs.db").write_bytes(b"x")
     (good / "sub.png").mkdir()  # a folder named like an image is not an image
-    ds = MVTecDataset(tmp_path, "c", "train", image_size=8, crop=None)
+    ds = MVTecDataset(tmp_path, "c", "train", image_size=32, crop=None)
     assert [Path(p).name for p in ds.paths] == ["a.jpeg", "b.PNG"]
 
 
@@ -360,18 +360,18 @@ def test_image_folder_dataset_dir_and_file(tmp_path):
     _save(_rgb(30, 50, 3), d / "m.tiff")
     _save(_rgb(30, 50, 4), d / "nested" / "n.png")
     (d / "readme.txt").write_text("hi")
-    ds = ImageFolderDataset(d, image_size=32, crop=28)
+    ds = ImageFolderDataset(d, image_size=40, crop=32)
     assert [Path(p).name for p in ds.paths] == ["a.png", "m.tiff", "z.JPG"]
-    assert ds.labels == [-1, -1, -1] and len(ds) == 3 and ds.out_size == 28
+    assert ds.labels == [-1, -1, -1] and len(ds) == 3 and ds.out_size == 32
     item = ds[2]
-    assert item["image"].shape == (3, 28, 28) and item["image"].dtype == torch.uint8
-    assert item["mask"].shape == (28, 28) and item["mask"].sum() == 0
+    assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.uint8
+    assert item["mask"].shape == (32, 32) and item["mask"].sum() == 0
     assert item["label"] == -1 and item["path"] == str(d / "z.JPG")
     assert len(ImageFolderDataset(d, recursive=True)) == 4
     one = ImageFolderDataset(d / "m.tiff", image_size=32, crop=None)
     assert len(one) == 1 and one[0]["image"].shape == (3, 32, 32)
     batch = collate([ds[0], ds[1]])
-    assert batch["image"].shape == (2, 3, 28, 28) and batch["label"].tolist() == [-1, -1]
+    assert batch["image"].shape == (2, 3, 32, 32) and batch["label"].tolist() == [-1, -1]
 
 
 def test_image_folder_dataset_errors(tmp_path):
@@ -393,8 +393,8 @@ def test_image_folder_applies_exif_orientation(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees on display
     p = tmp_path / "phone.jpg"
     img.save(p, exif=exif.tobytes())
-    item = ImageFolderDataset(p, image_size=16, crop=None)[0]
-    assert item["image"].shape == (3, 16, 16)
+    item = ImageFolderDataset(p, image_size=32, crop=None)[0]
+    assert item["image"].shape == (3, 32, 32)
     assert load_rgb(p, exif_transpose=True).size == (10, 20)
 
 

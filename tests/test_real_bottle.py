@@ -9,7 +9,7 @@ what this package measured minus a small margin (README lists the measured value
 
 import pytest
 
-from padim_utils.cli import run_benchmark
+from padim_utils.experiment import run_benchmark
 from padim_utils.config import preset
 
 FLOORS = {

@@ -1,0 +1,113 @@
+"""One experiment: fit on a category's normal images, score its test set, compute every metric.
+
+    record = run_benchmark(preset("offline_lite0"), "data/synthetic", "bottle_syn")
+    print(results_table([record]))
+
+The record is a flat dict (metrics, timings, memory, the machine, the full config),
+the same one `padim benchmark` writes as JSON and the course notebooks tabulate.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import PadimConfig
+from .data import MVTecDataset
+from .metrics import evaluate
+from .model import Padim, timed
+
+__all__ = ["run_benchmark", "cpu_name", "device_name", "peak_memory_bytes", "markdown_row", "results_table",
+           "MARKDOWN_HEADER"]
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} CPU"
+
+
+def device_name(device: torch.device) -> str:
+    """A human name for the device timings were taken on: the GPU's, or the CPU's with its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak GPU memory allocated by torch on CUDA; the process's peak resident memory on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = None,
+                  progress: bool = True) -> dict:
+    """Fit on train/good, predict the test set, compute every metric: the benchmark's record."""
+    train = MVTecDataset(root, category, "train", image_size=cfg.image_size, crop=cfg.crop)
+    test = MVTecDataset(root, category, "test", image_size=cfg.image_size, crop=cfg.crop)
+    model = Padim(cfg)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    _, fit_s = timed(model.fit, train, progress=progress)
+    result, predict_s = timed(model.predict_dataset, test, progress=progress)
+    metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
+    record = {
+        **{k: float(v) for k, v in metrics.items()},
+        "fit_seconds": fit_s,
+        "predict_seconds": predict_s,
+        "n_train": len(train),
+        "n_test": len(test),
+        "backbone": cfg.backbone,
+        "d": model.d,
+        "device": str(model.device),
+        "device_name": device_name(model.device),
+        "peak_memory_bytes": peak_memory_bytes(model.device),
+        "config": cfg.to_dict(),
+        "category": category,
+        "padim_utils_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    if figures is not None:
+        save_benchmark_figures(Path(figures), category, test, result, metrics)
+    return record
+
+
+def save_benchmark_figures(figures: Path, category: str, test, result: dict, metrics: dict) -> None:
+    """`<category>_examples.png` (images, masks, maps) and `<category>_scores.png` (score histogram)."""
+    from .plots import pick_examples, plot_examples, plot_score_histogram, save_figure
+
+    idx = pick_examples(result["scores"], result["labels"], n=6)
+    fig = plot_examples([test[i]["image"] for i in idx], [result["masks"][i] for i in idx],
+                        [result["maps"][i] for i in idx], scores=[result["scores"][i] for i in idx],
+                        labels=[result["labels"][i] for i in idx], titles=[test.defect_types[i] for i in idx])
+    fig.suptitle(f"{category}: the most and least anomalous test images")
+    save_figure(fig, figures / f"{category}_examples.png")
+    fig = plot_score_histogram(result["scores"], result["labels"], metrics.get("image_f1_threshold"))
+    fig.axes[0].set_title(f"{category}: image scores of the test set")
+    save_figure(fig, figures / f"{category}_scores.png")
+
+
+MARKDOWN_HEADER = ("| category | backbone | d | image AUROC | image F1 | pixel AUROC | AU-PRO (0.3) | fit s | predict s |\n"
+                   "|---|---|---|---|---|---|---|---|---|")
+
+
+def markdown_row(r: dict) -> str:
+    """One benchmark record as a row under `MARKDOWN_HEADER`."""
+    return (f"| {r['category']} | {r['backbone']} | {r['d']} | {r['image_auroc']:.3f} | {r['image_f1']:.3f} | "
+            f"{r['pixel_auroc']:.3f} | {r['pixel_aupro']:.3f} | {r['fit_seconds']:.1f} | {r['predict_seconds']:.1f} |")
+
+
+def results_table(records: list[dict]) -> str:
+    """Benchmark records as one markdown table."""
+    return "\n".join([MARKDOWN_HEADER, *(markdown_row(r) for r in records)])
