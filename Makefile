@@ -12,9 +12,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
-# Generate the embedded dataset, fit + evaluate PaDiM on it (offline backbone), write results under build/.
+# Data home for the notebooks (JupyterLab starts kernels in notebooks/): the repository's data/ unless set.
+export PADIM_DATA ?= $(CURDIR)/data
+
+# Execute every course notebook headless (embedded data, or real MVTec AD under $PADIM_DATA/mvtec_ad)
+# and render them into build/index.html.
 course: $(STAMP)
-	$(PY) -m padim_utils.cli course --out build
+	$(PY) -m padim_utils.cli course --notebooks notebooks --out build
 
 # The whole test suite (CI runs exactly this).
 test: $(STAMP)

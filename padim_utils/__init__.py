@@ -10,7 +10,11 @@ Modules, in the order of the method:
     scoring    Mahalanobis maps, blur, image scores
     metrics    image/pixel AUROC, F1, AU-PRO (MVTec AD definitions)
     model      Padim: fit / predict / save / load
+    features   FeatureCache: layer outputs computed once, re-fit in seconds
+    experiment run_benchmark: fit + predict + metrics, one record per category
+    paper      the paper's published numbers and tables in its format
     plots      figures
+    course     what the notebooks start with (env settings, data, show_source, check_exercise)
     cli        the `padim` command
     files      atomic writes; errors: PadimError, the one user-facing exception
 """
@@ -22,7 +26,16 @@ _LAZY = {
     "PadimConfig": ("config", "PadimConfig"),
     "preset": ("config", "preset"),
     "PadimError": ("errors", "PadimError"),
+    "FeatureCache": ("features", "FeatureCache"),
+    "run_benchmark": ("experiment", "run_benchmark"),
+    "course_data": ("course", "course_data"),
+    "env_flag": ("course", "env_flag"),
+    "env_device": ("course", "env_device"),
+    "environment_report": ("course", "environment_report"),
+    "show_source": ("course", "show_source"),
+    "check_exercise": ("course", "check_exercise"),
 }
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name):  # lazy, so `import padim_utils` stays cheap
@@ -32,3 +45,7 @@ def __getattr__(name):  # lazy, so `import padim_utils` stays cheap
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():  # tab completion shows the lazily imported names too
+    return sorted(set(globals()) | set(_LAZY))

@@ -82,21 +82,42 @@ _OFFLINE_HINT = "use the offline backbone 'efficientnet_lite0' (e.g. the preset 
 # Building the full ImageNet classifiers
 # --------------------------------------------------------------------------
 
-def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
-    """torchvision classifier `name`, with IMAGENET1K_V1 weights if `pretrained`."""
+_TORCHVISION = {  # name -> (builder attribute, weights enum attribute) in torchvision.models
+    "resnet18": ("resnet18", "ResNet18_Weights"),
+    "wide_resnet50_2": ("wide_resnet50_2", "Wide_ResNet50_2_Weights"),
+    "efficientnet_b5": ("efficientnet_b5", "EfficientNet_B5_Weights"),
+}
+
+
+def _torchvision_weights(name: str):
+    """(builder, IMAGENET1K_V1 weights, path of the cached checkpoint) of a torchvision backbone."""
     import torchvision.models as tvm
 
-    builder, weights_enum = {
-        "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
-        "wide_resnet50_2": (tvm.wide_resnet50_2, tvm.Wide_ResNet50_2_Weights),
-        "efficientnet_b5": (tvm.efficientnet_b5, tvm.EfficientNet_B5_Weights),
-    }[name]
+    builder, enum = _TORCHVISION[name]
+    weights = getattr(tvm, enum).IMAGENET1K_V1
+    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
+    return getattr(tvm, builder), weights, Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def weights_status(name: str) -> str:
+    """Where backbone `name`'s ImageNet weights come from on this machine, in a few words."""
+    _check_name(name)
+    if name == "efficientnet_lite0":
+        try:
+            return f"offline: shipped with pip ({lite0_checkpoint_path().name})"
+        except PadimError as e:
+            return f"missing: {e}"
+    _, _, cached = _torchvision_weights(name)
+    if cached.is_file():
+        return f"cached in $TORCH_HOME ({cached})"
+    return f"not cached: downloaded on first use (needs internet) into {cached.parent}"
+
+
+def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
+    """torchvision classifier `name`, with IMAGENET1K_V1 weights if `pretrained`."""
+    builder, weights, cached = _torchvision_weights(name)
     if not pretrained:
         return builder(weights=None)
-
-    weights = weights_enum.IMAGENET1K_V1
-    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     was_cached = cached.is_file()
     try:
         # Loads `cached` if present, otherwise downloads it there first.

@@ -149,28 +149,12 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_course(args) -> int:
-    """The course's main job, headless: embedded data -> fit -> evaluate -> table + heat maps."""
-    from .config import QUICK_DATA, preset
-    from .experiment import results_table, run_benchmark
-    from .files import write_json, write_text
-    from .synthetic import make_synthetic_mvtec
+    """The course's main job: execute every notebook headless and render the site."""
+    from .book import build_course
 
-    quick = bool(os.environ.get("PADIM_QUICK"))
-    out = Path(args.out)
-    root = make_synthetic_mvtec(args.root or _synthetic_root(), **(QUICK_DATA if quick else {}))
-    from .data import list_categories
-
-    cfg = preset("quick" if quick else args.config)
-    records = []
-    for category in list_categories(root):
-        print(f"== {category}: {cfg.backbone}, d={cfg.d}, {cfg.out_size}px")
-        record = run_benchmark(cfg, root, category, figures=out / "figures", progress=not args.quiet)
-        write_json(out / "results" / f"{category}.json", record)
-        records.append(record)
-    table = results_table(records) + "\n"
-    write_text(out / "results" / "summary.md", f"# PaDiM on the embedded synthetic data ({cfg.backbone})\n\n{table}")
-    print(table)
-    print(f"results: {out / 'results'} (JSON per category, summary.md); heat maps: {out / 'figures'}")
+    only = [o.strip() for o in args.only.split(",") if o.strip()] if args.only else None
+    index = build_course(args.notebooks, args.out, only=only, progress=not args.quiet)
+    print(f"course built: open {index.resolve()}")
     return 0
 
 
@@ -209,10 +193,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("course", help="the course's main job: embedded data, fit, evaluate, figures under --out")
-    p.add_argument("--root", help="default: $PADIM_DATA/synthetic (PADIM_DATA defaults to ./data)")
-    p.add_argument("--out", default="build")
-    p.add_argument("--config", default="offline_lite0", help="preset (PADIM_QUICK=1 forces 'quick')")
+    p = sub.add_parser("course", help="execute the course notebooks headless and render them into a site")
+    p.add_argument("--notebooks", default="notebooks", help="folder of the NN_*.py notebooks (default notebooks)")
+    p.add_argument("--out", default="build", help="site folder (default build); index.html inside")
+    p.add_argument("--only", help="comma-separated chapter prefixes, e.g. 04,05")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_course)
     return parser

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 
 from .errors import PadimError
@@ -31,6 +32,22 @@ DTYPES = ("float32", "float64", "bfloat16", "float16")
 MIN_IMAGE_SIZE = 32
 #: What quick mode (PADIM_QUICK=1, tests) shrinks the embedded dataset to; the "quick" preset matches it.
 QUICK_DATA = {"image_size": 64, "n_train": 8}
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """An on/off environment variable: 1/true/yes/on or 0/false/no/off (any case); unset -> `default`."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise PadimError(f"{name}={value!r} is not a yes/no value; use 1 or 0")
 
 
 @dataclass(frozen=True)

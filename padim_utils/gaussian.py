@@ -84,25 +84,29 @@ class GaussianStats:
         return cov
 
     @torch.no_grad()
-    def finalize(self, eps: float, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    def finalize(self, eps: float, dtype=torch.float32, keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (mean (P, d), precision (P, d, d)) in `dtype`.
 
-        Consumes the statistics: each chunk of the scatter buffer is turned into
-        its covariance in place, factorised, inverted and written into the
-        output, so peak memory is the float64 buffer, the output and one chunk
-        (Wide-ResNet50, d = 550, 64 x 64 grid: 9.9 + 5.0 GB + ~0.3 GB).
+        By default this consumes the statistics: each chunk of the scatter
+        buffer is turned into its covariance in place, factorised, inverted and
+        written into the output, so peak memory is the float64 buffer, the
+        output and one chunk (Wide-ResNet50, d = 550, 64 x 64 grid: 9.9 + 5.0 GB
+        + ~0.3 GB). With `keep=True` each chunk is copied first, so the same
+        statistics can be finalised again, e.g. for several eps, without a re-fit.
         """
         self._check_n()
         precision = torch.empty(self.P, self.d, self.d, dtype=dtype, device=self.m2.device)
         chunk = max(1, min(self.chunk, 128))
         for s in range(0, self.P, chunk):
-            cov = self.m2[s : s + chunk].div_(self.n - 1)  # in place: (p, d, d)
+            m2 = self.m2[s : s + chunk]  # (p, d, d)
+            cov = m2 / (self.n - 1) if keep else m2.div_(self.n - 1)
             cov.diagonal(dim1=-2, dim2=-1).add_(eps)
             chol, info = torch.linalg.cholesky_ex(cov)
             if bool((info != 0).any()):
                 raise PadimError("a covariance matrix is not positive definite; increase eps")
             precision[s : s + chunk] = torch.cholesky_inverse(chol)
-        self.m2 = None  # consumed
+        if not keep:
+            self.m2 = None  # consumed
         return self.mean.to(dtype), precision
 
     def _check_n(self) -> None:

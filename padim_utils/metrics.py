@@ -10,6 +10,8 @@ Image level (one score per image, label 1 = anomalous):
 Pixel level (masks ``(N, H, W)`` bool or 0/1, maps ``(N, H, W)`` float):
 
 * :func:`pixel_auroc` - ROC AUC over every pixel of the set.
+* :func:`pro_at` - one point of the PRO curve, region by region (to learn
+  what the curve is made of).
 * :func:`pro_curve`, :func:`aupro` - the PRO curve and the normalised area
   under it up to a false-positive-rate limit (default 0.3).
 * :func:`evaluate` - all of the above in one call (one sort of the pixels).
@@ -84,6 +86,7 @@ __all__ = [
     "f1_at",
     "threshold_from_normal",
     "pro_curve",
+    "pro_at",
     "aupro",
     "evaluate",
 ]
@@ -504,6 +507,49 @@ def pro_curve(masks, maps):
     np.minimum(pro, 1.0, out=pro)
     fpr[-1] = pro[-1] = 1.0
     return fpr, pro
+
+
+class ProPoint(NamedTuple):
+    """One point of the PRO curve, with the overlaps it averages."""
+
+    threshold: float
+    fpr: float  # defect-free pixels with score >= threshold / all defect-free pixels
+    pro: float  # mean of `overlaps`
+    overlaps: np.ndarray  # (R,) per region: its pixels with score >= threshold / its size
+    region_image: np.ndarray  # (R,) index of the image each region lies in
+
+
+def pro_at(masks, maps, threshold: float) -> ProPoint:
+    """The PRO curve at one threshold, spelled out region by region.
+
+    Straight from the definition: label the 8-connected regions of each mask,
+    count for each region the fraction of its pixels scoring ``>= threshold``,
+    average these overlaps over all regions of the set; the FPR is the
+    fraction of all defect-free pixels scoring ``>= threshold``. Slow on large
+    sets (one pass per region) but easy to read; :func:`pro_curve` computes
+    every threshold at once and passes through these points.
+    """
+    _, masks_b, maps_f, _ = _pixel_inputs(masks, maps)
+    masks_b, maps_f = np.asarray(masks_b), np.asarray(maps_f)
+    threshold = float(threshold)
+    if math.isnan(threshold):
+        raise ValueError("threshold is NaN")
+    above = maps_f >= threshold  # (N, H, W)
+    normal = ~masks_b
+    if not normal.any():
+        raise ValueError("masks hold no defect-free pixel: the FPR is undefined")
+    overlaps, images = [], []
+    for i in range(masks_b.shape[0]):
+        labels, n = ndimage.label(masks_b[i], structure=_EIGHT_CONNECTED)  # (H, W) region ids 1..n
+        for r in range(1, n + 1):
+            region = labels == r
+            overlaps.append(above[i][region].mean())
+            images.append(i)
+    if not overlaps:
+        raise ValueError("masks hold no defect region: PRO is undefined")
+    overlaps = np.asarray(overlaps, dtype=np.float64)
+    fpr = float(above[normal].sum()) / float(normal.sum())
+    return ProPoint(threshold, fpr, float(overlaps.mean()), overlaps, np.asarray(images))
 
 
 # ---------------------------------------------------------------------------

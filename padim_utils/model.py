@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from . import __version__
 from .backbones import embed, feature_extractor
@@ -27,6 +26,7 @@ from .data import collate
 from .errors import PadimError
 from .files import atomic_path
 from .gaussian import GaussianStats
+from .progress import progress_bar
 from .reduction import Reducer
 from .scoring import anomaly_maps, image_scores, mahalanobis
 
@@ -62,8 +62,8 @@ class Padim:
     def d(self) -> int:
         return self.reducer.d
 
-    def _forward_layers(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """uint8 (B, 3, S, S) on any device -> list of float32 layer outputs on self.device."""
+    def forward_layers(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 (B, 3, S, S) on any device -> the backbone's layer outputs [(B, C_i, h_i, w_i)], float32."""
         x = self.extractor.normalize(images.to(self.device, non_blocking=True))  # (B, 3, S, S) float32
         dtype = self.config.torch_dtype
         with torch.inference_mode():
@@ -76,13 +76,24 @@ class Padim:
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, S, S) -> reduced embeddings (B, d, h, w) on self.device."""
-        return self.reducer(self._forward_layers(images))
+        return self.reducer(self.forward_layers(images))
 
-    def _loader(self, dataset: Dataset) -> DataLoader:
+    def _layer_batches(self, data, progress: bool, desc: str):
+        """(layer outputs on self.device, batch dict) per batch, from a dataset or a FeatureCache."""
+        from .features import FeatureCache
+
+        if isinstance(data, FeatureCache):
+            data.check_config(self.config)
+            for layers, meta in progress_bar(data.batches(self.config.batch_size), desc, progress,
+                                     total=-(-len(data) // self.config.batch_size)):
+                yield [f.to(self.device) for f in layers], meta
+            return
+        self._check_geometry(data)
         cuda = self.device.type == "cuda"
-        workers = min(8, os.cpu_count() or 1) if cuda else 0
-        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, num_workers=workers,
-                          collate_fn=collate, pin_memory=cuda)
+        loader = DataLoader(data, batch_size=self.config.batch_size, shuffle=False, collate_fn=collate,
+                            num_workers=min(8, os.cpu_count() or 1) if cuda else 0, pin_memory=cuda)
+        for batch in progress_bar(loader, desc, progress):
+            yield self.forward_layers(batch["image"]), batch
 
     def _check_geometry(self, dataset: Dataset) -> None:
         size = getattr(dataset, "out_size", None)
@@ -91,18 +102,15 @@ class Padim:
                              f"(image_size={self.config.image_size}, crop={self.config.crop})")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, dataset: Dataset, progress: bool = True) -> "Padim":
-        """Fit the per-position Gaussians on a dataset of normal images (items with 'image')."""
-        self._check_geometry(dataset)
-        if len(dataset) < 2:
-            raise PadimError(f"fitting needs at least 2 training images, got {len(dataset)}")
+    def fit(self, data, progress: bool = True) -> "Padim":
+        """Fit the per-position Gaussians on normal images: a dataset (items with 'image') or a FeatureCache."""
+        if len(data) < 2:
+            raise PadimError(f"fitting needs at least 2 training images, got {len(data)}")
         if self.reducer.kind == "pca":  # a first pass for the PCA directions
-            batches = (embed(self._forward_layers(b["image"]))  # (B, C, h, w)
-                       for b in tqdm(self._loader(dataset), desc="PCA pass", disable=not progress))
-            self.reducer.fit_pca(batches)
+            self.reducer.fit_pca(embed(layers) for layers, _ in self._layer_batches(data, progress, "PCA pass"))
         stats = None
-        for batch in tqdm(self._loader(dataset), desc=f"fit {self.config.backbone}", disable=not progress):
-            emb = self.embed(batch["image"])  # (B, d, h, w)
+        for layers, _ in self._layer_batches(data, progress, f"fit {self.config.backbone}"):
+            emb = self.reducer(layers)  # (B, d, h, w)
             if stats is None:
                 self.grid = tuple(emb.shape[-2:])
                 stats = GaussianStats(emb.shape[-2] * emb.shape[-1], emb.shape[1], self.device,
@@ -118,26 +126,29 @@ class Padim:
         if self.precision is None:
             raise PadimError("the model is not fitted: call fit() or Padim.load() first")
 
+    def _score_layers(self, layers: list[torch.Tensor], out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.reducer(layers)  # (B, d, h, w)
+        if tuple(emb.shape[-2:]) != self.grid:
+            raise PadimError(f"images give a {tuple(emb.shape[-2:])} patch grid but the model was fitted on "
+                             f"{self.grid}: use {self.config.out_size}px images")
+        dist = mahalanobis(emb, self.mean, self.precision, chunk=self.config.position_chunk)  # (B, h, w)
+        maps = anomaly_maps(dist, out_size, self.config.sigma)  # (B, S, S)
+        return maps.float().cpu(), image_scores(maps).float().cpu()
+
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (B, 3, S, S) -> (maps (B, S, S), scores (B,)), float32 on the CPU."""
         self._check_fitted()
         if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
             raise PadimError(f"predict expects uint8 images of shape (B, 3, S, S), got {images.dtype} "
                              f"{tuple(images.shape)}")
-        emb = self.embed(images)  # (B, d, h, w)
-        if tuple(emb.shape[-2:]) != self.grid:
-            raise PadimError(f"images give a {tuple(emb.shape[-2:])} patch grid but the model was fitted on "
-                             f"{self.grid}: use {self.config.out_size}px images")
-        dist = mahalanobis(emb, self.mean, self.precision, chunk=self.config.position_chunk)  # (B, h, w)
-        maps = anomaly_maps(dist, images.shape[-1], self.config.sigma)  # (B, S, S)
-        return maps.float().cpu(), image_scores(maps).float().cpu()
+        return self._score_layers(self.forward_layers(images), images.shape[-1])
 
-    def predict_dataset(self, dataset: Dataset, progress: bool = True) -> dict:
-        """Maps and scores for every item, with the labels, masks and paths the dataset gives."""
-        self._check_geometry(dataset)
+    def predict_dataset(self, data, progress: bool = True) -> dict:
+        """Maps and scores for every item of a dataset or FeatureCache, with its labels, masks and paths."""
+        self._check_fitted()
         out = {"maps": [], "scores": [], "labels": [], "masks": [], "paths": []}
-        for batch in tqdm(self._loader(dataset), desc="predict", disable=not progress):
-            maps, scores = self.predict(batch["image"])
+        for layers, batch in self._layer_batches(data, progress, "predict"):
+            maps, scores = self._score_layers(layers, self.config.out_size)
             out["maps"].append(maps)
             out["scores"].append(scores)
             out["labels"] += [int(v) for v in batch.get("label", [-1] * len(scores))]

@@ -12,6 +12,9 @@ import numpy as np
 
 from .files import atomic_path
 
+#: One colour map for every anomaly map of the course (low = blue, high = red).
+ANOMALY_CMAP = "jet"
+
 
 def _np(x) -> np.ndarray:
     if hasattr(x, "detach"):
@@ -28,7 +31,7 @@ def to_hwc(image) -> np.ndarray:
 
 
 def overlay(image, amap, vmin: float | None = None, vmax: float | None = None, alpha: float = 0.5,
-            cmap: str = "jet") -> np.ndarray:
+            cmap: str = ANOMALY_CMAP) -> np.ndarray:
     """Blend an anomaly map (H, W) over an image: returns (H, W, 3) float in [0, 1]."""
     img = to_hwc(image).astype(np.float32) / 255.0
     m = _np(amap).astype(np.float32)
@@ -121,3 +124,141 @@ def save_figure(fig, path, dpi: int = 110) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ course figures
+def _grid(n: int, ncols: int | None, size: float = 2.2, rows_per_item: int = 1):
+    ncols = min(n, ncols or 6)
+    nrows = -(-n // ncols) * rows_per_item
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+def plot_gallery(images, masks=None, titles=None, title: str = "", ncols: int | None = None):
+    """Images in a grid; where a mask has defect pixels its outline is drawn in red (no anomaly maps needed)."""
+    n = len(images)
+    fig, axes = _grid(n, ncols)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(to_hwc(images[i]))
+        if masks is not None and _np(masks[i]).any():
+            ax.contour(_np(masks[i]), levels=[0.5], colors="red", linewidths=1.0)
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    fig.suptitle(title or "images (red outline: ground-truth defect)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_feature_maps(features, n: int = 8, title: str = "", channels=None):
+    """The first `n` (or the listed) channels of one image's layer output (C, h, w), one panel each."""
+    f = _np(features)
+    channels = list(range(min(n, f.shape[0]))) if channels is None else list(channels)
+    fig, axes = _grid(len(channels), min(len(channels), 8), size=1.6)
+    for ax, c in zip(axes.flat, channels):
+        im = ax.imshow(f[c], cmap="viridis")
+        ax.set_title(f"channel {c}", fontsize=8)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="activation (last panel)")
+    fig.suptitle(title or f"feature maps {f.shape[1]}x{f.shape[2]}")
+    return fig
+
+
+def plot_maps(image, maps: dict, mask=None, title: str = "", shared_scale: bool = False):
+    """One image and several anomaly maps of it side by side (e.g. with and without the blur), each with
+    a colour bar; the ground truth outlined in white where given."""
+    n = len(maps) + 1
+    fig, axes = plt.subplots(1, n, figsize=(2.8 * n, 3.0), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(to_hwc(image))
+    axes[0].set_title("image", fontsize=9)
+    values = [_np(m) for m in maps.values()]
+    lo, hi = (min(v.min() for v in values), max(v.max() for v in values)) if shared_scale else (None, None)
+    for ax, (name, m) in zip(axes[1:], zip(maps, values)):
+        im = ax.imshow(m, cmap=ANOMALY_CMAP, vmin=lo, vmax=hi)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="anomaly score")
+        ax.set_title(name, fontsize=9)
+    if mask is not None and _np(mask).any():
+        for ax in axes:
+            ax.contour(_np(mask), levels=[0.5], colors="white", linewidths=0.8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or "anomaly maps")
+    fig.tight_layout()
+    return fig
+
+
+def plot_lines(x, series: dict, xlabel: str, ylabel: str, title: str, reference: dict | None = None,
+               logx: bool = False, logy: bool = False, ylim=None):
+    """Curves y(x), one per entry of `series` (name -> y values); `reference` draws horizontal dashed lines
+    (name -> value), e.g. the paper's numbers."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, y in series.items():
+        ax.plot(list(x), [float(v) for v in _np(y)], marker="o", label=name)
+    for i, (name, v) in enumerate((reference or {}).items()):
+        if v is not None:
+            ax.axhline(float(v), ls="--", lw=1, color=f"C{len(series) + i}", label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc_curves(curves: dict, title: str = "ROC curves"):
+    """ROC curves from (labels, scores) pairs: name -> (labels, scores), AUROC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for name, (labels, scores) in curves.items():
+        y, s = _np(labels).ravel().astype(int), _np(scores).ravel()
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(y, s):.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="gray", label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_pro_curve(fpr, pro, limit: float = 0.3, title: str = "PRO curve", points=None):
+    """The PRO curve with the area up to FPR = `limit` shaded (the AU-PRO before its division by `limit`);
+    `points` marks (fpr, pro) pairs, e.g. from `metrics.pro_at`."""
+    fpr, pro = _np(fpr), _np(pro)
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    ax.plot(fpr, pro, color="C0", label="PRO curve")
+    keep = fpr <= limit
+    ax.fill_between(fpr[keep], pro[keep], alpha=0.25, color="C0", label=f"area up to FPR {limit}")
+    ax.axvline(limit, ls="--", color="k", lw=1)
+    for i, (x, y) in enumerate(points or []):
+        ax.plot([x], [y], "o", color="C3", label="pro_at points" if i == 0 else None)
+    ax.set(xlabel="false positive rate (defect-free pixels)", ylabel="per-region overlap (PRO)", title=title,
+           xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_spectra(spectra: dict, title: str = "eigenvalue spectra"):
+    """Sorted eigenvalues (largest first) on a log scale, one curve per entry (name -> eigenvalues)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, ev in spectra.items():
+        v = np.sort(_np(ev))[::-1]
+        ax.plot(np.arange(1, len(v) + 1), np.clip(v, 1e-12, None), label=name)
+    ax.set_yscale("log")
+    ax.set(xlabel="eigenvalue rank", ylabel="eigenvalue (log scale)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -107,10 +107,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from padim_utils.config import MIN_IMAGE_SIZE
 from padim_utils.errors import PadimError
+from padim_utils.progress import progress_bar
 from padim_utils.scenes import (  # noqa: F401  (ALPHA_THRESHOLD is public here too)
     ALPHA_THRESHOLD,
     AREA_RANGE,
@@ -310,7 +310,7 @@ def _write_category(folder: Path, spec: _Category, params: dict[str, Any]) -> No
     jobs = [("train", "good", i) for i in range(params["n_train"])]
     jobs += [("test", "good", i) for i in range(params["n_test_good"])]
     jobs += [("test", d, i) for d in spec.defects for i in range(params["n_test_defect_per_type"])]
-    for split, defect, i in tqdm(jobs, desc=f"synth {spec.name}", unit="img", disable=None):
+    for split, defect, i in progress_bar(jobs, f"synth {spec.name}", None, unit="img"):
         (folder / split / defect).mkdir(parents=True, exist_ok=True)
         s = generate_sample(spec.name, split, defect, i, n, seed)
         _save_png(s.image, folder / split / defect / f"{i:0{width}d}.png")

@@ -100,3 +100,16 @@ def test_shape_mismatch_is_a_clear_error():
     stats = GaussianStats(12, 5)
     with pytest.raises(PadimError, match="does not match"):
         stats.update(torch.zeros(2, 4, 3, 4))
+
+
+def test_keep_finalises_the_same_statistics_for_several_eps():
+    x = _data(seed=7)
+    stats = _fit(x, [10, 13], dtype=torch.float64)
+    for eps in (0.5, 0.01, 1e-4):  # out of order: no eps may leak into the next
+        _, precision = stats.finalize(eps, dtype=torch.float64, keep=True)
+        ref = np.linalg.inv(_np_cov(x) + eps * np.eye(5))
+        np.testing.assert_allclose(precision.numpy(), ref, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(stats.covariance().numpy(), _np_cov(x), rtol=1e-10, atol=1e-12)
+    stats.finalize(0.01)  # the default consumes them
+    with pytest.raises(PadimError, match="already finalized"):
+        stats.finalize(0.01)

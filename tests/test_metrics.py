@@ -446,3 +446,23 @@ def test_signed_zeros_are_one_score():
     maps = np.array([[[0.0, -0.0, -0.0, 0.0]]])
     assert M.pixel_auroc(masks, maps) == roc_auc_score(masks.ravel(), maps.ravel()) == 0.5
     assert M.aupro(masks, maps) == pytest.approx(reference_aupro(masks, maps), abs=1e-12)
+
+
+def test_pro_at_by_hand_and_on_the_curve():
+    # image 0: a 2-pixel region and a 1-pixel region (8-connected: corner-touching pixels join)
+    masks = np.zeros((2, 3, 4), bool)
+    masks[0, 0, 0] = masks[0, 1, 1] = True  # one region (diagonal neighbours)
+    masks[0, 2, 3] = True  # a second region
+    maps = np.zeros((2, 3, 4))
+    maps[0, 0, 0], maps[0, 1, 1], maps[0, 2, 3] = 0.9, 0.2, 0.6
+    maps[1, 0, 0] = 0.7  # one false positive in the good image at t <= 0.7
+    p = M.pro_at(masks, maps, 0.5)
+    np.testing.assert_allclose(p.overlaps, [0.5, 1.0])  # region 1: 1 of 2 pixels; region 2: 1 of 1
+    assert p.pro == pytest.approx(0.75) and list(p.region_image) == [0, 0]
+    assert p.fpr == pytest.approx(1 / 21)  # 24 pixels - 3 defect pixels = 21 defect-free
+    fpr, pro = M.pro_curve(masks, maps)
+    for t in (0.9, 0.7, 0.6, 0.2):  # every distinct score: the curve passes through pro_at
+        q = M.pro_at(masks, maps, t)
+        assert any(abs(f - q.fpr) < 1e-12 and abs(v - q.pro) < 1e-12 for f, v in zip(fpr, pro)), t
+    with pytest.raises(ValueError, match="no defect region"):
+        M.pro_at(np.zeros((1, 2, 2), bool), np.zeros((1, 2, 2)), 0.5)

@@ -1,0 +1,224 @@
+"""The course as a book: execute every notebook headless and render them into a static site.
+
+    build_course("notebooks", "build")       # what `make course` runs; prints where the index is
+
+Notebooks are stored as jupytext `py:percent` files (paired with outputs-free `.ipynb`). Each one
+is read with jupytext, executed with nbclient in a fresh kernel (with PADIM_QUICK / PADIM_DATA /
+PADIM_DEVICE passed through and exercise checks made strict), saved executed under
+`build/notebooks/`, and rendered with nbconvert into `build/<name>.html` with a bar linking the
+previous chapter, the index and the next chapter. Solution cells (tag `solution`) are folded into
+a "Solution" box that the reader opens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import os
+import re
+import time
+from pathlib import Path
+
+
+from .errors import PadimError
+from .files import write_text
+from .progress import progress_bar
+
+__all__ = ["course_notebooks", "read_notebook", "execute_notebook", "render_html", "build_course",
+           "notebook_problems"]
+
+_STYLE = """
+<style>
+.padim-nav{position:sticky;top:0;z-index:10;background:#1f3b57;color:#fff;padding:8px 16px;
+  font:15px/1.4 system-ui,sans-serif;display:flex;gap:18px;align-items:center}
+.padim-nav a{color:#fff;text-decoration:none}.padim-nav a:hover{text-decoration:underline}
+.padim-nav .title{font-weight:600;margin-right:auto}
+details.padim-solution{margin:6px 0 6px 0;border:1px solid #c9d6e3;border-radius:4px;padding:2px 8px}
+details.padim-solution>summary{cursor:pointer;color:#1f3b57;font-weight:600;padding:4px 0}
+</style>
+"""
+_SCRIPT = """
+<script>
+document.querySelectorAll('.jp-Cell.celltag_solution').forEach(function (cell) {
+  var box = document.createElement('details'); box.className = 'padim-solution';
+  var label = document.createElement('summary'); label.textContent = 'Solution (click to open)';
+  cell.parentNode.insertBefore(box, cell); box.appendChild(label); box.appendChild(cell);
+});
+</script>
+"""
+
+
+def course_notebooks(folder: str | os.PathLike) -> list[Path]:
+    """The course's chapters: `NN_*.py` files in `folder`, in order."""
+    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.py"))
+    if not found:
+        raise PadimError(f"no course notebooks (NN_name.py) in {folder}")
+    return found
+
+
+def read_notebook(path: str | os.PathLike):
+    """A notebook (nbformat) from a `py:percent` file or an `.ipynb`."""
+    import jupytext
+
+    return jupytext.read(str(path))
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str | None]):
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, timeout: int = 1200):
+    """Run every cell of `nb` in a fresh kernel started in `cwd`; returns the executed notebook.
+
+    The kernel sees this process's environment, with PADIM_STRICT_EXERCISES=1 (a wrong exercise
+    solution fails the run), PADIM_PROGRESS=0 (no progress widgets in the pages), PADIM_QUICK set from
+    `quick` when given, PADIM_DATA defaulting to the `data/` folder beside `cwd` (the notebooks' folder),
+    and MPLBACKEND removed (a forced Agg backend would keep figures out of the outputs). A failing cell raises PadimError naming it.
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    env = {"PADIM_STRICT_EXERCISES": "1", "PADIM_PROGRESS": "0", "MPLBACKEND": None,
+           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    if not os.environ.get("PADIM_DATA"):  # the repository's data/, not notebooks/data/
+        env["PADIM_DATA"] = str(Path(cwd).resolve().parent / "data")
+    if quick is not None:
+        env["PADIM_QUICK"] = "1" if quick else "0"
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    with _environment(env):
+        try:
+            client.execute()
+        except CellExecutionError as e:
+            first = str(e).strip().splitlines()
+            raise PadimError(f"a cell failed: {first[-1] if first else e}") from e
+    return nb
+
+
+def notebook_problems(nb) -> list[str]:
+    """What a reader would see as broken in an executed notebook: error outputs, and no figure at all."""
+    problems, pngs = [], 0
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                problems.append(f"cell {i}: {out.get('ename')}: {out.get('evalue')}")
+            if out.get("output_type") == "stream" and out.get("name") == "stderr" and "Traceback" in out.get("text", ""):
+                problems.append(f"cell {i}: a traceback on stderr")
+            pngs += "image/png" in out.get("data", {})
+    if pngs == 0:
+        problems.append("no figure (image/png output) at all")
+    return problems
+
+
+def _title(nb, fallback: str) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            m = re.search(r"^#\s+(.+)$", cell.source, flags=re.M)
+            if m:
+                return m.group(1).strip()
+    return fallback
+
+
+def render_html(nb, title: str, prev: tuple[str, str] | None = None, next_: tuple[str, str] | None = None) -> str:
+    """One chapter as a standalone HTML page (nbconvert's lab template) with the course's navigation bar."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb, resources={"metadata": {"name": title}})
+    links = [f'<span class="title">{html.escape(title)}</span>']
+    if prev:
+        links.append(f'<a href="{prev[0]}">&larr; {html.escape(prev[1])}</a>')
+    links.append('<a href="index.html">Contents</a>')
+    if next_:
+        links.append(f'<a href="{next_[0]}">{html.escape(next_[1])} &rarr;</a>')
+    nav = f'<nav class="padim-nav">{"".join(links)}</nav>'
+    body = body.replace("</head>", _STYLE + "</head>", 1)
+    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, body, count=1)
+    return body.replace("</body>", _SCRIPT + "</body>", 1)
+
+
+def _index_page(chapters: list[dict]) -> str:
+    rows = "\n".join(
+        f'<li><a href="{c["html"]}">{html.escape(c["title"])}</a> <span class="t">'
+        f'({c["seconds"]:.0f} s to run{", " + html.escape(c["data"]) if c["data"] else ""})</span></li>'
+        for c in chapters)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>PaDiM, step by step</title>{_STYLE}
+<style>body{{font:16px/1.5 system-ui,sans-serif;margin:0}}main{{max-width:820px;margin:24px auto;padding:0 16px}}
+li{{margin:6px 0}}.t{{color:#667;font-size:14px}}</style></head>
+<body><nav class="padim-nav"><span class="title">PaDiM, step by step</span></nav><main>
+<h1>PaDiM, step by step</h1>
+<p>A course on PaDiM (Defard et al., 2020, <a href="https://arxiv.org/abs/2011.08785">arXiv 2011.08785</a>):
+each chapter explains one step, runs the tested code of <code>padim_utils</code> and ends with an exercise.
+These pages were executed headless; open the same notebooks in JupyterLab with <code>make lab</code>.</p>
+<ol start="0">
+{rows}
+</ol></main></body></html>
+"""
+
+
+def _data_line(nb) -> str:
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") if out.get("output_type") == "stream" else ""
+            m = re.search(r"^Data: (.+?) from ", text, flags=re.M)
+            if m:
+                return m.group(1)
+    return ""
+
+
+def build_course(notebooks: str | os.PathLike = "notebooks", out: str | os.PathLike = "build",
+                 quick: bool | None = None, only: list[str] | None = None, progress: bool = True) -> Path:
+    """Execute the chapters and render them with an index page; returns the index's path.
+
+    `only` restricts the run to chapters whose file name starts with one of the given prefixes
+    (e.g. ["04", "05"]). Every chapter runs even when an earlier one fails; then PadimError lists
+    the failures, and the pages of the chapters that ran are still written.
+    """
+    import nbformat
+
+    paths = course_notebooks(notebooks)
+    if only:
+        paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
+    out = Path(out)
+    titles = []
+    executed: list[tuple[Path, object, float]] = []
+    failures = []
+    for path in progress_bar(paths, "course notebooks", progress):
+        nb = read_notebook(path)
+        start = time.perf_counter()
+        try:
+            execute_notebook(nb, cwd=path.parent, quick=quick)
+        except PadimError as e:
+            failures.append(f"{path.name}: {e}")
+        seconds = time.perf_counter() - start
+        problems = notebook_problems(nb)
+        if problems and not any(f.startswith(path.name) for f in failures):
+            failures.append(f"{path.name}: {'; '.join(problems)}")
+        print(f"{path.name}: {seconds:.1f} s{' (FAILED)' if failures and failures[-1].startswith(path.name) else ''}")
+        executed.append((path, nb, seconds))
+        titles.append(_title(nb, path.stem))
+    chapters = []
+    for i, (path, nb, seconds) in enumerate(executed):
+        name = path.stem
+        prev = (f"{executed[i - 1][0].stem}.html", titles[i - 1]) if i > 0 else None
+        nxt = (f"{executed[i + 1][0].stem}.html", titles[i + 1]) if i + 1 < len(executed) else None
+        write_text(out / f"{name}.html", render_html(nb, titles[i], prev, nxt))
+        write_text(out / "notebooks" / f"{name}.ipynb", nbformat.writes(nb))
+        chapters.append({"html": f"{name}.html", "title": titles[i], "seconds": seconds, "data": _data_line(nb)})
+    index = write_text(out / "index.html", _index_page(chapters))
+    if failures:
+        raise PadimError("course notebooks failed: " + " | ".join(failures))
+    return index

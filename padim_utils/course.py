@@ -1,0 +1,192 @@
+"""What every course notebook starts with: settings from the environment, the data, a look inside.
+
+    QUICK = env_flag("PADIM_QUICK")       # tiny images: seconds per notebook
+    DEVICE = env_device()                 # PADIM_DEVICE: auto (default), cpu or cuda
+    data = course_data()                  # real MVTec AD under $PADIM_DATA/mvtec_ad, else the embedded set
+    show_source(GaussianStats.update)     # the exact code the pipeline runs
+    check_exercise("3.1", my_cov, stats=stats, position=10)
+
+The helpers here only wire things together; the method lives in the step modules.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import DEVICES, QUICK_DATA, PadimConfig, env_flag, preset
+from .errors import PadimError
+
+__all__ = ["env_flag", "env_device", "course_data", "CourseData", "environment_report", "show_source", "show",
+           "markdown_table", "check_exercise"]
+
+#: The embedded category a notebook uses when no real MVTec AD category is found.
+DEFAULT_SYNTHETIC = "bottle_syn"
+
+
+def env_device() -> str:
+    """PADIM_DEVICE: "auto" (default: the GPU when there is one), "cpu" or "cuda"."""
+    value = os.environ.get("PADIM_DEVICE", "auto").strip().lower() or "auto"
+    if value not in DEVICES:
+        raise PadimError(f"PADIM_DEVICE={value!r}; use one of {', '.join(DEVICES)}")
+    return value
+
+
+@dataclass(frozen=True)
+class CourseData:
+    """The category a notebook works on, where it lives, and the config that fits it."""
+
+    root: Path  # folder holding the category folder
+    category: str
+    source: str  # "MVTec AD" or "embedded synthetic"
+    quick: bool
+    config: PadimConfig
+    categories: tuple[str, ...] = field(default=())  # every category of this source
+
+    @property
+    def real(self) -> bool:
+        return self.source == "MVTec AD"
+
+    def dataset(self, split: str, category: str | None = None):
+        """The `train` or `test` split of `category` (default: this one), sized for `config`."""
+        from .data import MVTecDataset
+
+        return MVTecDataset(self.root, category or self.category, split, image_size=self.config.image_size,
+                            crop=self.config.crop)
+
+    def train(self, category: str | None = None):
+        return self.dataset("train", category)
+
+    def test(self, category: str | None = None):
+        return self.dataset("test", category)
+
+    def describe(self) -> str:
+        from .model import resolve_device
+
+        size = self.config.out_size
+        return (f"Data: {self.source} category '{self.category}' from {self.root / self.category} "
+                f"({len(self.train())} train / {len(self.test())} test images at {size}x{size} px"
+                f"{', quick mode' if self.quick else ''}); backbone {self.config.backbone}, d = {self.config.d}, "
+                f"device {resolve_device(self.config.device)}.")
+
+
+def course_data(category: str | None = None, quick: bool | None = None, device: str | None = None,
+                verbose: bool = True) -> CourseData:
+    """Find the data a notebook should use, and say which.
+
+    Real MVTec AD is looked for at `$PADIM_DATA/mvtec_ad/<category>` (PADIM_DATA defaults to ./data):
+    the named category, else "bottle" if present, else the first one found. Without real data, the
+    embedded synthetic set is generated under `$PADIM_DATA/synthetic` (once; a few seconds).
+    Quick mode (PADIM_QUICK=1) shrinks images to 64 px (and the synthetic set to 8 train images).
+    """
+    from .data import data_home, list_categories
+
+    quick = env_flag("PADIM_QUICK") if quick is None else quick
+    config = preset("quick" if quick else "offline_lite0").replace(device=device or env_device())
+    mvtec = data_home() / "mvtec_ad"
+    real = list_categories(mvtec)
+    if category is not None and category not in real and not category.endswith("_syn"):
+        raise PadimError(f"category {category!r} not found under {mvtec}; found: {', '.join(real) or 'none'}")
+    if real and (category is None or category in real):
+        chosen = category or ("bottle" if "bottle" in real else real[0])
+        data = CourseData(mvtec, chosen, "MVTec AD", quick, config, tuple(real))
+    else:
+        from .synthetic import make_synthetic_mvtec
+
+        root = make_synthetic_mvtec(data_home() / ("synthetic_quick" if quick else "synthetic"),
+                                    **(QUICK_DATA if quick else {}))
+        cats = tuple(list_categories(root))
+        data = CourseData(root, category or DEFAULT_SYNTHETIC, "embedded synthetic", quick, config, cats)
+    if verbose:
+        print(data.describe())
+    return data
+
+
+def environment_report() -> dict[str, str]:
+    """Versions, the compute device and where each backbone's weights would come from."""
+    import numpy
+    import torch
+    import torchvision
+
+    from .backbones import available_backbones, weights_status
+    from .data import data_home
+    from .experiment import device_name
+    from .model import resolve_device
+
+    device = resolve_device(env_device())
+    report = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "device": f"{device} ({device_name(device)})",
+        "CUDA available": str(torch.cuda.is_available()),
+        "PADIM_DATA": str(data_home()),
+        "PADIM_QUICK": str(env_flag("PADIM_QUICK")),
+    }
+    for name in available_backbones():
+        report[f"weights: {name}"] = weights_status(name)
+    return report
+
+
+def markdown_table(rows, columns: list[str] | None = None) -> str:
+    """A dict (two columns: key, value) or a list of dicts (one row each) as a markdown table."""
+    if isinstance(rows, dict):
+        rows, columns = [{"": k, " ": v} for k, v in rows.items()], columns or ["", " "]
+    columns = columns or list(rows[0])
+
+    def cell(v) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def show(markdown: str) -> None:
+    """Render markdown in a notebook (plain text elsewhere)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(markdown))
+            return
+    except ImportError:  # pragma: no cover - IPython ships with the course
+        pass
+    print(markdown)
+
+
+def show_source(obj) -> None:
+    """Print the source of a function, method or class: the exact tested code the pipeline runs."""
+    try:
+        source = inspect.getsource(obj)
+    except (TypeError, OSError) as e:
+        raise PadimError(f"no source available for {obj!r}: {e}") from None
+    where = f"{inspect.getsourcefile(obj)}"
+    where = where[where.rfind("padim_utils"):] if "padim_utils" in where else where
+    show(f"`{getattr(obj, '__qualname__', obj)}` in `{where}`:\n\n```python\n{inspect.cleandoc(source)}\n```")
+
+
+def check_exercise(key: str, answer, **given) -> bool:
+    """Check an exercise's answer; prints ✓ or what is off and returns whether it is right.
+
+    With PADIM_STRICT_EXERCISES=1 (the tests and `make course` set it) a wrong answer raises, so a
+    broken solution can never pass unnoticed.
+    """
+    from .exercises import check
+
+    problem = check(key, answer, **given)
+    if problem is None:
+        print(f"✓ Exercise {key}: correct.")
+        return True
+    print(f"✗ Exercise {key}: {problem}")
+    if env_flag("PADIM_STRICT_EXERCISES"):
+        raise AssertionError(f"exercise {key}: {problem}")
+    return False
+
+

@@ -1,0 +1,72 @@
+"""The feature cache gives exactly the fit and the maps of the full pipeline, without the backbone."""
+
+import pytest
+import torch
+
+from padim_utils.config import preset
+from padim_utils.data import MVTecDataset
+from padim_utils.errors import PadimError
+from padim_utils.features import FeatureCache
+from padim_utils.model import Padim
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return preset("quick").replace(d=10, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def sets(quick_root, quick_category, cfg):
+    kw = dict(image_size=cfg.image_size, crop=cfg.crop)
+    return (MVTecDataset(quick_root, quick_category, "train", **kw),
+            MVTecDataset(quick_root, quick_category, "test", **kw))
+
+
+@pytest.fixture(scope="module")
+def caches(sets, cfg):
+    return tuple(FeatureCache.compute(s, cfg, progress=False) for s in sets)
+
+
+def test_cache_holds_every_layer_and_item(caches, sets):
+    train_c, test_c = caches
+    train, test = sets
+    assert len(train_c) == len(train) and len(test_c) == len(test)
+    assert train_c.channels == [24, 40, 112] and train_c.grid == (16, 16)  # Lite0 blocks 1, 2, 4 at 64 px
+    assert [tuple(f.shape[-2:]) for f in train_c.layers] == [(16, 16), (8, 8), (4, 4)]
+    assert test_c.labels.tolist() == test.labels and test_c.paths == test.paths
+    assert test_c.defect_types == test.defect_types
+    assert torch.equal(test_c.masks[3], test[3]["mask"])
+    assert train_c.embeddings().shape == (len(train), 176, 16, 16)
+
+
+@pytest.mark.parametrize("reduction", ["random", "pca", "none"])
+def test_fit_and_predict_from_cache_equal_the_pipeline(caches, sets, cfg, reduction):
+    c = cfg.replace(reduction=reduction)
+    direct = Padim(c).fit(sets[0], progress=False)
+    cached = Padim(c).fit(caches[0], progress=False)
+    torch.testing.assert_close(cached.mean, direct.mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cached.precision, direct.precision, rtol=1e-4, atol=1e-4)
+    a = direct.predict_dataset(sets[1], progress=False)
+    b = cached.predict_dataset(caches[1], progress=False)
+    torch.testing.assert_close(b["maps"], a["maps"], rtol=1e-4, atol=1e-4)
+    assert torch.equal(b["labels"], a["labels"]) and torch.equal(b["masks"], a["masks"])
+
+
+def test_save_load_round_trip(caches, tmp_path):
+    path = caches[1].save(tmp_path / "c.safetensors")
+    back = FeatureCache.load(path)
+    assert all(torch.equal(x, y) for x, y in zip(back.layers, caches[1].layers))
+    assert back.paths == caches[1].paths and torch.equal(back.masks, caches[1].masks)
+    assert (back.backbone, back.layer_names, back.out_size) == (caches[1].backbone, caches[1].layer_names, 64)
+    sub = back.subset(slice(2, 5))
+    assert len(sub) == 3 and sub.paths == caches[1].paths[2:5]
+    (tmp_path / "bad.safetensors").write_bytes(b"nope")
+    with pytest.raises(PadimError, match="not a readable feature cache"):
+        FeatureCache.load(tmp_path / "bad.safetensors")
+
+
+def test_a_cache_refuses_another_backbone_or_size(caches, cfg):
+    with pytest.raises(PadimError, match="holds efficientnet_lite0"):
+        Padim(cfg.replace(layers=("blocks.1", "blocks.2"))).fit(caches[0], progress=False)
+    with pytest.raises(PadimError, match="computed on 64px"):
+        Padim(cfg.replace(image_size=96)).fit(caches[0], progress=False)
