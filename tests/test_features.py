@@ -70,3 +70,16 @@ def test_a_cache_refuses_another_backbone_or_size(caches, cfg):
         Padim(cfg.replace(layers=("blocks.1", "blocks.2"))).fit(caches[0], progress=False)
     with pytest.raises(PadimError, match="computed on 64px"):
         Padim(cfg.replace(image_size=96)).fit(caches[0], progress=False)
+
+
+def test_evaluate_cached_equals_the_benchmark_metrics(caches, sets, cfg):
+    from padim_utils.metrics import evaluate
+    from padim_utils.experiment import evaluate_cached
+
+    out = evaluate_cached(cfg, *caches)
+    model = Padim(cfg).fit(sets[0], progress=False)
+    res = model.predict_dataset(sets[1], progress=False)
+    ref = evaluate(res["labels"], res["scores"], res["masks"], res["maps"])
+    for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
+        assert out[key] == pytest.approx(ref[key], abs=1e-4)
+    assert out["d"] == 10 and out["result"]["maps"].shape == res["maps"].shape
