@@ -35,3 +35,32 @@ def test_figures_are_drawn_and_saved(tmp_path):
     save_figure(plot_score_histogram([1, 2, 3, 4], [0, 0, 1, 1], threshold=2.5), tmp_path / "h.png")
     assert (tmp_path / "ex.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "h.png").stat().st_size > 0
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_course_figures_have_titles_and_labels():
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import (plot_feature_maps, plot_gallery, plot_lines, plot_maps, plot_pro_curve,
+                                   plot_roc_curves, plot_spectra)
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((16, 16, 3), np.uint8)
+    mask = np.zeros((16, 16))
+    mask[4:8, 4:8] = 1
+    figs = {
+        "gallery": plot_gallery([img, img, img], masks=[mask, None, mask], titles=["a", "b", "c"], title="G"),
+        "features": plot_feature_maps(rng.random((5, 8, 8)), n=3, title="F"),
+        "maps": plot_maps(img, {"blur": rng.random((16, 16)), "raw": rng.random((16, 16))}, mask=mask, title="M"),
+        "lines": plot_lines([10, 20], {"random": [0.9, 0.95]}, "d", "pixel AUROC", "L", reference={"paper": 0.97}),
+        "roc": plot_roc_curves({"ours": ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])}),
+        "pro": plot_pro_curve([0, 0.1, 0.5, 1], [0, 0.5, 0.9, 1], points=[(0.1, 0.5)]),
+        "spectra": plot_spectra({"raw": [3.0, 1.0, 0.0], "eps": [3.01, 1.01, 0.01]}),
+    }
+    for name, fig in figs.items():
+        assert fig._suptitle is not None or any(ax.get_title() for ax in fig.axes), name
+        plt.close(fig)
+    for name in ("lines", "roc", "pro", "spectra"):
+        ax = figs[name].axes[0]
+        assert ax.get_xlabel() and ax.get_ylabel(), name
+    assert "AUROC 0.750" in figs["roc"].axes[0].get_legend().get_texts()[0].get_text()  # 3 of 4 pairs ranked right
+    assert len(figs["maps"].axes) == 3 + 2  # image, two maps, two colour bars

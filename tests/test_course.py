@@ -1,0 +1,145 @@
+"""The notebooks' helpers: settings from the environment, finding the data, exercises, the paper's numbers,
+the site builder's pages."""
+
+import json
+
+import pytest
+
+from conftest import BOTTLE_ROOT, REPO
+from padim_utils import course
+from padim_utils.config import env_flag
+from padim_utils.errors import PadimError
+from padim_utils.exercises import check, registered
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("YES", True), (" on ", True), ("0", False),
+                                             ("false", False), ("", False)])
+def test_env_flag_values(monkeypatch, value, expected):
+    monkeypatch.setenv("PADIM_TEST_FLAG", value)
+    assert env_flag("PADIM_TEST_FLAG") is expected
+
+
+def test_env_flag_and_device_refuse_nonsense(monkeypatch):
+    monkeypatch.delenv("PADIM_TEST_FLAG", raising=False)
+    assert env_flag("PADIM_TEST_FLAG", default=True) is True
+    monkeypatch.setenv("PADIM_TEST_FLAG", "maybe")
+    with pytest.raises(PadimError, match="PADIM_TEST_FLAG='maybe'"):
+        env_flag("PADIM_TEST_FLAG")
+    monkeypatch.setenv("PADIM_DEVICE", "tpu")
+    with pytest.raises(PadimError, match="PADIM_DEVICE='tpu'"):
+        course.env_device()
+    monkeypatch.setenv("PADIM_DEVICE", "CPU")
+    assert course.env_device() == "cpu"
+
+
+def test_course_data_generates_the_embedded_set_without_real_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PADIM_DATA", str(tmp_path))
+    data = course.course_data(quick=True, device="cpu")
+    assert (data.source, data.category, data.real) == ("embedded synthetic", "bottle_syn", False)
+    assert data.categories == ("bottle_syn", "carpet_syn") and data.config.image_size == 64
+    assert len(data.train()) == 8 and data.train().out_size == 64
+    assert "Data: embedded synthetic category 'bottle_syn'" in capsys.readouterr().out
+    with pytest.raises(PadimError, match="category 'bottle' not found"):
+        course.course_data("bottle", quick=True)
+
+
+def test_course_data_prefers_real_mvtec(monkeypatch, capsys):
+    if not (BOTTLE_ROOT / "bottle").is_dir():
+        pytest.skip(f"real MVTec AD data not found at {BOTTLE_ROOT}")
+    monkeypatch.setenv("PADIM_DATA", str(BOTTLE_ROOT.parent))
+    data = course.course_data(quick=False, device="cpu")
+    assert (data.source, data.category, data.root) == ("MVTec AD", "bottle", BOTTLE_ROOT)
+    assert data.config.image_size == 256 and data.config.crop is None
+    assert "(209 train / 83 test images at 256x256 px)" in capsys.readouterr().out
+
+
+def test_check_exercise_prints_and_is_strict_when_asked(monkeypatch, capsys, quick_root, quick_category):
+    from padim_utils.data import MVTecDataset
+
+    test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None)
+    monkeypatch.delenv("PADIM_STRICT_EXERCISES", raising=False)
+    assert course.check_exercise("0.1", ...) is False
+    assert "not answered yet" in capsys.readouterr().out
+    assert course.check_exercise("0.1", (0, 0.0), test=test) is False
+    assert "the number of defective images is 0" in capsys.readouterr().out
+    monkeypatch.setenv("PADIM_STRICT_EXERCISES", "1")
+    with pytest.raises(AssertionError, match="exercise 0.1"):
+        course.check_exercise("0.1", (0, 0.0), test=test)
+    with pytest.raises(PadimError, match="no exercise '99.9'"):
+        check("99.9", 1)
+
+
+def test_every_notebook_exercise_is_registered():
+    keys = set(registered())
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")):
+        import re
+
+        for key in re.findall(r'check_exercise\("([\d.]+)"', path.read_text()):
+            assert key in keys, f"{path.name} uses exercise {key}, which has no check"
+
+
+def test_markdown_table_and_show_source(capsys):
+    table = course.markdown_table([{"a": 1, "b": 0.12345}, {"a": "x|y", "b": 2}])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.123 |", "| x\\|y | 2 |"]
+    assert course.markdown_table({"k": "v"}).splitlines()[2] == "| k | v |"
+    course.show_source(course.env_device)
+    out = capsys.readouterr().out
+    assert "def env_device" in out and "padim_utils/course.py" in out
+
+
+def test_environment_report_names_devices_and_weights():
+    report = course.environment_report()
+    assert report["weights: efficientnet_lite0"].startswith("offline")
+    assert {"torch", "device", "weights: resnet18", "weights: wide_resnet50_2"} <= set(report)
+
+
+# --------------------------------------------------------------------------- the paper's numbers
+def test_packaged_paper_numbers_are_the_shared_reference():
+    from padim_utils.paper import paper_results
+
+    shared = REPO.parent / "shared" / "reference" / "paper_results.json"
+    if not shared.is_file():
+        pytest.skip(f"{shared} not found")
+    assert paper_results() == json.loads(shared.read_text())
+    assert "arXiv 2011.08785" in paper_results()["_about"]
+
+
+def test_paper_value_and_table():
+    from padim_utils.paper import paper_table, paper_value
+
+    assert paper_value("PaDiM-WR50-Rd550", "bottle", "pixel_auroc") == 0.983
+    assert paper_value("PaDiM-WR50-Rd550", "mean", "pixel_aupro") == 0.921
+    assert paper_value("PaDiM-R18-Rd100", "carpet", "pixel_auroc") is None
+    recs = [{"category": "bottle", "backbone": "wide_resnet50_2", "d": 550, "image_auroc": 1.0,
+             "pixel_auroc": 0.98, "pixel_aupro": 0.90},
+            {"category": "screw", "backbone": "wide_resnet50_2", "d": 550, "image_auroc": 0.8,
+             "pixel_auroc": 0.96, "pixel_aupro": 0.80},
+            {"category": "carpet", "backbone": "wide_resnet50_2", "d": 550, "image_auroc": 0.9,
+             "pixel_auroc": 0.99, "pixel_aupro": 0.95},
+            {"category": "bottle_syn", "backbone": "wide_resnet50_2", "d": 550, "image_auroc": 0.5,
+             "pixel_auroc": 0.5, "pixel_aupro": 0.5}]
+    lines = paper_table(recs).splitlines()
+    assert "| objects | bottle | 1.000 / – | 0.980 / 0.983 | 0.900 / – |" in lines
+    assert "| objects | **mean of 2** | 0.900 / – | 0.970 / 0.978 | 0.850 / 0.916 |" in lines
+    assert "| textures | **mean of 1** | 0.900 / – | 0.990 / 0.969 | 0.950 / 0.932 |" in lines
+    # the overall mean covers the three MVTec categories only, not the synthetic one
+    assert "| all | **mean of 3** | 0.900 / 0.953 | 0.977 / 0.975 | 0.883 / 0.921 |" in lines
+    assert "| other | bottle_syn | 0.500 / – | 0.500 / – | 0.500 / – |" in lines
+    assert "Defard et al., 2020" in lines[0]
+
+
+# --------------------------------------------------------------------------- the site
+def test_render_html_adds_navigation_and_folds_solutions():
+    import nbformat
+
+    from padim_utils.book import notebook_problems, render_html
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 03 · Covariance"),
+                nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["solution"]})]
+    page = render_html(nb, "03 · Covariance", prev=("02_a.html", "02 · A"), next_=("04_b.html", "04 · B"))
+    assert page.count('class="padim-nav"') == 1 and 'href="02_a.html"' in page and 'href="04_b.html"' in page
+    assert "celltag_solution" in page and "padim-solution" in page
+    assert notebook_problems(nb) == ["no figure (image/png output) at all"]
+    nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
+    assert "cell 1: ValueError: boom" in notebook_problems(nb)
