@@ -39,7 +39,7 @@ def test_fit_predict_benchmark(quick_root, quick_category, tmp_path, capsys):
                 "n_train", "n_test", "backbone", "d", "device", "peak_memory_bytes", "config"):
         assert key in record, key
     assert record["d"] == 10 and record["backbone"] == "efficientnet_lite0" and record["config"]["d"] == 10
-    assert 0 <= record["pixel_aupro"] <= 1 and record["peak_memory_bytes"] > 0
+    assert record["pixel_aupro"] > 0.3 and record["pixel_auroc"] > 0.7 and record["peak_memory_bytes"] > 0
     assert (tmp_path / "fig" / f"{quick_category}_examples.png").stat().st_size > 1000
     assert "image AUROC" in capsys.readouterr().out
 
