@@ -62,6 +62,7 @@ import importlib.resources
 import os
 import urllib.parse
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -82,18 +83,11 @@ _OFFLINE_HINT = "use the offline backbone 'efficientnet_lite0' (e.g. the preset 
 # Building the full ImageNet classifiers
 # --------------------------------------------------------------------------
 
-_TORCHVISION = {  # name -> (builder attribute, weights enum attribute) in torchvision.models
-    "resnet18": ("resnet18", "ResNet18_Weights"),
-    "wide_resnet50_2": ("wide_resnet50_2", "Wide_ResNet50_2_Weights"),
-    "efficientnet_b5": ("efficientnet_b5", "EfficientNet_B5_Weights"),
-}
-
-
 def _torchvision_weights(name: str):
     """(builder, IMAGENET1K_V1 weights, path of the cached checkpoint) of a torchvision backbone."""
     import torchvision.models as tvm
 
-    builder, enum = _TORCHVISION[name]
+    builder, enum = _BACKBONES[name].torchvision
     weights = getattr(tvm, enum).IMAGENET1K_V1
     filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
     return getattr(tvm, builder), weights, Path(torch.hub.get_dir()) / "checkpoints" / filename
@@ -198,28 +192,53 @@ def _lite0_model(pretrained: bool) -> nn.Module:
     return model
 
 
-# name -> (builder(pretrained) -> full classifier, default PaDiM layers)
-_REGISTRY: dict[str, tuple[Callable[[bool], nn.Module], tuple[str, ...]]] = {
-    "resnet18": (lambda p: _torchvision_model("resnet18", p), ("layer1", "layer2", "layer3")),
-    "wide_resnet50_2": (
-        lambda p: _torchvision_model("wide_resnet50_2", p),
-        ("layer1", "layer2", "layer3"),
-    ),
-    "efficientnet_b5": (
-        lambda p: _torchvision_model("efficientnet_b5", p),
-        ("block7", "block20", "block26"),
-    ),
-    "efficientnet_lite0": (_lite0_model, ("blocks.1", "blocks.2", "blocks.4")),
+def _resnet_pieces(m: nn.Module) -> list[nn.Module]:
+    # (B,3,H,W) -> stem (B,64,H/4,W/4) -> layer1 .. layer4 (strides 4, 8, 16, 32)
+    return [nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool), m.layer1, m.layer2, m.layer3, m.layer4]
+
+
+def _effb5_pieces(m: nn.Module) -> list[nn.Module]:
+    # features[0]: stem conv (B,48,H/2,W/2); features[1..7]: 39 MBConv blocks; features[8]: head
+    return [m.features[0], *(block for stage in m.features[1:8] for block in stage)]
+
+
+def _lite0_pieces(m: nn.Module) -> list[nn.Module]:
+    # conv_stem + bn1 (BN + ReLU6): (B,32,H/2,W/2); blocks.0 .. blocks.6: 7 stages
+    return [nn.Sequential(m.conv_stem, m.bn1), *m.blocks]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Everything the package knows about one backbone: the one table of backbones."""
+
+    build: Callable[[bool], nn.Module]  # pretrained -> the full ImageNet classifier
+    layers: tuple[str, ...]  # the paper's PaDiM layers
+    valid: tuple[str, ...]  # every hookable layer name, in network order
+    pieces: Callable[[nn.Module], list[nn.Module]]  # classifier -> [stem, *one module per `valid` name]
+    torchvision: tuple[str, str] | None = None  # (builder, weights enum) in torchvision.models
+
+
+_BACKBONES: dict[str, _Spec] = {
+    "resnet18": _Spec(lambda p: _torchvision_model("resnet18", p), ("layer1", "layer2", "layer3"),
+                      tuple(f"layer{i}" for i in range(1, 5)), _resnet_pieces, ("resnet18", "ResNet18_Weights")),
+    "wide_resnet50_2": _Spec(lambda p: _torchvision_model("wide_resnet50_2", p), ("layer1", "layer2", "layer3"),
+                             tuple(f"layer{i}" for i in range(1, 5)), _resnet_pieces,
+                             ("wide_resnet50_2", "Wide_ResNet50_2_Weights")),
+    "efficientnet_b5": _Spec(lambda p: _torchvision_model("efficientnet_b5", p), ("block7", "block20", "block26"),
+                             tuple(f"block{i}" for i in range(39)), _effb5_pieces,
+                             ("efficientnet_b5", "EfficientNet_B5_Weights")),
+    "efficientnet_lite0": _Spec(_lite0_model, ("blocks.1", "blocks.2", "blocks.4"),
+                                tuple(f"blocks.{i}" for i in range(7)), _lite0_pieces),
 }
 
 
 def available_backbones() -> list[str]:
     """Names accepted by `feature_extractor` / `--backbone`."""
-    return list(_REGISTRY)
+    return list(_BACKBONES)
 
 
 def _check_name(name: str) -> None:
-    if name not in _REGISTRY:
+    if name not in _BACKBONES:
         raise PadimError(
             f"unknown backbone {name!r}; available: {', '.join(available_backbones())}"
         )
@@ -228,7 +247,7 @@ def _check_name(name: str) -> None:
 def default_layers(name: str) -> tuple[str, ...]:
     """The paper's layers for backbone `name`."""
     _check_name(name)
-    return _REGISTRY[name][1]
+    return _BACKBONES[name].layers
 
 
 def build_backbone(name: str, pretrained: bool = True) -> nn.Module:
@@ -237,7 +256,7 @@ def build_backbone(name: str, pretrained: bool = True) -> nn.Module:
     Useful to look at class predictions; PaDiM itself uses `feature_extractor`.
     """
     _check_name(name)
-    return _REGISTRY[name][0](pretrained)
+    return _BACKBONES[name].build(pretrained)
 
 
 # --------------------------------------------------------------------------
@@ -248,29 +267,17 @@ def _stages(name: str, model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The classifier as consecutive (name, module) pieces; running them in order
     reproduces the classifier's forward pass up to its last block.
     The first piece is the stem, which cannot be hooked."""
-    if name in ("resnet18", "wide_resnet50_2"):
-        # (B,3,H,W) -> stem (B,64,H/4,W/4) -> layer1 .. layer4 (strides 4, 8, 16, 32)
-        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
-        return [("stem", stem)] + [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
-    if name == "efficientnet_b5":
-        # features[0]: stem conv (B,48,H/2,W/2); features[1..7]: 39 MBConv blocks; features[8]: head
-        blocks = [block for stage in model.features[1:8] for block in stage]
-        return [("stem", model.features[0])] + [(f"block{i}", b) for i, b in enumerate(blocks)]
-    if name == "efficientnet_lite0":
-        # conv_stem + bn1 (BN + ReLU6): (B,32,H/2,W/2); blocks.0 .. blocks.6: 7 stages
-        stem = nn.Sequential(model.conv_stem, model.bn1)
-        return [("stem", stem)] + [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
-    raise AssertionError(name)
+    spec = _BACKBONES[name]
+    pieces = spec.pieces(model)
+    if len(pieces) != 1 + len(spec.valid):  # the table and the network disagree: a bug, not user input
+        raise RuntimeError(f"{name}: {len(pieces)} pieces for {len(spec.valid)} layer names")
+    return list(zip(("stem", *spec.valid), pieces))
 
 
 def valid_layers(name: str) -> tuple[str, ...]:
     """All layer names that can be hooked for backbone `name`, in network order."""
     _check_name(name)
-    if name in ("resnet18", "wide_resnet50_2"):
-        return tuple(f"layer{i}" for i in range(1, 5))
-    if name == "efficientnet_b5":
-        return tuple(f"block{i}" for i in range(39))
-    return tuple(f"blocks.{i}" for i in range(7))
+    return _BACKBONES[name].valid
 
 
 def _as_tuple(layers: str | Sequence[str]) -> tuple[str, ...]:
@@ -312,7 +319,6 @@ class FeatureExtractor(nn.Module):
         layers = _as_tuple(default_layers(name) if layers is None else layers)
         _check_layers(name, layers)
         stages = _stages(name, model)
-        assert [n for n, _ in stages[1:]] == list(valid_layers(name))
         last = 1 + valid_layers(name).index(layers[-1])
 
         self.name = name
