@@ -4,6 +4,7 @@ Modules, in the order of the method:
     config     PadimConfig and named presets
     data       MVTec AD-layout datasets (uint8 tensors) and your own image folders
     synthetic  an embedded synthetic dataset in the MVTec AD layout (scenes: its drawings)
+    stc        ShanghaiTech Campus video frames: loader, synthetic clips, one model per scene
     backbones  frozen CNN feature extractors (ResNet18, WR50, EfficientNet-B5/Lite0)
     reduction  random / PCA channel reduction
     gaussian   streaming per-position Gaussian fit

@@ -1,0 +1,305 @@
+"""Tests for padim_utils.stc: STC layout, synthetic clips with exact masks, the loader, errors, run_stc."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from padim_utils.config import preset
+from padim_utils.data import collate
+from padim_utils.errors import PadimError
+from padim_utils.stc import (
+    ANOMALY_KINDS,
+    MARKER,
+    STCDataset,
+    make_synthetic_stc,
+    read_video,
+    render_stc_clip,
+    run_stc,
+    sample_indices,
+    stc_scenes,
+)
+
+PARAMS = dict(scenes=("01", "02"), n_train_videos=2, frames_per_video=24, n_test_clips=3, image_size=(120, 160),
+              seed=0)
+
+
+@pytest.fixture(scope="module")
+def stc_root(tmp_path_factory) -> Path:
+    return make_synthetic_stc(tmp_path_factory.mktemp("stc") / "stc", **PARAMS)
+
+
+@pytest.fixture()
+def copy_root(stc_root, tmp_path) -> Path:
+    """A private copy to break."""
+    return Path(shutil.copytree(stc_root, tmp_path / "stc"))
+
+
+def _nearest(arr: np.ndarray, size: int) -> np.ndarray:
+    """Independent nearest-neighbour resize to size x size (pixel centres), numpy indexing only."""
+    h, w = arr.shape[:2]
+    rows = np.minimum(((np.arange(size) + 0.5) * h / size).astype(int), h - 1)
+    cols = np.minimum(((np.arange(size) + 0.5) * w / size).astype(int), w - 1)
+    return arr[rows][:, cols]
+
+
+# --------------------------------------------------------------------------- #
+# the generator and the layout it writes
+# --------------------------------------------------------------------------- #
+def test_layout_is_the_official_one(stc_root):
+    files = sorted(p.relative_to(stc_root).as_posix() for p in stc_root.rglob("*") if p.is_file())
+    videos = [f for f in files if f.startswith("training/")]
+    assert videos == ["training/videos/01_001.avi", "training/videos/01_002.avi",
+                      "training/videos/02_001.avi", "training/videos/02_002.avi"]
+    clips = [f"{s}_{c:04d}" for s in ("01", "02") for c in (1, 2, 3)]
+    for kind in ("test_frame_mask", "test_pixel_mask"):
+        assert [f for f in files if f.startswith(f"testing/{kind}/")] == [f"testing/{kind}/{c}.npy" for c in clips]
+    frames = [f for f in files if f.startswith("testing/frames/")]
+    assert frames == [f"testing/frames/{c}/{t:03d}.jpg" for c in clips for t in range(24)]
+    assert set(files) - set(videos) - set(frames) - {f for f in files if f.startswith("testing/test_")} == {
+        MARKER, "README.txt"}
+    assert json.loads((stc_root / MARKER).read_text())["seed"] == 0
+    assert stc_scenes(stc_root) == ["01", "02"]
+    pixel = np.load(stc_root / "testing" / "test_pixel_mask" / "01_0001.npy")
+    frame = np.load(stc_root / "testing" / "test_frame_mask" / "01_0001.npy")
+    assert pixel.shape == (24, 120, 160) and frame.shape == (24,)
+    assert set(np.unique(pixel)) == {0, 1} and set(np.unique(frame)) == {0, 1}
+    with Image.open(stc_root / "testing" / "frames" / "01_0001" / "000.jpg") as im:
+        assert (im.format, im.mode, im.size) == ("JPEG", "RGB", (160, 120))
+
+
+@pytest.mark.parametrize("scene", ["01", "02"])
+@pytest.mark.parametrize("clip", [0, 1, 2])
+def test_masks_are_exactly_where_the_anomaly_was_drawn(stc_root, scene, clip):
+    c = render_stc_clip(scene, "test", clip, 24, (120, 160), seed=0)
+    assert c.anomaly == ANOMALY_KINDS[clip]
+    drawn = (c.frames != c.clean).any(-1)  # (T, H, W)
+    np.testing.assert_array_equal(c.masks, drawn)
+    name = f"{scene}_{clip + 1:04d}"
+    np.testing.assert_array_equal(np.load(stc_root / "testing" / "test_pixel_mask" / f"{name}.npy"), drawn)
+    labels = np.load(stc_root / "testing" / "test_frame_mask" / f"{name}.npy")
+    np.testing.assert_array_equal(labels, drawn.any(axis=(1, 2)))
+    assert 0 < labels.sum() < len(labels)  # normal frames before and after the anomaly
+    # the JPEG on disk is the rendered frame up to compression
+    jpg = np.asarray(Image.open(stc_root / "testing" / "frames" / name / "012.jpg").convert("RGB"), np.float64)
+    assert np.abs(jpg - c.frames[12]).mean() < 4.0
+
+
+def test_training_clips_are_normal_and_move():
+    c = render_stc_clip("01", "train", 0, 24, (120, 160), seed=0)
+    assert c.anomaly is None and not c.masks.any() and not c.labels.any()
+    np.testing.assert_array_equal(c.frames, c.clean)
+    assert (c.frames[0] != c.frames[-1]).any()  # people walk
+    assert (c.frames[0] != render_stc_clip("01", "train", 1, 24, (120, 160), seed=0).frames[0]).any()
+
+
+def test_video_round_trip(stc_root):
+    frames = read_video(stc_root / "training" / "videos" / "01_002.avi")
+    rendered = render_stc_clip("01", "train", 1, 24, (120, 160), seed=0).frames
+    assert sorted(frames) == list(range(24))
+    for i in (0, 11, 23):
+        err = np.abs(frames[i].astype(np.float64) - rendered[i]).mean()
+        assert err < 4.0, (i, err)
+    only = read_video(stc_root / "training" / "videos" / "01_002.avi", [3, 17])
+    assert sorted(only) == [3, 17]
+    np.testing.assert_array_equal(only[17], frames[17])
+
+
+def test_generation_is_idempotent_and_refuses_foreign_folders(stc_root, tmp_path):
+    stamp = (stc_root / MARKER).stat().st_mtime_ns
+    assert make_synthetic_stc(stc_root, **PARAMS) == stc_root
+    assert (stc_root / MARKER).stat().st_mtime_ns == stamp  # kept, not rewritten
+    real = tmp_path / "real_stc"
+    (real / "training").mkdir(parents=True)
+    with pytest.raises(PadimError, match="refusing to overwrite"):
+        make_synthetic_stc(real, **PARAMS)
+    assert [p.name for p in tmp_path.iterdir()] == ["real_stc"]  # no temporary folder left
+
+
+def test_generation_parameters_change_the_data(tmp_path):
+    small = dict(PARAMS, scenes=("03",), n_train_videos=1, n_test_clips=1, frames_per_video=8,
+                 image_size=(64, 96))
+    root = make_synthetic_stc(tmp_path / "a", **small)
+    first = np.load(root / "testing" / "test_pixel_mask" / "03_0001.npy")
+    make_synthetic_stc(root, **dict(small, seed=5))
+    assert json.loads((root / MARKER).read_text())["seed"] == 5
+    assert not np.array_equal(np.load(root / "testing" / "test_pixel_mask" / "03_0001.npy"), first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"image_size": (121, 160)}, "even numbers"),
+    ({"frames_per_video": 2}, "frames_per_video must be"),
+    ({"scenes": ("01_x",)}, "scenes must be"),
+    ({"n_test_clips": 0}, "n_test_clips must be"),
+])
+def test_bad_generator_options(tmp_path, kwargs, message):
+    with pytest.raises(PadimError, match=message):
+        make_synthetic_stc(tmp_path / "x", **kwargs)
+
+
+# --------------------------------------------------------------------------- #
+# sampling
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("n, k", [(24, 5), (24, 24), (100, 7), (7, 6), (1000, 2), (10, 1), (5, 50), (3, None)])
+def test_sample_indices_are_uniform(n, k):
+    idx = sample_indices(n, k)
+    if k is None or k >= n:
+        np.testing.assert_array_equal(idx, np.arange(n))
+        return
+    assert len(idx) == k and len(set(idx.tolist())) == k
+    if k == 1:
+        assert idx.tolist() == [(n - 1) // 2]
+        return
+    ideal = np.arange(k) * (n - 1) / (k - 1)  # evenly spaced, first and last frame included
+    assert idx[0] == 0 and idx[-1] == n - 1
+    assert np.abs(idx - ideal).max() <= 0.5
+    np.testing.assert_array_equal(idx, sample_indices(n, k))
+
+
+def test_training_frames_are_the_sampled_ones(stc_root):
+    ds = STCDataset(stc_root, "01", "train", image_size=64, frames_per_video=4)
+    assert len(ds) == 8 and ds.out_size == 64
+    assert [p.rsplit("#", 1)[1] for p in ds.paths] == ["0", "8", "15", "23"] * 2
+    rendered = render_stc_clip("01", "train", 0, 24, (120, 160), seed=0).frames
+    for j, t in enumerate((0, 8, 15, 23)):
+        # the decoded frame is the rendered frame it claims to be: closer to it than to any other frame
+        item = ds[j]["image"].permute(1, 2, 0).numpy().astype(np.float64)
+        refs = [np.asarray(Image.fromarray(f).resize((64, 64), Image.BILINEAR), np.float64) for f in rendered]
+        errors = [np.abs(item - r).mean() for r in refs]
+        assert int(np.argmin(errors)) == t
+    again = STCDataset(stc_root, "01", "train", image_size=64, frames_per_video=4)
+    assert again.paths == ds.paths
+    assert all(torch.equal(again[i]["image"], ds[i]["image"]) for i in range(len(ds)))
+    assert len(STCDataset(stc_root, "02", "train", image_size=64)) == 48  # None: every frame
+
+
+# --------------------------------------------------------------------------- #
+# the loader
+# --------------------------------------------------------------------------- #
+def test_items_like_mvtec(stc_root):
+    train = STCDataset(stc_root, "02", "train", image_size=64, frames_per_video=3)
+    test = STCDataset(stc_root, "02", "test", image_size=48, crop=40)
+    for ds, s in ((train, 64), (test, 40)):
+        item = ds[len(ds) - 1]
+        assert set(item) == {"image", "mask", "label", "defect_type", "path"}
+        assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, s, s)
+        assert item["mask"].dtype == torch.uint8 and item["mask"].shape == (s, s)
+        assert isinstance(item["label"], int) and isinstance(item["path"], str)
+        batch = collate([ds[0], ds[1]])
+        assert batch["image"].shape == (2, 3, s, s)
+    assert all(t == "good" for t in train.defect_types) and not any(train.labels)
+    assert (train.image_size, train.crop, test.image_size, test.crop) == (64, None, 48, 40)
+
+
+def test_test_split_round_trip(stc_root):
+    ds = STCDataset(stc_root, "01", "test", image_size=80)
+    masks = [np.load(stc_root / "testing" / "test_pixel_mask" / f"01_{c:04d}.npy") for c in (1, 2, 3)]
+    labels = np.concatenate([np.load(stc_root / "testing" / "test_frame_mask" / f"01_{c:04d}.npy")
+                             for c in (1, 2, 3)])
+    assert len(ds) == 72 and ds.labels == labels.tolist()
+    assert ds.defect_types == ["anomaly" if v else "good" for v in labels]
+    assert ds.paths[25].endswith("testing/frames/01_0002/001.jpg")
+    for i in (0, 12, 30, 61):
+        item = ds[i]
+        full = masks[i // 24][i % 24]
+        np.testing.assert_array_equal(item["mask"].numpy(), _nearest(full, 80))
+        assert set(np.unique(item["mask"].numpy())) <= {0, 1}
+        assert item["label"] == int(full.any())
+        jpg = Image.open(ds.paths[i]).convert("RGB").resize((80, 80), Image.BILINEAR)
+        np.testing.assert_array_equal(item["image"].permute(1, 2, 0).numpy(), np.asarray(jpg))
+
+
+# --------------------------------------------------------------------------- #
+# malformed layouts: one line naming the culprit
+# --------------------------------------------------------------------------- #
+def _one_line_error(fn, *match):
+    with pytest.raises(PadimError) as info:
+        fn()
+    text = str(info.value)
+    assert "\n" not in text
+    for m in match:
+        assert m in text, text
+    return text
+
+
+def test_missing_root_and_unknown_scene(stc_root, tmp_path):
+    _one_line_error(lambda: STCDataset(tmp_path / "nowhere", "01"), "STC root folder not found")
+    _one_line_error(lambda: STCDataset(stc_root, "07"), "scene '07' not found", "01, 02")
+    _one_line_error(lambda: STCDataset(stc_root, "01", "val"), "unknown split 'val'")
+    _one_line_error(lambda: STCDataset(stc_root, "01", frames_per_video=0), "frames_per_video")
+
+
+def test_missing_folders(copy_root):
+    shutil.rmtree(copy_root / "testing" / "frames")
+    _one_line_error(lambda: STCDataset(copy_root, "01", "test"), "missing folder", "testing/frames")
+    shutil.rmtree(copy_root / "training" / "videos")
+    (copy_root / "testing" / "frames" / "01_0001").mkdir(parents=True)  # the scene still exists
+    _one_line_error(lambda: STCDataset(copy_root, "01", "train"), "missing folder", "training/videos")
+
+
+def test_frame_mask_length_mismatch(copy_root):
+    path = copy_root / "testing" / "test_frame_mask" / "01_0002.npy"
+    np.save(path, np.zeros(23, np.uint8))
+    _one_line_error(lambda: STCDataset(copy_root, "01", "test"), str(path), "(23,)", "24 frames")
+
+
+def test_missing_and_bad_masks(copy_root):
+    fm = copy_root / "testing" / "test_frame_mask" / "01_0003.npy"
+    np.save(fm, np.full(24, 2, np.uint8))
+    _one_line_error(lambda: STCDataset(copy_root, "01", "test"), str(fm), "other than 0 and 1")
+    fm.unlink()
+    _one_line_error(lambda: STCDataset(copy_root, "01", "test"), "frame mask not found", str(fm))
+    pm = copy_root / "testing" / "test_pixel_mask" / "02_0001.npy"
+    np.save(pm, np.zeros((20, 120, 160), np.uint8))
+    _one_line_error(lambda: STCDataset(copy_root, "02", "test"), str(pm), "(20, 120, 160)")
+    np.save(pm, np.zeros((24, 60, 80), np.uint8))
+    ds = STCDataset(copy_root, "02", "test", image_size=64)
+    _one_line_error(lambda: ds[0], str(pm), "80x60", "160x120")
+    pm.write_bytes(b"not numpy")
+    _one_line_error(lambda: STCDataset(copy_root, "02", "test"), "cannot read pixel mask", str(pm))
+
+
+def test_unreadable_and_empty_inputs(copy_root):
+    video = copy_root / "training" / "videos" / "02_001.avi"
+    video.write_bytes(b"RIFF" + bytes(200))
+    _one_line_error(lambda: STCDataset(copy_root, "02", "train"), "cannot read video", str(video))
+    clip = copy_root / "testing" / "frames" / "02_0002"
+    for f in clip.iterdir():
+        f.unlink()
+    _one_line_error(lambda: STCDataset(copy_root, "02", "test"), "no frames in", str(clip))
+    broken = copy_root / "testing" / "frames" / "01_0001" / "005.jpg"
+    broken.write_bytes(b"\xff\xd8 truncated")
+    ds = STCDataset(copy_root, "01", "test", image_size=64)
+    _one_line_error(lambda: ds[5], "cannot read image", str(broken))
+
+
+# --------------------------------------------------------------------------- #
+# one experiment per scene
+# --------------------------------------------------------------------------- #
+def test_run_stc_detects_the_synthetic_anomalies(stc_root):
+    # measured with preset("quick") on this data: frame AUROC 0.81 (scene 01) and 0.73 (02),
+    # pixel AUROC 0.85 and 0.86; chance is 0.5
+    for scene, frame_floor, pixel_floor in (("01", 0.7, 0.75), ("02", 0.63, 0.75)):
+        record = run_stc(preset("quick"), stc_root, scene, progress=False)
+        assert record["frame_auroc"] > frame_floor, record["frame_auroc"]
+        assert record["pixel_auroc"] > pixel_floor, record["pixel_auroc"]
+        assert (record["scene"], record["n_train"], record["n_test"]) == (scene, 48, 72)
+        assert record["n_test_anomalous"] == int(sum(STCDataset(stc_root, scene, "test", image_size=64).labels))
+        assert record["backbone"] == "efficientnet_lite0" and record["d"] == 32
+        assert record["config"] == preset("quick").to_dict()
+        assert record["fit_seconds"] > 0 and record["predict_seconds"] > 0
+    sampled = run_stc(preset("quick"), stc_root, "01", frames_per_video=6, progress=False)
+    assert sampled["n_train"] == 12 and sampled["frames_per_video"] == 6
+
+
+def test_run_stc_needs_both_kinds_of_frames(copy_root):
+    for c in (1, 2, 3):
+        np.save(copy_root / "testing" / "test_frame_mask" / f"01_{c:04d}.npy", np.zeros(24, np.uint8))
+    _one_line_error(lambda: run_stc(preset("quick"), copy_root, "01", progress=False), "all labelled 0")
