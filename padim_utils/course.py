@@ -21,7 +21,7 @@ from pathlib import Path
 from .config import DEVICES, QUICK_DATA, PadimConfig, env_flag, preset
 from .errors import PadimError
 
-__all__ = ["env_flag", "env_device", "course_data", "CourseData", "environment_report", "show_source", "show",
+__all__ = ["env_flag", "env_device", "course_data", "CourseData", "stc_data", "STCData", "environment_report", "show_source", "show",
            "markdown_table", "check_exercise"]
 
 #: The embedded category a notebook uses when no real MVTec AD category is found.
@@ -101,6 +101,54 @@ def course_data(category: str | None = None, quick: bool | None = None, device: 
                                     **(QUICK_DATA if quick else {}))
         cats = tuple(list_categories(root))
         data = CourseData(root, category or DEFAULT_SYNTHETIC, "embedded synthetic", quick, config, cats)
+    if verbose:
+        print(data.describe())
+    return data
+
+
+@dataclass(frozen=True)
+class STCData:
+    """The ShanghaiTech Campus data a notebook uses: real under $PADIM_DATA/stc, else a synthetic STC-layout set."""
+
+    root: Path
+    source: str  # "ShanghaiTech Campus" or "synthetic STC-layout"
+    scenes: tuple[str, ...]
+    quick: bool
+    config: PadimConfig  # the paper: frames resized to 256 with no crop
+    frames_per_video: int  # training frames sampled uniformly from each training video
+
+    @property
+    def real(self) -> bool:
+        return self.source == "ShanghaiTech Campus"
+
+    def dataset(self, scene: str, split: str):
+        from .stc import STCDataset
+
+        return STCDataset(self.root, scene, split, image_size=self.config.image_size, crop=self.config.crop,
+                          frames_per_video=self.frames_per_video)
+
+    def describe(self) -> str:
+        size = self.config.out_size
+        return (f"Data: {self.source} from {self.root} (scenes {', '.join(self.scenes)}; "
+                f"{self.frames_per_video} training frames per video; frames at {size}x{size} px"
+                f"{', quick mode' if self.quick else ''}); backbone {self.config.backbone}, d = {self.config.d}.")
+
+
+def stc_data(quick: bool | None = None, device: str | None = None, verbose: bool = True) -> STCData:
+    """Find STC at `$PADIM_DATA/stc` (the official layout), else generate the synthetic STC-layout set
+    under `$PADIM_DATA/stc_synthetic` (a few seconds), and say which is used. Quick mode: 64 px frames."""
+    from .data import data_home
+    from .stc import make_synthetic_stc, stc_scenes
+
+    quick = env_flag("PADIM_QUICK") if quick is None else quick
+    config = preset("quick" if quick else "offline_lite0").replace(device=device or env_device(), crop=None)
+    real = data_home() / "stc"
+    if (real / "training" / "videos").is_dir() and (real / "testing" / "frames").is_dir():
+        data = STCData(real, "ShanghaiTech Campus", tuple(stc_scenes(real)), quick, config, 2 if quick else 10)
+    else:
+        root = make_synthetic_stc(data_home() / ("stc_synthetic_quick" if quick else "stc_synthetic"),
+                                  frames_per_video=12 if quick else 24)
+        data = STCData(root, "synthetic STC-layout", tuple(stc_scenes(root)), quick, config, 6 if quick else 24)
     if verbose:
         print(data.describe())
     return data

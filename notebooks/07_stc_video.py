@@ -1,0 +1,167 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · PaDiM on video: ShanghaiTech Campus
+#
+# **You will learn** how PaDiM, a method for still images, is used on surveillance video: every frame is
+# an image, one model is fitted per camera (scene) on frames of its normal training videos, and the
+# paper reports a **frame-level** AUROC (is this frame anomalous?) and a **pixel-level** AUROC (where?).
+#
+# *Needs:* 04 (maps) and 05 (metrics). *Time:* 10 min (under a minute with `PADIM_QUICK=1`).
+#
+# ShanghaiTech Campus (STC) holds 13 scenes filmed by fixed cameras; the training videos show only normal
+# activity (people walking), the test clips contain anomalies such as cyclists, vehicles or people running.
+# The paper (Defard et al., 2020, Sec. 4.1 and Table IV) resizes frames to 256 × 256 **without a crop**,
+# fits one PaDiM per scene and reaches a pixel AUROC of 0.912 with ResNet18 (d = 100).
+
+# %%
+import numpy as np
+
+from padim_utils.course import check_exercise, env_device, env_flag, markdown_table, show, show_source, stc_data
+from padim_utils.metrics import image_auroc, pixel_auroc
+from padim_utils.model import Padim
+from padim_utils.paper import CITATION, paper_results
+from padim_utils.plots import plot_examples, plot_frame_scores, plot_gallery
+from padim_utils.stc import run_stc
+
+# %% tags=["parameters"]
+QUICK = env_flag("PADIM_QUICK")  # PADIM_QUICK=1: tiny frames, seconds per notebook
+DEVICE = env_device()  # PADIM_DEVICE: auto (the GPU if there is one), cpu or cuda
+stc = stc_data()  # real STC under $PADIM_DATA/stc if present, else a synthetic set in the STC layout
+
+# %% [markdown]
+# Without the real STC (a 30 GB download, see the datasets section of the README), the course writes a
+# small **synthetic** set in exactly the official layout: a static campus-like scene per camera, people
+# walking along a path in the training videos, and test clips where a vehicle, a cyclist or a person off
+# the path appears for a while, with masks exact to the pixel. Numbers on it show the method at work, not
+# how it compares with the paper.
+#
+# ## 1. The layout
+# `training/videos/<scene>_<clip>.avi` (normal only), `testing/frames/<scene>_<clip>/<frame>.jpg`, and for
+# each test clip a 0/1 label per frame (`test_frame_mask/`) and a mask per frame (`test_pixel_mask/`).
+# Training frames are decoded from the videos with PyAV, `frames_per_video` of them spread uniformly.
+
+# %%
+scene = stc.scenes[0]
+train, test = stc.dataset(scene, "train"), stc.dataset(scene, "test")
+rows = [{"scene": s, "training frames": len(stc.dataset(s, "train")), "test frames": len(stc.dataset(s, "test")),
+         "anomalous test frames": sum(stc.dataset(s, "test").labels)} for s in stc.scenes]
+show(markdown_table(rows))
+
+# %% [markdown]
+# Some training frames of scene `01`: the camera does not move, people do. Everything seen here is normal.
+
+# %%
+idx = np.linspace(0, len(train) - 1, 6).astype(int)
+fig = plot_gallery([train[i]["image"] for i in idx], titles=[f"frame {i}" for i in idx],
+                   title=f"scene {scene}: training frames (normal)")
+
+# %% [markdown]
+# And test frames: the anomalous ones carry a red outline (the pixel mask).
+
+# %%
+anomalous = [i for i, y in enumerate(test.labels) if y == 1]
+normal = [i for i, y in enumerate(test.labels) if y == 0]
+pick = anomalous[:: max(1, len(anomalous) // 4)][:4] + normal[:2]
+fig = plot_gallery([test[i]["image"] for i in pick], masks=[test[i]["mask"] for i in pick],
+                   titles=[f"{'anomalous' if test.labels[i] else 'normal'} #{i}" for i in pick],
+                   title=f"scene {scene}: test frames (red: ground-truth anomaly)")
+
+# %% [markdown]
+# ## 2. One model for one scene
+# Nothing changes in the method: a frame is an image. We fit on the scene's training frames, then score
+# every test frame. Expect the frame scores to rise while an anomaly is in view (shaded), and to stay low
+# between; a moving pedestrian is normal here, so it should not light up the map much.
+
+# %%
+model = Padim(stc.config).fit(train)
+result = model.predict_dataset(test)
+frame_auc = image_auroc(result["labels"], result["scores"])
+pixel_auc = pixel_auroc(result["masks"], result["maps"])
+print(f"scene {scene}: frame AUROC {frame_auc:.3f}, pixel AUROC {pixel_auc:.3f} "
+      f"({len(train)} training frames, {len(test)} test frames)")
+
+# %%
+clips = [p.split("/")[-2] for p in test.paths]
+fig = plot_frame_scores(result["scores"], result["labels"], clips=clips,
+                        title=f"scene {scene}: frame score over the test clips (dotted: a new clip)")
+
+# %% [markdown]
+# The anomaly maps of the most and least anomalous test frames (one colour scale for all):
+
+# %%
+order = np.argsort(-result["scores"].numpy())
+show_idx = [int(order[0]), int(order[1]), int(order[len(order) // 2]), int(order[-1])]
+fig = plot_examples([test[i]["image"] for i in show_idx], [result["masks"][i] for i in show_idx],
+                    [result["maps"][i] for i in show_idx], scores=[result["scores"][i] for i in show_idx],
+                    labels=[result["labels"][i] for i in show_idx],
+                    titles=[clips[i] for i in show_idx])
+fig.suptitle(f"scene {scene}: anomaly maps, most to least anomalous")
+
+# %% [markdown]
+# ### Look inside
+# `run_stc` does these steps for one scene and returns a record, as `run_benchmark` does for MVTec AD:
+
+# %%
+show_source(run_stc)
+
+# %% [markdown]
+# ## 3. Every scene, beside the paper
+# One model per scene, as in the paper. The paper reports only the pixel AUROC averaged over the 13 real
+# scenes (0.912 for PaDiM-R18-Rd100); on synthetic frames with the offline backbone expect a different
+# number: the comparison only makes sense on the real data.
+
+# %%
+records = [run_stc(stc.config, stc.root, s, frames_per_video=stc.frames_per_video, progress=False)
+           for s in stc.scenes]
+rows = [{"scene": r["scene"], "frame AUROC": r["frame_auroc"], "pixel AUROC": r["pixel_auroc"],
+         "train frames": r["n_train"], "fit s": r["fit_seconds"], "predict s": r["predict_seconds"]}
+        for r in records]
+paper = paper_results()["stc_pixel_auroc"]["PaDiM-R18-Rd100"]
+rows.append({"scene": f"**mean** ({stc.source})", "frame AUROC": np.mean([r["frame_auroc"] for r in records]),
+             "pixel AUROC": np.mean([r["pixel_auroc"] for r in records])})
+rows.append({"scene": "paper, PaDiM-R18-Rd100, 13 real scenes", "frame AUROC": "–", "pixel AUROC": paper})
+show(markdown_table(rows) + f"\n\nPaper: {CITATION}, Table IV.")
+
+# %% [markdown]
+# ### Exercise 7.1
+# The paper's frame score is the **maximum** of the anomaly map. Score each test frame of scene `01` by the
+# **mean** of its map instead and compute the frame-level AUROC. Is it higher or lower than with the
+# maximum? (Answer with the AUROC as a number; `result["maps"]` holds the maps, `result["labels"]` the
+# frame labels.)
+
+# %%
+answer = ...  # the frame AUROC with mean-of-map scores
+
+# %% tags=["solution"]
+mean_scores = result["maps"].mean(dim=(1, 2))  # (N,)
+answer = image_auroc(result["labels"], mean_scores)
+print(f"max of the map: {frame_auc:.3f}, mean of the map: {answer:.3f}")
+
+# %%
+check_exercise("7.1", answer, maps=result["maps"], labels=result["labels"])
+
+# %% [markdown]
+# A small anomaly raises the maximum but barely moves the mean of a large frame: that is why the maximum
+# is the usual choice when anomalies are small.
+#
+# ## Summary
+# - On video, PaDiM treats frames as independent images: one model per fixed camera, fitted on frames of
+#   normal training videos (resize 256, no crop in the paper).
+# - Frame-level AUROC scores each frame by the maximum of its map; pixel-level AUROC scores every pixel.
+# - Nothing in PaDiM uses time: motion is only "seen" through what it changes in one frame.
+#
+# **Next:** 08 lets you change each of PaDiM's choices with sliders and see the effect.
