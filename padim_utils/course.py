@@ -79,13 +79,14 @@ def course_data(category: str | None = None, quick: bool | None = None, device: 
     """Find the data a notebook should use, and say which.
 
     Real MVTec AD is looked for at `$PADIM_DATA/mvtec_ad/<category>` (PADIM_DATA defaults to ./data):
-    the named category, else "bottle" if present, else the first one found. Without real data, the
+    the named category (argument, else $PADIM_CATEGORY), else "bottle" if present, else the first found. Without real data, the
     embedded synthetic set is generated under `$PADIM_DATA/synthetic` (once; a few seconds).
     Quick mode (PADIM_QUICK=1) shrinks images to 64 px (and the synthetic set to 8 train images).
     """
     from .data import data_home, list_categories
 
     quick = env_flag("PADIM_QUICK") if quick is None else quick
+    category = category or os.environ.get("PADIM_CATEGORY", "").strip() or None
     config = preset("quick" if quick else "offline_lite0").replace(device=device or env_device())
     mvtec = data_home() / "mvtec_ad"
     real = list_categories(mvtec)

@@ -41,6 +41,11 @@ def test_course_data_generates_the_embedded_set_without_real_data(tmp_path, monk
     assert "Data: embedded synthetic category 'bottle_syn'" in capsys.readouterr().out
     with pytest.raises(PadimError, match="category 'bottle' not found"):
         course.course_data("bottle", quick=True)
+    monkeypatch.setenv("PADIM_CATEGORY", "carpet_syn")
+    assert course.course_data(quick=True, verbose=False).category == "carpet_syn"
+    monkeypatch.setenv("PADIM_CATEGORY", "zipper")
+    with pytest.raises(PadimError, match="category 'zipper' not found"):
+        course.course_data(quick=True)
 
 
 def test_course_data_prefers_real_mvtec(monkeypatch, capsys):
