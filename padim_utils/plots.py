@@ -262,3 +262,42 @@ def plot_spectra(spectra: dict, title: str = "eigenvalue spectra"):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------ chapters 01-03 (embeddings, reduction)
+def plot_upsampling(panels: dict, image_size: int, title: str = "nearest upsampling",
+                    label: str = "activation"):
+    """2-D maps of different grid sizes drawn over the same image extent (x, y in pixels), one panel each
+    (name -> (h, w) array), with one shared colour bar: how a coarse layer's cells are copied onto the
+    finest grid by nearest upsampling."""
+    values = [_np(v).astype(float) for v in panels.values()]
+    lo, hi = min(v.min() for v in values), max(v.max() for v in values)
+    fig, axes = plt.subplots(1, len(values), figsize=(3.5 * len(values) + 0.8, 3.3), squeeze=False)
+    for ax, (name, v) in zip(axes[0], zip(panels, values)):
+        im = ax.imshow(v, cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest",
+                       extent=(0, image_size, image_size, 0))
+        ax.set_title(f"{name}\n{v.shape[0]}x{v.shape[1]} cells", fontsize=9)
+        ax.set(xlabel="x (px)", ylabel="y (px)")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85, label=label)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_channel_layout(channels, names, picked=None, title: str = "channels of the embedding"):
+    """The embedding's channels as one bar split into the layers they come from (name, count each);
+    `picked` (channel indices, e.g. a random subset) are marked as ticks above the bar."""
+    channels = [int(c) for c in channels]
+    fig, ax = plt.subplots(figsize=(8, 1.9 if picked is None else 2.3))
+    start = 0
+    for i, (name, c) in enumerate(zip(names, channels)):
+        ax.barh(0, c, left=start, height=0.6, color=f"C{i}", alpha=0.75, edgecolor="k")
+        ax.text(start + c / 2, 0, f"{name}\n{c} ch", ha="center", va="center", fontsize=8)
+        start += c
+    if picked is not None:
+        ax.vlines(_np(picked), 0.4, 0.7, color="k", lw=0.8, label=f"{len(_np(picked))} picked channels")
+        ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1, 1.45))
+    ax.set(xlim=(0, start), ylim=(-0.4, 0.4 if picked is None else 0.8), xlabel="channel index in the embedding",
+           title=title)
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
