@@ -301,3 +301,38 @@ def plot_channel_layout(channels, names, picked=None, title: str = "channels of 
     ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def plot_category_metrics(records, metrics=("image_auroc", "pixel_auroc", "pixel_aupro"), paper_model=None,
+                          title: str = "results per category"):
+    """Grouped bars of benchmark records (one group per category, one bar per metric), with the paper's
+    published value of `paper_model` (e.g. "PaDiM-WR50-Rd550") as a black tick where one exists."""
+    from .paper import paper_value
+
+    names = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pixel_aupro": "AU-PRO (FPR 0.3)",
+             "image_f1": "image F1"}
+    cats = [r["category"] for r in records]
+    x = np.arange(len(cats))
+    width = 0.8 / len(metrics)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(cats) * len(metrics) / 2 + 2), 3.8))
+    shown_paper = False
+    for j, m in enumerate(metrics):
+        xs = x - 0.4 + width * (j + 0.5)
+        values = [float(r[m]) for r in records]
+        bars = ax.bar(xs, values, width, label=names.get(m, m), color=f"C{j}")
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+        if paper_model is not None:
+            for xi, c in zip(xs, cats):
+                v = paper_value(paper_model, c, m)
+                if v is not None:
+                    ax.plot([xi - width / 2, xi + width / 2], [v, v], color="k", lw=2,
+                            label=f"paper ({paper_model})" if not shown_paper else None)
+                    shown_paper = True
+    lo = min(min(float(r[m]) for r in records) for m in metrics)
+    ax.set_ylim(max(0.0, min(0.5, lo - 0.05)), 1.05)
+    ax.set_xticks(x, cats)
+    ax.set(xlabel="category", ylabel="metric value (1 = perfect)", title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
