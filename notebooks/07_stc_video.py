@@ -108,8 +108,7 @@ show_idx = [int(order[0]), int(order[1]), int(order[len(order) // 2]), int(order
 fig = plot_examples([test[i]["image"] for i in show_idx], [result["masks"][i] for i in show_idx],
                     [result["maps"][i] for i in show_idx], scores=[result["scores"][i] for i in show_idx],
                     labels=[result["labels"][i] for i in show_idx],
-                    titles=[clips[i] for i in show_idx])
-fig.suptitle(f"scene {scene}: anomaly maps, most to least anomalous")
+                    titles=[clips[i] for i in show_idx], title=f"scene {scene}: anomaly maps, most to least anomalous")
 
 # %% [markdown]
 # ### Look inside

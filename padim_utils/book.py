@@ -98,7 +98,8 @@ def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, time
         env["PADIM_DATA"] = str(Path(cwd).resolve().parent / "data")
     if quick is not None:
         env["PADIM_QUICK"] = "1" if quick else "0"
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter
     with _environment(env):
         try:
             client.execute()

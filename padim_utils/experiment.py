@@ -105,8 +105,8 @@ def save_benchmark_figures(figures: Path, category: str, test, result: dict, met
     idx = pick_examples(result["scores"], result["labels"], n=6)
     fig = plot_examples([test[i]["image"] for i in idx], [result["masks"][i] for i in idx],
                         [result["maps"][i] for i in idx], scores=[result["scores"][i] for i in idx],
-                        labels=[result["labels"][i] for i in idx], titles=[test.defect_types[i] for i in idx])
-    fig.suptitle(f"{category}: the most and least anomalous test images")
+                        labels=[result["labels"][i] for i in idx], titles=[test.defect_types[i] for i in idx],
+                        title=f"{category}: the most and least anomalous test images")
     save_figure(fig, figures / f"{category}_examples.png")
     fig = plot_score_histogram(result["scores"], result["labels"], metrics.get("image_f1_threshold"))
     fig.axes[0].set_title(f"{category}: image scores of the test set")

@@ -48,7 +48,8 @@ def save_overlay(path, image, amap, vmin=None, vmax=None) -> None:
         plt.imsave(tmp, overlay(image, amap, vmin, vmax), format="png")
 
 
-def plot_examples(images, masks, maps, scores=None, labels=None, titles=None, vmin=None, vmax=None):
+def plot_examples(images, masks, maps, scores=None, labels=None, titles=None, vmin=None, vmax=None,
+                  title: str | None = None):
     """One column per example: the image, its ground-truth mask (if any) and the heat map.
 
     All heat maps share one colour scale (vmin/vmax, default: over the shown maps),
@@ -81,7 +82,11 @@ def plot_examples(images, masks, maps, scores=None, labels=None, titles=None, vm
     if masks is not None:
         axes[1, 0].set_ylabel("ground truth")
     axes[rows - 1, 0].set_ylabel("anomaly map")
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
+    else:
+        fig.tight_layout()
     return fig
 
 
@@ -334,5 +339,71 @@ def plot_category_metrics(records, metrics=("image_auroc", "pixel_auroc", "pixel
     ax.set(xlabel="category", ylabel="metric value (1 = perfect)", title=title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_frame_scores(scores, labels, clips=None, threshold: float | None = None, title: str = "frame scores"):
+    """A video's frame scores over time, anomalous frames shaded; `clips` (one name per frame) draws a line
+    where a clip ends and another begins."""
+    s, y = _np(scores).astype(float), _np(labels).astype(int)
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    t = np.arange(len(s))
+    ax.fill_between(t, s.min(), s.max(), where=y == 1, step="mid", color="C3", alpha=0.2,
+                    label="anomalous frames (ground truth)")
+    ax.plot(t, s, color="C0", lw=1.2, label="frame score (max of the map)")
+    if clips is not None:
+        for i in range(1, len(clips)):
+            if clips[i] != clips[i - 1]:
+                ax.axvline(i - 0.5, color="gray", lw=0.8, ls=":")
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=1, label="threshold")
+    ax.set(xlabel="test frame (clips one after another)", ylabel="anomaly score", title=title)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_overlays(images, masks, maps, scores=None, labels=None, titles=None, title: str = "",
+                  vmin: float | None = None, vmax: float | None = None, label: str = "anomaly score"):
+    """`plot_examples` (image, ground truth, heat map per column) with a title and one colour bar for the
+    heat maps: they share one scale (vmin/vmax, default: over the shown maps), drawn with ANOMALY_CMAP."""
+    maps = [_np(m) for m in maps]
+    vmin = min(float(m.min()) for m in maps) if vmin is None else vmin
+    vmax = max(float(m.max()) for m in maps) if vmax is None else vmax
+    fig = plot_examples(images, masks, maps, scores=scores, labels=labels, titles=titles, vmin=vmin, vmax=vmax)
+    fig.suptitle(title or "anomaly maps (white outline: ground-truth defect)")
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    bottom = fig.axes[-1].get_position()  # the last heat map: the colour bar sits beside the map row
+    cax = fig.add_axes((0.915, bottom.y0, 0.015, bottom.height))
+    sm = plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap=ANOMALY_CMAP)
+    fig.colorbar(sm, cax=cax, label=label)
+    return fig
+
+
+def plot_ablation(rows, title: str = "ablation"):
+    """Ablation rows (`ablations.result_row` / `ablations.sweep`): pixel AUROC and AU-PRO bars per setting,
+    the paper's value for the closest setting ("paper pixel AUROC" / "paper PRO") as a black tick."""
+    labels = [str(r.get("layers", r["setting"])) + ("" if r.get("reduction") is None else
+              f"\n{r['reduction']}" + ("" if r.get("reduction") == "none" else f" d={r.get('d')}")) for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 * len(rows) + 1.5), 3.8))
+    shown = False
+    for j, (key, ref, name) in enumerate((("pixel_auroc", "paper pixel AUROC", "pixel AUROC"),
+                                          ("pixel_aupro", "paper PRO", "AU-PRO (FPR 0.3)"))):
+        xs = x - 0.2 + 0.4 * j
+        bars = ax.bar(xs, [float(r[key]) for r in rows], 0.4, label=f"ours: {name}", color=f"C{j}")
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+        for xi, r in zip(xs, rows):
+            if r.get(ref) is not None:
+                ax.plot([xi - 0.2, xi + 0.2], [r[ref]] * 2, color="k", lw=2,
+                        label="paper, closest setting (R18, all classes)" if not shown else None)
+                shown = True
+    lo = min(min(float(r["pixel_auroc"]), float(r["pixel_aupro"])) for r in rows)
+    ax.set_ylim(max(0.0, min(0.5, lo - 0.05)), 1.08)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set(xlabel="setting (hooked layers, reduction)", ylabel="metric value (1 = perfect)", title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
