@@ -1,0 +1,182 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · Interactive ablations
+#
+# **You will learn** which of PaDiM's choices matter, by changing them one at a time: which backbone
+# layers feed the embedding, how many channels d are kept, random channels vs PCA, the regulariser ε
+# and the blur σ. Every change re-fits in seconds because the backbone runs only once, and every
+# result sits beside the paper's own ablation numbers.
+#
+# *Needs:* 02 (reduction), 03 (covariance), 04 (maps), 05 (metrics). *Time:* 15 min, plus as long
+# as you like with the controls (under a minute with `PADIM_QUICK=1`).
+#
+# The paper (Defard et al., 2020, [arXiv 2011.08785](https://arxiv.org/abs/2011.08785)) studies two
+# choices on MVTec AD with a ResNet18: which layers to model (its Table I) and how to reduce the
+# embedding (its Sec. 5.1 and Fig. 3). We repeat both studies on our data and backbone.
+
+# %%
+from padim_utils import ablations
+from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
+from padim_utils.features import FeatureCache
+from padim_utils.paper import CITATION, paper_results
+from padim_utils.plots import plot_ablation
+
+# %% tags=["parameters"]
+QUICK = env_flag("PADIM_QUICK")  # PADIM_QUICK=1: tiny images, seconds per notebook
+DEVICE = env_device()  # PADIM_DEVICE: auto (the GPU if there is one), cpu or cuda
+data = course_data()  # real MVTec AD under $PADIM_DATA/mvtec_ad if present, else the embedded set
+
+# %% [markdown]
+# ## 1. Run the backbone once
+# Everything after the backbone (reduction, Gaussians, distances, blur, metrics) is cheap; the
+# backbone's forward pass is not. A `FeatureCache` keeps every hooked layer's output for every image,
+# so each ablation below re-fits from memory. Changing the **image size or crop** would change these
+# features themselves (a new backbone pass, see chapter 01), so the controls leave geometry alone.
+
+# %%
+cfg = data.config
+train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
+test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+print(train_cache)
+print(test_cache)
+
+# %% [markdown]
+# ## 2. The paper's numbers
+# Both ablations of the paper, as all-class means over MVTec AD with a ResNet18 (pixel AUROC, PRO).
+# The layer study keeps every channel of the layers used; the reduction study uses all three layers:
+
+# %%
+layers_table = paper_results()["ablation_layers_r18_all448"]
+reduction_table = paper_results()["ablation_reduction_r18"]
+show(markdown_table([{"paper setting (R18)": k, "pixel AUROC": v[0], "PRO": v[1]}
+                     for k, v in layers_table.items() if not k.startswith("_")]
+                    + [{"paper setting (R18)": k, "pixel AUROC": v[0] if v else "–", "PRO": v[1] if v else "–"}
+                       for k, v in reduction_table.items() if not k.startswith("_")]))
+print("Source:", CITATION, "-", reduction_table["_columns"])
+
+# %% [markdown]
+# Three lessons from the paper to test here: (1) each layer alone is worse than the three together
+# (modelling them *jointly* in one Gaussian beats even summing three separate maps); (2) a random
+# subset of d channels is about as good as keeping all of them; (3) PCA at the same d is *worse* than
+# random, although it keeps the directions of largest variance (those are the variations of normal
+# images, not the ones that reveal defects).
+#
+# Our backbone, EfficientNet-Lite0, hooks three stages too (`blocks.1`, `blocks.2`, `blocks.4`, strides
+# 4, 8 and 16 like ResNet's layers 1-3); the i-th hooked layer plays the role of the paper's layer i.
+
+# %% [markdown]
+# ## 3. Which layers? (the paper's Table I)
+# `ablations.sweep` runs `ablations.run_ablation` for each setting: each hooked layer alone, then all
+# of them, every channel kept. Expect the joint model to be at least as good as the best single layer
+# on AU-PRO, and the deepest layer alone to be the coarsest: its patch grid is 4 times smaller per side,
+# so its maps blur small defects.
+
+# %%
+layer_rows = ablations.sweep(train_cache, test_cache, cfg, ablations.layer_settings(train_cache))
+columns = ["layers", "reduction", "d", "image_auroc", "pixel_auroc", "pixel_aupro", "fit + predict s",
+           "paper setting", "paper pixel AUROC", "paper PRO"]
+show(markdown_table(layer_rows, columns))
+
+# %%
+best_single = max(layer_rows[:-1], key=lambda r: r["pixel_aupro"])
+joint = layer_rows[-1]
+print(f"best single layer: {best_single['layers']} (AU-PRO {best_single['pixel_aupro']:.3f}); "
+      f"all layers jointly: AU-PRO {joint['pixel_aupro']:.3f} "
+      f"({joint['pixel_aupro'] - best_single['pixel_aupro']:+.3f})")
+fig = plot_ablation(layer_rows, title="Which layers? Ours (bars) vs the paper (black ticks)")
+
+# %% [markdown]
+# The black ticks are the paper's *ResNet18 on MVTec AD* numbers: compare the direction of an effect
+# (does adding layers help?), not the heights, which belong to another backbone and other images.
+
+# %% [markdown]
+# ## 4. Random channels or PCA? (the paper's Sec. 5.1)
+# All layers, d channels kept by a seeded random choice or by PCA, beside the unreduced row above.
+# The paper finds random ≥ PCA at equal d; on our small embedded data the gap can go either way,
+# so read the run's own numbers:
+
+# %%
+red_rows = ablations.sweep(train_cache, test_cache, cfg, ablations.reduction_settings(cfg.d)) + [joint]
+show(markdown_table(red_rows, columns))
+fig = plot_ablation(red_rows, title=f"Reduction to d = {cfg.d}: ours vs the paper (black ticks)")
+
+# %%
+by = {r["reduction"]: r for r in red_rows}
+print(f"random - PCA at d = {cfg.d}: AU-PRO {by['random']['pixel_aupro'] - by['pca']['pixel_aupro']:+.3f} "
+      f"(paper, R18, d = 100: {reduction_table['random_100'][1] - reduction_table['pca_100'][1]:+.3f})")
+print(f"random d = {cfg.d} vs all {joint['d']} channels: AU-PRO "
+      f"{by['random']['pixel_aupro'] - joint['pixel_aupro']:+.3f} "
+      f"at {by['random']['fit + predict s']:.1f} s instead of {joint['fit + predict s']:.1f} s")
+
+# %% [markdown]
+# ## 5. Your turn: the controls
+# The widget below wires the same function, `ablations.run_ablation`, to controls: pick layers
+# (ctrl/cmd-click for several), d (capped at the channels of the chosen layers), the reduction, ε (log
+# scale; the paper uses 0.01) and σ (the blur of chapter 04; 0 = none), then press **re-fit**. The
+# result appears under the button with the paper's closest row.
+#
+# On this rendered page the controls do nothing (there is no Python behind it): open the notebook in
+# JupyterLab (`make lab`) to use them. The cell after the widget runs one setting the same way, so you
+# can see what a click produces.
+
+# %%
+widget = ablations.AblationWidget(train_cache, test_cache, cfg)
+widget.box
+
+# %%
+widget.controls["layers"].value = train_cache.layer_names[:2]  # the two finest layers
+widget.controls["sigma"].value = 0.0  # no blur
+result = widget.run()  # exactly what the button does
+show(widget.last_markdown)
+
+# %% [markdown]
+# ### Look inside
+# The callback is a plain, tested function: pick the layers from the cache, cap d, build the config,
+# then `experiment.evaluate_cached` (fit + predict + metrics on cached features).
+
+# %%
+show_source(ablations.run_ablation)
+
+# %% [markdown]
+# ### Exercise 8.1
+# How much does the Gaussian blur help localisation here? With `ablations.run_ablation`, compute the
+# AU-PRO with σ = 4 (the paper's) minus the AU-PRO with σ = 0 (no blur), everything else as `cfg`.
+# Answer with that number. *Hint:* the function returns a dict with `"pixel_aupro"`.
+
+# %%
+answer = ...  # your answer: AU-PRO(sigma=4) - AU-PRO(sigma=0)
+
+# %% tags=["solution"]
+with_blur = ablations.run_ablation(train_cache, test_cache, cfg, sigma=4)
+without_blur = ablations.run_ablation(train_cache, test_cache, cfg, sigma=0)
+answer = with_blur["pixel_aupro"] - without_blur["pixel_aupro"]
+print(f"AU-PRO with blur {with_blur['pixel_aupro']:.3f}, without {without_blur['pixel_aupro']:.3f}: {answer:+.3f}")
+
+# %%
+check_exercise("8.1", answer, train_cache=train_cache, test_cache=test_cache, config=cfg)
+
+# %% [markdown]
+# ## Summary
+# - With the backbone's outputs cached, every other choice of PaDiM re-fits in seconds:
+#   `ablations.run_ablation(train_cache, test_cache, cfg, layers=..., d=..., reduction=..., eps=..., sigma=...)`.
+# - The paper's Table I: modelling several layers jointly beats any one layer; its Sec. 5.1: a random
+#   subset of d channels is as good as all of them and better than PCA at the same d.
+# - Compare our runs with the paper's by the direction of an effect: the numbers belong to another
+#   backbone and other images.
+#
+# **Next:** 09 goes beyond the benchmark: your own images, saved models, the command line, and where
+# PaDiM fails.
