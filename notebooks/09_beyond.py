@@ -1,0 +1,264 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 09 · Beyond the benchmark
+#
+# **You will learn** to use PaDiM outside a benchmark: on your own images (no masks, so no metrics),
+# saved to a file and loaded back, and from the `padim` command line; then where it fails
+# (misaligned objects) and what later methods changed.
+#
+# *Needs:* 04 (anomaly maps). *Time:* 15 min (under a minute with `PADIM_QUICK=1`).
+
+# %%
+import csv
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+
+from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
+from padim_utils.data import ImageFolderDataset
+from padim_utils.model import Padim
+from padim_utils.paper import CITATION, paper_results, paper_value
+from padim_utils.plots import plot_lines, plot_overlays
+
+# %% tags=["parameters"]
+QUICK = env_flag("PADIM_QUICK")  # PADIM_QUICK=1: tiny images, seconds per notebook
+DEVICE = env_device()  # PADIM_DEVICE: auto (the GPU if there is one), cpu or cuda
+data = course_data()  # real MVTec AD under $PADIM_DATA/mvtec_ad if present, else the embedded set
+
+# %% [markdown]
+# First, a model fitted on the category's normal training images, as in every chapter before:
+
+# %%
+cfg = data.config
+train, test = data.train(), data.test()
+model = Padim(cfg).fit(train, progress=False)
+result = model.predict_dataset(test, progress=False)  # the labelled test set, for reference below
+good_scores = result["scores"][result["labels"] == 0]
+defect_scores = result["scores"][result["labels"] == 1]
+print(f"fitted on {model.n_train} images; test scores: good median {good_scores.median():.1f}, "
+      f"defect median {defect_scores.median():.1f}")
+
+# %% [markdown]
+# ## 1. Your own images
+# Any folder of images works: `data.ImageFolderDataset(folder)` reads every image in it (EXIF
+# orientation applied, the same resize and crop as the model's), with no label and no mask. To have a
+# folder here, we copy two good and two defective test images under neutral names, as if they came
+# from your camera. Without masks there are no metrics: what you get is one score per image and
+# a heat map showing *where* the model sees something unusual. Expect the two defective images to
+# score higher and to show a red spot on the defect.
+
+# %%
+work = Path(tempfile.mkdtemp(prefix="padim_09_"))
+folder = work / "my_images"
+folder.mkdir()
+good_idx = [i for i, y in enumerate(test.labels) if y == 0][:2]
+bad_idx = [i for i, y in enumerate(test.labels) if y == 1][:2]
+truth = {}
+for n, i in enumerate(good_idx + bad_idx, start=1):
+    src = Path(test.paths[i])
+    shutil.copy(src, folder / f"photo_{n}{src.suffix}")
+    truth[f"photo_{n}"] = test.defect_types[i]
+mine = ImageFolderDataset(folder, image_size=cfg.image_size, crop=cfg.crop)
+print(mine)
+
+# %%
+own = model.predict_dataset(mine, progress=False)
+names = [Path(p).stem for p in own["paths"]]
+fig = plot_overlays([mine[i]["image"] for i in range(len(mine))], None, own["maps"], scores=own["scores"],
+                    titles=names, title="Your own images: scores and anomaly maps (no ground truth)")
+
+# %% [markdown]
+# Which would you flag? Here is where each photo really came from (we know, because we copied them):
+
+# %%
+show(markdown_table([{"image": n, "score": float(s), "really": truth[n]} for n, s in zip(names, own["scores"])]))
+
+# %% [markdown]
+# To flag images without labels you need a threshold. Chapter 05 chose one from normal images only
+# (`metrics.threshold_from_normal`); on your own data, keep a few good images aside for that.
+#
+# ## 2. Save and load a model
+# A fitted PaDiM is just its Gaussians: a mean vector and a precision matrix per patch position, the
+# chosen channels and the config. `Padim.save` writes them into one `.safetensors` file;
+# `Padim.load` rebuilds the model (the backbone's weights are not in the file: they come from the
+# backbone itself). Expect the reloaded model's maps to be *identical*, bit for bit.
+
+# %%
+path = model.save(work / f"{data.category}.safetensors")
+loaded = Padim.load(path, device=DEVICE)
+maps_again, scores_again = loaded.predict(torch.stack([mine[i]["image"] for i in range(len(mine))]))
+print(f"{path.name}: {path.stat().st_size / 2**20:.1f} MiB "
+      f"(mean {tuple(model.mean.shape)}, precision {tuple(model.precision.shape)})")
+print("maps identical after save/load:", torch.equal(maps_again, own["maps"]),
+      "| scores identical:", torch.equal(scores_again, own["scores"]))
+
+# %% [markdown]
+# ## 3. The command line
+# The package installs a `padim` command (beside this notebook's Python) for use without Python code:
+# `padim fit` fits and saves a model, `padim predict` scores a folder of images, writing one heat-map
+# PNG per image and a `scores.csv`. Its help lists every command:
+
+# %%
+PADIM = str(Path(sys.executable).parent / "padim")
+print(subprocess.run([PADIM, "--help"], capture_output=True, text=True, check=True).stdout)
+
+# %% [markdown]
+# Fit on the course data with the same preset as this notebook's config, then predict our folder.
+# Expect the CLI's scores to match `model.predict` above (same data, same seed, same code):
+
+# %%
+PRESET = "quick" if QUICK else "offline_lite0"
+cli_model = work / "cli_model.safetensors"
+fit = subprocess.run([PADIM, "fit", "--root", str(data.root), "--category", data.category, "--config", PRESET,
+                      "--device", DEVICE, "--out", str(cli_model), "--quiet"],
+                     capture_output=True, text=True)
+print("$ padim fit ...\n" + fit.stdout + fit.stderr)
+pred = subprocess.run([PADIM, "predict", "--model", str(cli_model), "--input", str(folder),
+                       "--out", str(work / "predictions"), "--quiet"], capture_output=True, text=True)
+print("$ padim predict ...\n" + pred.stdout + pred.stderr)
+
+# %%
+with open(work / "predictions" / "scores.csv") as f:
+    rows = list(csv.DictReader(f))
+for r in rows:
+    r["image"] = Path(r["image"]).name
+show(markdown_table(rows))
+cli_scores = np.array([float(r["score"]) for r in rows])
+print("largest difference from model.predict:", float(np.abs(cli_scores - own["scores"].numpy()).max()))
+
+# %% [markdown]
+# ## 4. Where PaDiM fails: misaligned objects
+# PaDiM fits one Gaussian **per patch position**. That is its strength on aligned images (each
+# position learns its own normal appearance) and its weakness when objects move: a good object that is
+# rotated or shifted puts the wrong content at each position, and the model cannot tell that from a
+# defect. The paper says so itself and tests it on a randomly rotated and cropped MVTec AD
+# ("Rd-MVTec"); its best model loses pixel AUROC there:
+
+# %%
+rd = paper_results()["rd_mvtec"]["PaDiM-WR50-Rd550"]
+print(f"PaDiM-WR50-Rd550 pixel AUROC: MVTec AD {paper_value('PaDiM-WR50-Rd550', 'mean', 'pixel_auroc'):.3f}, "
+      f"Rd-MVTec {rd['pixel_auroc']:.3f} ({CITATION}; {rd['_note']})")
+
+# %% [markdown]
+# We rotate and shift a few *good* test images with `torchvision.transforms.functional.affine`
+# (filling the uncovered corners with the image's own border colour, so the corners do not look like
+# defects by themselves) and score them. Expect the scores to rise with the angle and with the shift,
+# toward, and past, the defective images' scores.
+
+# %%
+goods = torch.stack([test[i]["image"] for i in [i for i, y in enumerate(test.labels) if y == 0][:4]])
+S = goods.shape[-1]
+
+
+def move(images, angle=0.0, shift=0):
+    """Rotate by `angle` degrees and shift by `shift` pixels (right and down), border colour filled in."""
+    out = []
+    for im in images:
+        border = torch.cat([im[:, 0], im[:, -1], im[:, :, 0], im[:, :, -1]], dim=1).float()
+        out.append(TF.affine(im, angle=angle, translate=[shift, shift], scale=1.0, shear=[0.0],
+                             fill=border.median(dim=1).values.tolist()))
+    return torch.stack(out)
+
+
+angles = [0, 5, 10, 20, 30, 45]
+rot_scores = np.stack([loaded.predict(move(goods, angle=a))[1].numpy() for a in angles])  # (angles, images)
+shifts = sorted({int(round(S * f)) for f in (0, 1 / 64, 1 / 32, 1 / 16, 1 / 8)})
+shift_scores = np.stack([loaded.predict(move(goods, shift=s))[1].numpy() for s in shifts])
+reference = {"median score of good test images": float(good_scores.median()),
+             "median score of defective test images": float(defect_scores.median())}
+fig = plot_lines(angles, {"rotated good images (mean)": rot_scores.mean(1)}, "rotation (degrees)",
+                 "image score (max of the map)", "Good images, rotated: their scores rise", reference)
+fig = plot_lines([100 * s / S for s in shifts], {"shifted good images (mean)": shift_scores.mean(1)},
+                 "shift (% of the image side, right and down)", "image score (max of the map)",
+                 "Good images, shifted: their scores rise", reference)
+
+# %%
+print(f"mean good score: {rot_scores[0].mean():.1f} upright, {rot_scores[-1].mean():.1f} at {angles[-1]} degrees; "
+      f"{shift_scores[-1].mean():.1f} shifted by {shifts[-1]} px ({100 * shifts[-1] / S:.0f} % of the side); "
+      f"defective median {defect_scores.median():.1f}")
+
+# %% [markdown]
+# Here is what the model sees: the same good image upright, rotated and shifted, with one colour
+# scale. The "anomaly" follows the object's edges and the changed layout, not any defect:
+
+# %%
+im = goods[:1]
+variants = {"upright": im, f"rotated {angles[-1]}°": move(im, angle=angles[-1]),
+            f"shifted {shifts[-1]} px": move(im, shift=shifts[-1])}
+moved = torch.cat(list(variants.values()))
+maps, scores = loaded.predict(moved)
+fig = plot_overlays(moved, None, maps, scores=scores, titles=list(variants),
+                    title="One good image, moved: PaDiM flags the misalignment")
+
+# %% [markdown]
+# In practice: align the objects before PaDiM (fixtures, registration, or cropping on a detected
+# object). Augmenting the training images with rotations is a poor fix: it widens every position's
+# Gaussian, which also hides real defects. Methods that compare a patch with *all* normal patches, not only
+# those at the same position, do not have this weakness, which leads to what came next.
+#
+# ## 5. What later methods changed
+# - **PatchCore** (Roth et al., 2022, "Towards Total Recall in Industrial Anomaly Detection", CVPR,
+#   [arXiv 2106.08265](https://arxiv.org/abs/2106.08265)) keeps the same kind of mid-level patch features
+#   but replaces the per-position Gaussians with a **memory bank** of normal patch features from all
+#   positions, reduced by **greedy coreset subsampling**; a test patch's score is its distance to the
+#   nearest patch in the bank. No position is assumed, so misalignment hurts much less.
+# - **CFlow-AD** (Gudovskiy et al., 2022, WACV, [arXiv 2107.12571](https://arxiv.org/abs/2107.12571)) and
+#   **FastFlow** (Yu et al., 2021, [arXiv 2111.07677](https://arxiv.org/abs/2111.07677)) replace the
+#   Gaussian with a **normalizing flow**: a trained invertible network that maps normal features to a
+#   simple distribution, so the likelihood of a patch is learned, not assumed Gaussian.
+#
+# All three are implemented in anomalib, beside PaDiM; their papers report their own MVTec AD numbers.
+
+# %% [markdown]
+# ### Look inside
+# The whole of saving a model: the Gaussians, the reducer's state and the config, in one file.
+
+# %%
+show_source(Padim.save)
+
+# %% [markdown]
+# ### Exercise 9.1
+# How fast does a good image's score rise with rotation? Fit a straight line to the **mean** score of
+# the rotated good images (`rot_scores`, one row per angle of `angles`) against the angle **in
+# degrees**, and answer with its slope (score units per degree). *Hint:* `np.polyfit(x, y, 1)`.
+
+# %%
+answer = ...  # your answer: the slope, score units per degree
+
+# %% tags=["solution"]
+slope, intercept = np.polyfit(angles, rot_scores.mean(axis=1), 1)
+answer = slope
+print(f"the mean good score rises by {slope:.2f} per degree")
+
+# %%
+check_exercise("9.1", answer, angles=angles, rot_scores=rot_scores)
+
+# %% [markdown]
+# ## Summary
+# - `ImageFolderDataset` + `Padim.predict_dataset` score any images; without masks you get scores and
+#   maps, and need normal images to choose a threshold.
+# - `Padim.save` / `Padim.load` (and `padim fit` / `padim predict`) reproduce the same maps exactly.
+# - One Gaussian per position makes PaDiM sensitive to misalignment: rotated or shifted good objects
+#   score like defects; PatchCore's position-free memory bank and normalizing flows came next.
+#
+# **Next:** back to the [contents](index.html), or 08's controls to explore the choices yourself.
