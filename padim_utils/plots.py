@@ -319,7 +319,7 @@ def plot_category_metrics(records, metrics=("image_auroc", "pixel_auroc", "pixel
     cats = [r["category"] for r in records]
     x = np.arange(len(cats))
     width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(cats) * len(metrics) / 2 + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(cats) * len(metrics) / 2 + 2) + 2.2, 3.8))
     shown_paper = False
     for j, m in enumerate(metrics):
         xs = x - 0.4 + width * (j + 0.5)
@@ -338,7 +338,7 @@ def plot_category_metrics(records, metrics=("image_auroc", "pixel_auroc", "pixel
     ax.set_xticks(x, cats)
     ax.set(xlabel="category", ylabel="metric value (1 = perfect)", title=title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     fig.tight_layout()
     return fig
 
@@ -387,7 +387,7 @@ def plot_ablation(rows, title: str = "ablation"):
     labels = [str(r.get("layers", r["setting"])) + ("" if r.get("reduction") is None else
               f"\n{r['reduction']}" + ("" if r.get("reduction") == "none" else f" d={r.get('d')}")) for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 * len(rows) + 1.5), 3.8))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 * len(rows) + 1.5) + 2.5, 3.8))
     shown = False
     for j, (key, ref, name) in enumerate((("pixel_auroc", "paper pixel AUROC", "pixel AUROC"),
                                           ("pixel_aupro", "paper PRO", "AU-PRO (FPR 0.3)"))):
@@ -400,10 +400,10 @@ def plot_ablation(rows, title: str = "ablation"):
                         label="paper, closest setting (R18, all classes)" if not shown else None)
                 shown = True
     lo = min(min(float(r["pixel_auroc"]), float(r["pixel_aupro"])) for r in rows)
-    ax.set_ylim(max(0.0, min(0.5, lo - 0.05)), 1.08)
+    ax.set_ylim(max(0.0, min(0.5, lo - 0.1)), 1.08)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set(xlabel="setting (hooked layers, reduction)", ylabel="metric value (1 = perfect)", title=title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     fig.tight_layout()
     return fig
