@@ -1,0 +1,65 @@
+"""Chapter 05: evaluation."""
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from . import exercise
+from ._common import as_array, compare_number
+
+
+@exercise("5.1")
+def auroc_by_pairs(answer, labels, scores):
+    """Image AUROC, checked against scikit-learn's roc_auc_score."""
+    y, s = as_array(labels).astype(int).ravel(), as_array(scores).ravel()
+    expected = roc_auc_score(y, s)
+    try:
+        a = float(answer)
+    except (TypeError, ValueError):
+        return f"answer with one number (a float), got {type(answer).__name__}."
+    if np.isclose(a, 1 - expected, atol=1e-9) and not np.isclose(a, expected, atol=1e-9):
+        return f"{a:.4f} is 1 - AUROC: count the pairs where the *defective* image scores higher."
+    bad, good = s[y == 1], s[y == 0]
+    ties = (bad[:, None] == good[None, :]).sum() / (len(bad) * len(good))
+    if ties and (np.isclose(a, expected - ties / 2) or np.isclose(a, expected + ties / 2)):
+        return f"{a:.4f} counts the tied pairs as 0 or 1; a tie counts one half ({expected:.4f})."
+    return compare_number(a, expected, "the AUROC", tol=1e-9)
+
+
+def _regions(mask: np.ndarray) -> list[list[tuple[int, int]]]:
+    """8-connected groups of nonzero pixels of one (H, W) mask, by a plain flood fill."""
+    seen, regions = set(), []
+    h, w = mask.shape
+    for start in zip(*np.nonzero(mask)):
+        if start in seen:
+            continue
+        seen.add(start)
+        stack, region = [start], []
+        while stack:
+            r, c = stack.pop()
+            region.append((r, c))
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    q = (r + dr, c + dc)
+                    if 0 <= q[0] < h and 0 <= q[1] < w and mask[q] and q not in seen:
+                        seen.add(q)
+                        stack.append(q)
+        regions.append(region)
+    return regions
+
+
+@exercise("5.2")
+def pro_at_one_threshold(answer, masks, maps, threshold):
+    """PRO at `threshold`: the mean over 8-connected regions of the fraction of pixels scoring >= threshold."""
+    m, a = as_array(masks) > 0, as_array(maps)
+    overlaps = [np.mean([a[i][p] >= threshold for p in region]) for i in range(len(m)) for region in _regions(m[i])]
+    expected = float(np.mean(overlaps))
+    try:
+        got = float(answer)
+    except (TypeError, ValueError):
+        return f"answer with one number (a float), got {type(answer).__name__}."
+    if np.isclose(got, expected, atol=1e-9):
+        return None
+    if np.isclose(got, float((a[m] >= threshold).mean()), atol=1e-9):
+        return "that is the fraction of all defect pixels found; PRO averages the overlap of each *region*."
+    return (f"the PRO is {got:.4f}, expected {expected:.4f} over {len(overlaps)} regions (8-connected: pixels "
+            "touching at a corner belong to the same region).")
