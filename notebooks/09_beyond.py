@@ -168,7 +168,7 @@ print(f"PaDiM-WR50-Rd550 pixel AUROC: MVTec AD {paper_value('PaDiM-WR50-Rd550', 
 # We rotate and shift a few *good* test images with `torchvision.transforms.functional.affine`
 # (filling the uncovered corners with the image's own border colour, so the corners do not look like
 # defects by themselves) and score them. Expect the scores to rise with the angle and with the shift,
-# toward, and past, the defective images' scores.
+# toward the defective images' median score (green line), and for the larger shifts past it.
 
 # %%
 goods = torch.stack([test[i]["image"] for i in [i for i, y in enumerate(test.labels) if y == 0][:4]])

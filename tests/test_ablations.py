@@ -60,10 +60,13 @@ def test_run_ablation_changes_what_it_is_asked_to(caches):
 
 def test_sweep_rows_and_markdown(caches):
     train, test, cfg = caches
-    rows = ablations.sweep(train, test, cfg, ablations.layer_settings(train))
+    everything = ablations.sweep(train, test, cfg, ablations.layer_settings(train))
+    assert [r["d"] for r in everything] == [*train.channels, sum(train.channels)]
+    assert [r["paper pixel AUROC"] for r in everything] == [0.948, 0.957, 0.957, 0.971]
+    rows = ablations.sweep(train, test, cfg, ablations.layer_settings(train, d=32))
     assert [r["layers"] for r in rows] == [*train.layer_names, "+".join(train.layer_names)]
-    assert [r["d"] for r in rows] == [*train.channels, sum(train.channels)]
-    assert [r["paper pixel AUROC"] for r in rows] == [0.948, 0.957, 0.957, 0.971]
+    assert [r["d"] for r in rows] == [min(32, c) for c in train.channels] + [32]
+    assert [r["paper pixel AUROC"] for r in rows] == [0.948, 0.957, 0.957, 0.967]
     assert all(0.5 < r["pixel_auroc"] <= 1 for r in rows)
     red = ablations.sweep(train, test, cfg, ablations.reduction_settings(16))
     assert [(r["reduction"], r["d"], r["paper pixel AUROC"]) for r in red] == [("random", 16, 0.967),
