@@ -129,7 +129,7 @@ print(subprocess.run([PADIM, "--help"], capture_output=True, text=True, check=Tr
 
 # %% [markdown]
 # Fit on the course data with the same preset as this notebook's config, then predict our folder.
-# Expect the CLI's scores to match `model.predict` above (same data, same seed, same code):
+# Expect the CLI's scores to match `model.predict` above up to float rounding (same data, same seed, same code):
 
 # %%
 PRESET = "quick" if QUICK else "offline_lite0"
