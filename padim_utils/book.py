@@ -7,7 +7,8 @@ is read with jupytext, executed with nbclient in a fresh kernel (with PADIM_QUIC
 PADIM_DEVICE passed through and exercise checks made strict), saved executed under
 `build/notebooks/`, and rendered with nbconvert into `build/<name>.html` with a bar linking the
 previous chapter, the index and the next chapter. Solution cells (tag `solution`) are folded into
-a "Solution" box that the reader opens.
+a "Solution" box that the reader opens. The maths is typeset by a local copy of MathJax 2.7 (from
+the pip package `jupyter-server-mathjax`, copied to `build/mathjax/`), so the site reads offline.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import html
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -133,11 +135,31 @@ def _title(nb, fallback: str) -> str:
     return fallback
 
 
+MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # relative to the pages
+
+
+def copy_mathjax(out: str | os.PathLike) -> Path:
+    """MathJax 2.7 (the pip package jupyter-server-mathjax) into `out/mathjax`, once; returns that folder."""
+    import jupyter_server_mathjax
+
+    target = Path(out) / "mathjax"
+    if not (target / "MathJax.js").is_file():
+        source = Path(jupyter_server_mathjax.__file__).parent / "static"
+        tmp = Path(out) / ".mathjax.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return target
+
+
 def render_html(nb, title: str, prev: tuple[str, str] | None = None, next_: tuple[str, str] | None = None) -> str:
-    """One chapter as a standalone HTML page (nbconvert's lab template) with the course's navigation bar."""
+    """One chapter as a standalone HTML page (nbconvert's lab template) with the course's navigation bar;
+    its maths is typeset by the MathJax that `copy_mathjax` puts beside it."""
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb, resources={"metadata": {"name": title}})
+    exporter = HTMLExporter(template_name="lab", mathjax_url=MATHJAX_URL)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     links = [f'<span class="title">{html.escape(title)}</span>']
     if prev:
         links.append(f'<a href="{prev[0]}">&larr; {html.escape(prev[1])}</a>')
@@ -211,6 +233,8 @@ def build_course(notebooks: str | os.PathLike = "notebooks", out: str | os.PathL
         print(f"{path.name}: {seconds:.1f} s{' (FAILED)' if failures and failures[-1].startswith(path.name) else ''}")
         executed.append((path, nb, seconds))
         titles.append(_title(nb, path.stem))
+    out.mkdir(parents=True, exist_ok=True)
+    copy_mathjax(out)
     chapters = []
     for i, (path, nb, seconds) in enumerate(executed):
         name = path.stem

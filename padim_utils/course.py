@@ -212,6 +212,7 @@ def show(markdown: str) -> None:
 
 def show_source(obj) -> None:
     """Print the source of a function, method or class: the exact tested code the pipeline runs."""
+    obj = inspect.unwrap(obj)  # a decorated function (e.g. @torch.no_grad()) shows its own code
     try:
         source = inspect.getsource(obj)
     except (TypeError, OSError) as e:
@@ -221,8 +222,8 @@ def show_source(obj) -> None:
     show(f"`{getattr(obj, '__qualname__', obj)}` in `{where}`:\n\n```python\n{inspect.cleandoc(source)}\n```")
 
 
-def check_exercise(key: str, answer, **given) -> bool:
-    """Check an exercise's answer; prints ✓ or what is off and returns whether it is right.
+def check_exercise(key: str, answer, **given) -> None:
+    """Check an exercise's answer; prints ✓ or what is off.
 
     With PADIM_STRICT_EXERCISES=1 (the tests and `make course` set it) a wrong answer raises, so a
     broken solution can never pass unnoticed.
@@ -232,10 +233,9 @@ def check_exercise(key: str, answer, **given) -> bool:
     problem = check(key, answer, **given)
     if problem is None:
         print(f"✓ Exercise {key}: correct.")
-        return True
+        return
     print(f"✗ Exercise {key}: {problem}")
     if env_flag("PADIM_STRICT_EXERCISES"):
         raise AssertionError(f"exercise {key}: {problem}")
-    return False
 
 

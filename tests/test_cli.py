@@ -122,5 +122,6 @@ def test_course_builds_the_site_in_quick_mode(tmp_path, monkeypatch, capsys):
     page = (out / "00_setup_and_data.html").read_text()
     assert "padim-nav" in page and "celltag_solution" in page and "image/png" in page
     assert "00_setup_and_data.html" in (out / "index.html").read_text()
+    assert (out / "mathjax" / "MathJax.js").is_file()
     assert "✓ Exercise 0.1: correct." in page and "jp-OutputArea-output" in page
     assert str((out / "index.html").resolve()) in capsys.readouterr().out

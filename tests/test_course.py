@@ -63,10 +63,10 @@ def test_check_exercise_prints_and_is_strict_when_asked(monkeypatch, capsys, qui
 
     test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None)
     monkeypatch.delenv("PADIM_STRICT_EXERCISES", raising=False)
-    assert course.check_exercise("0.1", ...) is False
+    course.check_exercise("0.1", ...)
     assert "not answered yet" in capsys.readouterr().out
-    assert course.check_exercise("0.1", (0, 0.0), test=test) is False
-    assert "the number of defective images is 0" in capsys.readouterr().out
+    course.check_exercise("0.1", (0, 0.0), test=test)
+    assert "✗ Exercise 0.1: the number of defective images is 0" in capsys.readouterr().out
     monkeypatch.setenv("PADIM_STRICT_EXERCISES", "1")
     with pytest.raises(AssertionError, match="exercise 0.1"):
         course.check_exercise("0.1", (0, 0.0), test=test)
@@ -90,6 +90,11 @@ def test_markdown_table_and_show_source(capsys):
     course.show_source(course.env_device)
     out = capsys.readouterr().out
     assert "def env_device" in out and "padim_utils/course.py" in out
+    from padim_utils.gaussian import GaussianStats
+
+    course.show_source(GaussianStats.update)  # decorated with @torch.no_grad(): its own code, its own file
+    out = capsys.readouterr().out
+    assert "def update" in out and "padim_utils/gaussian.py" in out
 
 
 def test_environment_report_names_devices_and_weights():
@@ -145,6 +150,7 @@ def test_render_html_adds_navigation_and_folds_solutions():
     page = render_html(nb, "03 · Covariance", prev=("02_a.html", "02 · A"), next_=("04_b.html", "04 · B"))
     assert page.count('class="padim-nav"') == 1 and 'href="02_a.html"' in page and 'href="04_b.html"' in page
     assert "celltag_solution" in page and "padim-solution" in page
+    assert 'src="mathjax/MathJax.js?config=' in page and "libs/mathjax" not in page  # maths typeset offline
     assert notebook_problems(nb) == ["no figure (image/png output) at all"]
     nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
     assert "cell 1: ValueError: boom" in notebook_problems(nb)
