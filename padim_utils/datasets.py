@@ -236,7 +236,7 @@ class FolderDataset(_ListedDataset):
     is False and only image-level metrics can be computed.
     """
 
-    def __init__(self, normal_dir: str | os.PathLike | None, test_dir: str | os.PathLike | None = None,
+    def __init__(self, normal_dir: str | os.PathLike | None = None, test_dir: str | os.PathLike | None = None,
                  mask_dir: str | os.PathLike | None = None, split: str = "train", image_size: int = 256,
                  crop: int | None = 224, name: str = "folder") -> None:
         self._start(Path(normal_dir or "."), name, split, image_size, crop)
