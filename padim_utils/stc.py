@@ -136,7 +136,7 @@ def read_video(path: str | os.PathLike, indices: Sequence[int] | None = None) ->
     if wanted is not None and len(out) < len(wanted):
         missing = sorted(wanted - set(out))
         raise PadimError(f"cannot read video {path}: frame {missing[0]} not reached ({len(out)} of "
-                         f"{len(wanted)} wanted frames decoded)")
+                         f"{len(wanted)} wanted frames decoded; padim_utils.stc.reencode_video can rewrite it)")
     return out
 
 
