@@ -5,6 +5,9 @@ Modules, in the order of the method:
     data       MVTec AD-layout datasets (uint8 tensors) and your own image folders
     synthetic  an embedded synthetic dataset in the MVTec AD layout (scenes: its drawings)
     stc        ShanghaiTech Campus video frames: loader, synthetic clips, one model per scene
+    rd_mvtec   Rd-MVTec AD: MVTec AD randomly rotated and cropped, masks alike
+    datasets   BTAD, VisA, your own folders, MVTec AD's category groups; open_dataset for every name
+    download   `padim download`: resumable, SHA-256 checked, extracted atomically
     backbones  frozen CNN feature extractors (ResNet18, WR50, EfficientNet-B5/Lite0)
     reduction  random / PCA channel reduction
     gaussian   streaming per-position Gaussian fit

@@ -4,6 +4,9 @@
     padim fit --dataset mvtec --root DIR --category bottle --config offline_lite0 --out bottle.safetensors
     padim predict --model bottle.safetensors --input IMAGE_OR_DIR --out DIR
     padim benchmark --dataset mvtec --root DIR --category bottle --config offline_lite0 --out bottle.json
+    padim benchmark --dataset stc --category 01 --config paper_r18 --crop none --out stc01.json
+    padim download btad                    (also mvtec, visa; stc gives the manual steps)
+    padim benchmark --dataset folder --normal-dir good/ --test-dir test/ [--mask-dir masks/] --out mine.json
 
 Problems a user can fix are reported as one line `padim: error: ...` with exit
 status 2, never as a traceback.
@@ -21,7 +24,8 @@ from pathlib import Path
 
 from .errors import PadimError
 
-DATASETS = ("mvtec",)
+#: Same names as `padim_utils.datasets.DATASET_NAMES` (kept literal so `padim --help` does not import torch).
+DATASETS = ("mvtec", "rd-mvtec", "stc", "btad", "visa", "folder")
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -42,9 +46,26 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mvtec", choices=DATASETS, help="dataset layout (default mvtec)")
-    p.add_argument("--root", required=True, help="folder holding the category folders")
-    p.add_argument("--category", required=True, help="category folder name, e.g. bottle")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="mvtec", choices=DATASETS, help="dataset layout (default mvtec)")
+    g.add_argument("--root", help="dataset folder (default: its folder under $PADIM_DATA, e.g. data/btad)")
+    g.add_argument("--category", help="category (STC: scene id, BTAD: product, VisA: object); required except "
+                                      "for --dataset folder")
+    g.add_argument("--rd-seed", type=int, help="rd-mvtec: which random rotation + crop (default 0)")
+    g.add_argument("--frames-per-video", type=int, help="stc: training frames sampled per video (default all)")
+    g.add_argument("--split-csv", help="visa: split file (default <root>/split_csv/1cls.csv)")
+    g.add_argument("--normal-dir", help="folder: normal training images")
+    g.add_argument("--test-dir", help="folder: test images in good/ and <defect>/ sub-folders")
+    g.add_argument("--mask-dir", help="folder: masks of the defect images (optional)")
+
+
+def data_args(args) -> tuple[str, str | None, str, dict]:
+    """(dataset, root, category, options) for `padim_utils.datasets.open_dataset` from the parsed options."""
+    if args.dataset != "folder" and not args.category:
+        raise PadimError(f"--category is required for --dataset {args.dataset}")
+    options = {"seed": args.rd_seed, "frames_per_video": args.frames_per_video, "split_csv": args.split_csv,
+               "normal_dir": args.normal_dir, "test_dir": args.test_dir, "mask_dir": args.mask_dir}
+    return args.dataset, args.root, args.category or "folder", {k: v for k, v in options.items() if v is not None}
 
 
 def build_config(args):
@@ -79,6 +100,13 @@ def _synthetic_root() -> Path:
 
 # ---------------------------------------------------------------------------- commands
 def cmd_synth(args) -> int:
+    if args.stc:
+        from .data import data_home
+        from .stc import make_synthetic_stc
+
+        root = make_synthetic_stc(args.root or data_home() / "stc_synthetic", seed=args.seed)
+        print(f"synthetic STC-layout data in {root} (benchmark it with --dataset stc --root {root} --category 01)")
+        return 0
     from .synthetic import make_synthetic_mvtec
 
     kwargs = {"seed": args.seed}
@@ -94,11 +122,12 @@ def cmd_synth(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from .data import MVTecDataset
+    from .datasets import open_dataset
     from .model import Padim, timed
 
     cfg = build_config(args)
-    train = MVTecDataset(args.root, args.category, "train", image_size=cfg.image_size, crop=cfg.crop)
+    name, root, category, options = data_args(args)
+    train = open_dataset(name, root, category, "train", image_size=cfg.image_size, crop=cfg.crop, **options)
     model = Padim(cfg)
     _, seconds = timed(model.fit, train, progress=not args.quiet)
     path = model.save(args.out)
@@ -140,11 +169,24 @@ def cmd_benchmark(args) -> int:
 
     cfg = build_config(args)
     figures = Path(args.figures) if args.figures else None
-    record = run_benchmark(cfg, args.root, args.category, figures=figures, progress=not args.quiet)
+    name, root, category, options = data_args(args)
+    record = run_benchmark(cfg, root, category, figures=figures, progress=not args.quiet, dataset=name, **options)
     write_json(args.out, record)
     print(MARKDOWN_HEADER)
     print(markdown_row(record))
+    if "frame_auroc" in record:
+        pixel = record["pixel_auroc"]
+        print(f"STC scene {category}: frame AUROC {record['frame_auroc']:.3f}, pixel AUROC "
+              + ("n/a" if pixel is None else f"{pixel:.3f}"))
     print(f"results -> {args.out}" + (f", figures -> {figures}" if figures else ""))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .download import download
+
+    root = download(args.dataset, args.root, category=args.category, progress=not args.quiet)
+    print(f"ready: padim benchmark --dataset {args.dataset} --root {root} --category ...")
     return 0
 
 
@@ -168,6 +210,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", help="comma-separated category names")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny 64px images for smoke tests")
+    p.add_argument("--stc", action="store_true",
+                   help="write the synthetic ShanghaiTech Campus-layout video set instead (default root: "
+                        "$PADIM_DATA/stc_synthetic)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("fit", help="fit PaDiM on a category's train/good images and save the model")
@@ -192,6 +237,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", help="folder for example heat maps and the score histogram")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("download", help="download a dataset from its official address (resumable, checked, "
+                                        "extracted atomically)")
+    p.add_argument("dataset", choices=("mvtec", "btad", "visa", "stc"))
+    p.add_argument("--category", help="extract only this category (the whole archive is still downloaded)")
+    p.add_argument("--root", help="default: its folder under $PADIM_DATA (mvtec_ad, btad, visa, stc)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("course", help="execute the course notebooks headless and render them into a site")
     p.add_argument("--notebooks", default="notebooks", help="folder of the NN_*.py notebooks (default notebooks)")

@@ -17,8 +17,8 @@ import torch
 
 from . import __version__
 from .config import PadimConfig
-from .data import MVTecDataset
-from .metrics import evaluate
+from .errors import PadimError
+from .metrics import evaluate, f1_max, image_auroc
 from .model import Padim, timed
 
 __all__ = ["run_benchmark", "evaluate_cached", "cpu_name", "device_name", "peak_memory_bytes", "markdown_row", "results_table",
@@ -52,18 +52,35 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = None,
-                  progress: bool = True) -> dict:
-    """Fit on train/good, predict the test set, compute every metric: the benchmark's record."""
-    train = MVTecDataset(root, category, "train", image_size=cfg.image_size, crop=cfg.crop)
-    test = MVTecDataset(root, category, "test", image_size=cfg.image_size, crop=cfg.crop)
+                  progress: bool = True, dataset: str = "mvtec", **options) -> dict:
+    """Fit on the normal training images, predict the test set, compute every metric: the benchmark's record.
+
+    ``dataset`` and ``options`` pick the data (`padim_utils.datasets.open_dataset`: mvtec, rd-mvtec, stc,
+    btad, visa, folder). Without ground-truth masks (a folder dataset without ``mask_dir``) the pixel
+    metrics are None and a note says so; for STC ``frame_auroc`` repeats ``image_auroc`` under the
+    paper's name.
+    """
+    from .datasets import open_dataset
+
+    train = open_dataset(dataset, root, category, "train", image_size=cfg.image_size, crop=cfg.crop, **options)
+    test = open_dataset(dataset, root, category, "test", image_size=cfg.image_size, crop=cfg.crop, **options)
+    if len(set(test.labels)) < 2:
+        raise PadimError(f"the test set of {dataset} {category!r} holds only "
+                         f"{'anomalous' if test.labels[0] else 'normal'} images: AUROC needs both kinds")
     model = Padim(cfg)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     _, fit_s = timed(model.fit, train, progress=progress)
     result, predict_s = timed(model.predict_dataset, test, progress=progress)
-    metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
+    if getattr(test, "has_masks", True):
+        metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
+    else:
+        print(f"note: no ground-truth masks for {category!r} (no mask_dir): pixel AUROC and AU-PRO skipped")
+        f1, threshold = f1_max(result["labels"], result["scores"])
+        metrics = {"image_auroc": image_auroc(result["labels"], result["scores"]), "image_f1": f1,
+                   "image_f1_threshold": threshold, "pixel_auroc": None, "pixel_aupro": None}
     record = {
-        **{k: float(v) for k, v in metrics.items()},
+        **{k: None if v is None else float(v) for k, v in metrics.items()},
         "fit_seconds": fit_s,
         "predict_seconds": predict_s,
         "n_train": len(train),
@@ -75,9 +92,12 @@ def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = 
         "peak_memory_bytes": peak_memory_bytes(model.device),
         "config": cfg.to_dict(),
         "category": category,
+        "dataset": dataset,
         "padim_utils_version": __version__,
         "torch_version": torch.__version__,
     }
+    if dataset == "stc":
+        record["frame_auroc"] = record["image_auroc"]
     if figures is not None:
         save_benchmark_figures(Path(figures), category, test, result, metrics)
     return record
@@ -117,10 +137,15 @@ MARKDOWN_HEADER = ("| category | backbone | d | image AUROC | image F1 | pixel A
                    "|---|---|---|---|---|---|---|---|---|")
 
 
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def markdown_row(r: dict) -> str:
-    """One benchmark record as a row under `MARKDOWN_HEADER`."""
-    return (f"| {r['category']} | {r['backbone']} | {r['d']} | {r['image_auroc']:.3f} | {r['image_f1']:.3f} | "
-            f"{r['pixel_auroc']:.3f} | {r['pixel_aupro']:.3f} | {r['fit_seconds']:.1f} | {r['predict_seconds']:.1f} |")
+    """One benchmark record as a row under `MARKDOWN_HEADER` (metrics that were skipped read n/a)."""
+    return (f"| {r['category']} | {r['backbone']} | {r['d']} | {_num(r['image_auroc'])} | {_num(r['image_f1'])} | "
+            f"{_num(r.get('pixel_auroc'))} | {_num(r.get('pixel_aupro'))} | {r['fit_seconds']:.1f} | "
+            f"{r['predict_seconds']:.1f} |")
 
 
 def results_table(records: list[dict]) -> str:

@@ -62,6 +62,9 @@ __all__ = [
     "sample_indices",
     "stc_scenes",
     "read_video",
+    "write_video",
+    "reencode_video",
+    "count_frames",
 ]
 
 GENERATOR_VERSION = 1
@@ -133,7 +136,7 @@ def read_video(path: str | os.PathLike, indices: Sequence[int] | None = None) ->
     if wanted is not None and len(out) < len(wanted):
         missing = sorted(wanted - set(out))
         raise PadimError(f"cannot read video {path}: frame {missing[0]} not reached ({len(out)} of "
-                         f"{len(wanted)} wanted frames decoded)")
+                         f"{len(wanted)} wanted frames decoded; padim_utils.stc.reencode_video can rewrite it)")
     return out
 
 
@@ -164,6 +167,45 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25) -> P
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def reencode_video(src: str | os.PathLike, dst: str | os.PathLike, fps: int = 25) -> Path:
+    """Decode ``src`` frame by frame and write it again as MPEG-4 AVI at ``dst`` (streamed, one frame in memory).
+
+    For original STC videos that a decoder reads badly (anomalib re-encodes them too):
+    ``reencode_video("01_001.avi", "fixed/01_001.avi")``, then use the fixed file in
+    ``training/videos``. Written to a temporary name, then renamed.
+    """
+    av = _av()
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        with av.open(str(src)) as inp, av.open(str(tmp), "w", format="avi") as out:
+            if not inp.streams.video:
+                raise PadimError(f"cannot read video {src}: it has no video stream")
+            stream = None
+            for frame in inp.decode(video=0):
+                arr = frame.to_ndarray(format="rgb24")
+                if stream is None:
+                    h, w = arr.shape[0] - arr.shape[0] % 2, arr.shape[1] - arr.shape[1] % 2
+                    stream = out.add_stream("mpeg4", rate=fps)
+                    stream.width, stream.height, stream.pix_fmt, stream.bit_rate = w, h, "yuv420p", 8_000_000
+                new = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[:h, :w]), format="rgb24")
+                for packet in stream.encode(new):
+                    out.mux(packet)
+            if stream is None:
+                raise PadimError(f"cannot read video {src}: no frame could be decoded")
+            for packet in stream.encode():
+                out.mux(packet)
+        os.replace(tmp, dst)
+    except PadimError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise _video_error(src, exc) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dst
 
 
 def sample_indices(n_frames: int, k: int | None) -> np.ndarray:

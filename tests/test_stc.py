@@ -20,6 +20,7 @@ from padim_utils.stc import (
     STCDataset,
     make_synthetic_stc,
     read_video,
+    reencode_video,
     render_stc_clip,
     run_stc,
     sample_indices,
@@ -109,6 +110,20 @@ def test_video_round_trip(stc_root):
     only = read_video(stc_root / "training" / "videos" / "01_002.avi", [3, 17])
     assert sorted(only) == [3, 17]
     np.testing.assert_array_equal(only[17], frames[17])
+
+
+def test_reencode_keeps_every_frame(stc_root, tmp_path):
+    src = stc_root / "training" / "videos" / "02_001.avi"
+    out = reencode_video(src, tmp_path / "02_001.avi")
+    before, after = read_video(src), read_video(out)
+    assert sorted(after) == sorted(before) == list(range(24))
+    for i in (0, 12, 23):
+        assert np.abs(after[i].astype(np.float64) - before[i]).mean() < 3.0
+    assert [p.name for p in tmp_path.iterdir()] == ["02_001.avi"]
+    (tmp_path / "junk.avi").write_bytes(b"RIFF" + bytes(100))
+    with pytest.raises(PadimError, match="cannot read video"):
+        reencode_video(tmp_path / "junk.avi", tmp_path / "out.avi")
+    assert not (tmp_path / "out.avi").exists() and not (tmp_path / ".out.avi.tmp").exists()
 
 
 def test_generation_is_idempotent_and_refuses_foreign_folders(stc_root, tmp_path):
