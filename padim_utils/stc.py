@@ -45,11 +45,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .config import MIN_IMAGE_SIZE, PadimConfig
 from .data import _check_geometry, _image_tensor, _subfolders, list_images, load_rgb, resize_crop
 from .errors import PadimError
+from .progress import progress_bar
 
 __all__ = [
     "STCDataset",
@@ -334,7 +334,7 @@ class STCDataset(torch.utils.data.Dataset):
         if not videos:
             raise PadimError(f"no training videos for scene {self.scene} in {folder} "
                              f"(expected {self.scene}_<clip>{VIDEO_EXT})")
-        for video in tqdm(videos, desc=f"index STC {self.scene}", unit="video", disable=not progress):
+        for video in progress_bar(videos, f"index STC {self.scene}", progress, unit="video"):
             n = count_frames(video)
             if n == 0:
                 raise PadimError(f"cannot read video {video}: it has no frames")
@@ -667,7 +667,7 @@ def _write_stc(folder: Path, params: dict[str, Any]) -> None:
         d.mkdir(parents=True)
     jobs = [(s, "train", c) for s in params["scenes"] for c in range(params["n_train_videos"])]
     jobs += [(s, "test", c) for s in params["scenes"] for c in range(params["n_test_clips"])]
-    for scene, split, c in tqdm(jobs, desc="synth STC", unit="clip", disable=None):
+    for scene, split, c in progress_bar(jobs, "synth STC", None, unit="clip"):
         clip = render_stc_clip(scene, split, c, n, size, seed)
         if split == "train":
             write_video(videos / f"{scene}_{c + 1:03d}{VIDEO_EXT}", clip.frames)
