@@ -64,12 +64,12 @@ def plot_examples(images, masks, maps, scores=None, labels=None, titles=None, vm
     for i in range(n):
         img = to_hwc(images[i])
         axes[0, i].imshow(img)
-        title = titles[i] if titles is not None else ""
+        caption = titles[i] if titles is not None else ""
         if scores is not None:
-            title += f"\nscore {float(scores[i]):.2f}"
+            caption += f"\nscore {float(scores[i]):.2f}"
         if labels is not None:
-            title += " (defect)" if int(labels[i]) == 1 else " (good)"
-        axes[0, i].set_title(title.strip(), fontsize=8)
+            caption += " (defect)" if int(labels[i]) == 1 else " (good)"
+        axes[0, i].set_title(caption.strip(), fontsize=8)
         if masks is not None:
             axes[1, i].imshow(_np(masks[i]), cmap="gray", vmin=0, vmax=1)
         axes[rows - 1, i].imshow(overlay(img, maps[i], vmin, vmax))

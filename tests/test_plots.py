@@ -64,3 +64,13 @@ def test_course_figures_have_titles_and_labels():
         assert ax.get_xlabel() and ax.get_ylabel(), name
     assert "AUROC 0.750" in figs["roc"].axes[0].get_legend().get_texts()[0].get_text()  # 3 of 4 pairs ranked right
     assert len(figs["maps"].axes) == 3 + 2  # image, two maps, two colour bars
+
+
+def test_plot_examples_title_is_the_figure_title_not_a_caption():
+    import matplotlib.pyplot as plt
+
+    images = [np.zeros((8, 8, 3), np.uint8)] * 2
+    maps = [np.random.default_rng(0).random((8, 8))] * 2
+    fig = plot_examples(images, None, maps, titles=["left", "right"], title="the figure")
+    assert fig._suptitle.get_text() == "the figure" and fig.axes[1].get_title() == "right"
+    plt.close(fig)
