@@ -30,6 +30,9 @@ Image modes: everything is converted to 8-bit RGB. Grey (``L``, ``1``), palette
 dropped (as ``Image.open(p).convert("RGB")`` does in torchvision/anomalib); 16-bit
 grey (``I;16``) is scaled by 1/257 so 65535 becomes 255; 32-bit ``I`` is treated as
 16-bit when it holds values above 255; float ``F`` in [0, 1] is scaled by 255.
+EXIF orientation (phone photos) is applied to every image and mask, by every
+loader: they all read through :func:`read_image` (via :func:`load_rgb`), so the
+same file gives the same tensor whatever dataset class opens it.
 Masks are binarised as ``value > 0`` (after conversion to one grey band), then
 resized with nearest, so they only ever hold 0 and 1.
 
@@ -61,6 +64,7 @@ __all__ = [
     "list_images",
     "load_rgb",
     "load_mask",
+    "read_image",
     "resize_crop",
     "crop_offset",
 ]
@@ -120,14 +124,33 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     if recursive:
         found = [p for p in folder.rglob("*") if p.is_file() and _is_image_name(p.name)]
         return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
-    with os.scandir(folder) as it:
-        names = [e.name for e in it if _is_image_name(e.name) and e.is_file()]
-    return [folder / n for n in sorted(names)]
+    return [folder / n for n in sorted(_scan(folder, _is_image_name, "file"))]
+
+
+def _scan(folder: Path, keep, kind: str) -> list[str]:
+    """Names in `folder` accepted by `keep(name)` that are a `kind` ("file" or "dir"), following links.
+
+    A link that cannot be followed (a symlink loop, a permission problem) is a PadimError naming it,
+    not a traceback; a dangling link is skipped, like a missing file.
+    """
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for e in it if keep(e.name)]
+    except OSError as exc:
+        raise PadimError(f"cannot list folder {folder}: {exc.strerror or _one_line(exc)}") from None
+    names = []
+    for e in entries:
+        try:
+            ok = e.is_file() if kind == "file" else e.is_dir()
+        except OSError as exc:  # ELOOP: "Too many levels of symbolic links"
+            raise PadimError(f"cannot read {Path(folder) / e.name}: {exc.strerror or _one_line(exc)}") from None
+        if ok:
+            names.append(e.name)
+    return names
 
 
 def _subfolders(folder: Path) -> list[str]:
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    return sorted(_scan(folder, lambda name: not name.startswith("."), "dir"))
 
 
 def list_categories(root: str | os.PathLike) -> list[str]:
@@ -204,13 +227,29 @@ def _open(path: Path, what: str) -> Image.Image:
         raise PadimError(f"cannot read {what} {path}: {_one_line(exc)}") from None
 
 
-def load_rgb(path: str | os.PathLike, exif_transpose: bool = False) -> Image.Image:
-    """Open any image file as an 8-bit RGB PIL image; PadimError naming the file if unreadable."""
+def read_image(path: str | os.PathLike, what: str = "image", exif_transpose: bool = True) -> Image.Image:
+    """Open an image file as PIL shows it: decoded, EXIF orientation applied (phone photos).
+
+    The one reading function behind every loader (images and masks), so a rotated
+    JPEG reads the same whatever dataset class opens it; PadimError naming the file
+    if it cannot be read.
+    """
     path = Path(path)
-    img = _open(path, "image")
+    img = _open(path, what)
+    if not exif_transpose:
+        return img
     try:
-        if exif_transpose:
-            img = ImageOps.exif_transpose(img)
+        return ImageOps.exif_transpose(img)
+    except _READ_ERRORS as exc:
+        raise PadimError(f"cannot apply the EXIF orientation of {what} {path}: {_one_line(exc)}") from None
+
+
+def load_rgb(path: str | os.PathLike, exif_transpose: bool = True) -> Image.Image:
+    """Open any image file as an 8-bit RGB PIL image (EXIF orientation applied); PadimError naming
+    the file if unreadable. Every loader reads its images through this function."""
+    path = Path(path)
+    img = read_image(path, "image", exif_transpose=exif_transpose)
+    try:
         return _to_rgb(img)
     except _READ_ERRORS as exc:
         raise PadimError(f"cannot convert image {path} (mode {img.mode}) to RGB: {_one_line(exc)}") from None
@@ -219,7 +258,7 @@ def load_rgb(path: str | os.PathLike, exif_transpose: bool = False) -> Image.Ima
 def load_mask(path: str | os.PathLike) -> Image.Image:
     """Open a mask file as a PIL ``L`` image holding 0/1 (``value > 0`` -> 1)."""
     path = Path(path)
-    img = _open(path, "mask")
+    img = read_image(path, "mask")
     try:
         if img.mode in ("1", "L", "I", "F") or img.mode.startswith("I;16"):
             arr = np.asarray(img)
@@ -247,7 +286,7 @@ class _GeometryMixin:
         """Side of the returned square images: ``crop`` if set, else ``image_size``."""
         return self.crop if self.crop is not None else self.image_size
 
-    def _load_image(self, path: Path, exif_transpose: bool = False) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _load_image(self, path: Path, exif_transpose: bool = True) -> tuple[torch.Tensor, tuple[int, int]]:
         img = load_rgb(path, exif_transpose=exif_transpose)
         size = img.size
         img = resize_crop(img, self.image_size, self.crop, Image.BILINEAR)
@@ -401,8 +440,8 @@ class ImageFolderDataset(_GeometryMixin, torch.utils.data.Dataset):
     """Your own images: every image file in a folder (sorted), or one image file.
 
     Same geometry and item dict as :class:`MVTecDataset`, with ``label`` -1
-    (unknown), an all-zero ``mask`` and ``defect_type`` ``"unknown"``. EXIF
-    orientation (phone photos) is applied before resizing.
+    (unknown), an all-zero ``mask`` and ``defect_type`` ``"unknown"``. Images are read
+    as every loader reads them (:func:`load_rgb`, EXIF orientation applied).
     """
 
     def __init__(
@@ -415,6 +454,8 @@ class ImageFolderDataset(_GeometryMixin, torch.utils.data.Dataset):
         self.image_size, self.crop = _check_geometry(image_size, crop)
         self.root = Path(path)
         if not self.root.exists():
+            if os.path.islink(self.root):
+                raise PadimError(f"input path is a broken link or a symlink loop: {self.root}")
             raise PadimError(f"input path not found: {self.root}")
         if self.root.is_dir():
             files = list_images(self.root, recursive=recursive)
@@ -438,7 +479,7 @@ class ImageFolderDataset(_GeometryMixin, torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        image, _ = self._load_image(Path(path), exif_transpose=True)
+        image, _ = self._load_image(Path(path))
         s = self.out_size
         return {
             "image": image,
