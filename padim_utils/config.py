@@ -106,10 +106,12 @@ class PadimConfig:
             raise PadimError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {self.image_size}")
         if self.crop is not None and not (MIN_IMAGE_SIZE <= self.crop <= self.image_size):
             raise PadimError(f"crop must be between {MIN_IMAGE_SIZE} and image_size={self.image_size}, got {self.crop}")
-        if self.eps <= 0:
+        if not 0 < self.eps < float("inf"):  # written so that NaN fails too
             raise PadimError(f"eps must be positive (it keeps covariances invertible), got {self.eps}")
-        if self.sigma < 0:
+        if not 0 <= self.sigma < float("inf"):
             raise PadimError(f"sigma must be >= 0, got {self.sigma}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
+            raise PadimError(f"seed must be an integer from 0 to 2**64 - 1 (torch.Generator's range), got {self.seed!r}")
         if self.batch_size < 1 or self.position_chunk < 1:
             raise PadimError("batch_size and position_chunk must be positive")
 

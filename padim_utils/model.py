@@ -11,8 +11,11 @@ channels -> streaming Gaussian per position -> precision via Cholesky.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -117,7 +120,11 @@ class Padim:
                                       chunk=self.config.position_chunk)
             stats.update(emb)
         store = torch.float64 if self.config.dtype == "float64" else torch.float32
-        self.mean, self.precision = stats.finalize(self.config.eps, dtype=store)
+        mean, precision = stats.finalize(self.config.eps, dtype=store)
+        if not (torch.isfinite(mean).all() and torch.isfinite(precision).all()):
+            raise PadimError(f"the fit gave NaN or infinite Gaussian statistics (dtype={self.config.dtype}: "
+                             "the features overflowed?); nothing is kept, try dtype='float32'")
+        self.mean, self.precision = mean, precision
         self.n_train = stats.n
         return self
 
@@ -133,6 +140,9 @@ class Padim:
                              f"{self.grid}: use {self.config.out_size}px images")
         dist = mahalanobis(emb, self.mean, self.precision, chunk=self.config.position_chunk)  # (B, h, w)
         maps = anomaly_maps(dist, out_size, self.config.sigma)  # (B, S, S)
+        bad = ~torch.isfinite(maps).flatten(1).all(1)  # (B,): a NaN or inf is never reported as a score
+        if bad.any():
+            raise NonFiniteMapError(int(bad.nonzero()[0, 0]))
         return maps.float().cpu(), image_scores(maps).float().cpu()
 
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +158,11 @@ class Padim:
         self._check_fitted()
         out = {"maps": [], "scores": [], "labels": [], "masks": [], "paths": []}
         for layers, batch in self._layer_batches(data, progress, "predict"):
-            maps, scores = self._score_layers(layers, self.config.out_size)
+            try:
+                maps, scores = self._score_layers(layers, self.config.out_size)
+            except NonFiniteMapError as e:
+                paths = batch.get("path")
+                raise NonFiniteMapError(e.index, paths[e.index] if paths else None) from None
             out["maps"].append(maps)
             out["scores"].append(scores)
             out["labels"] += [int(v) for v in batch.get("label", [-1] * len(scores))]
@@ -173,7 +187,10 @@ class Padim:
         meta = {"format": "padim_utils", "format_version": FORMAT_VERSION, "padim_utils_version": __version__,
                 "config": self.config.to_json(), "grid": json.dumps(list(self.grid)), "n_train": str(self.n_train)}
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+            try:
+                save_file(tensors, str(tmp), metadata=meta)
+            except Exception as e:  # safetensors wraps I/O errors ("... (os error 28)") in its own type
+                raise PadimError(f"cannot write {path}: {_io_error_text(e)}") from None
         return path
 
     @classmethod
@@ -196,14 +213,127 @@ class Padim:
             raise PadimError(f"{path} was written by padim_utils {meta.get('padim_utils_version', '?')} in model "
                              f"format {meta.get('format_version')}; this padim_utils {__version__} reads format "
                              f"{FORMAT_VERSION}: re-fit the model with `padim fit`")
-        config = PadimConfig.from_dict(json.loads(meta["config"]))
-        model = cls(config, device=device)
+        config, grid, n_train = _read_metadata(path, meta)
+        resolve_device(device or config.device)  # a device problem is not the file's
+        try:
+            model = cls(config, device=device)
+        except PadimError as e:
+            raise PadimError(f"{path}: {e}") from None
+        _check_tensors(path, tensors, model, grid)
         model.reducer.load_state(tensors)
         model.mean = tensors["mean"].to(model.device)
         model.precision = tensors["precision"].to(model.device)
-        model.grid = tuple(json.loads(meta["grid"]))
-        model.n_train = int(meta.get("n_train", 0))
+        model.grid = grid
+        model.n_train = n_train
         return model
+
+
+class NonFiniteMapError(PadimError):
+    """An anomaly map holds NaN or inf: never reported as a score."""
+
+    def __init__(self, index: int, path: str | None = None):
+        self.index = index
+        what = f"image {path}" if path else f"image {index} of the batch"
+        super().__init__(f"the anomaly map of {what} holds NaN or infinite values; no score is reported "
+                         "(check the model file, or use dtype=float32)")
+
+
+def _io_error_text(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    m = re.search(r"os error (\d+)", str(e))
+    return os.strerror(int(m.group(1))) if m else " ".join(str(e).split())
+
+
+def _config_field_types() -> dict[str, tuple]:
+    """What JSON may hold for each config field: the type of its default (int for float fields too)."""
+    out = {}
+    for f in dataclasses.fields(PadimConfig):
+        default = f.default
+        if f.name == "layers":
+            out[f.name] = (list, type(None))
+        elif f.name == "crop":
+            out[f.name] = (int, type(None))
+        elif isinstance(default, bool):
+            out[f.name] = (bool,)
+        elif isinstance(default, float):
+            out[f.name] = (int, float)
+        else:
+            out[f.name] = (type(default),)
+    return out
+
+
+def _read_metadata(path: Path, meta: dict) -> tuple[PadimConfig, tuple[int, int], int]:
+    """The config, patch grid and training-set size from a model file's metadata, every field checked."""
+    for key in ("config", "grid", "n_train"):
+        if key not in meta:
+            raise PadimError(f"{path}: the model metadata has no {key!r} field")
+    try:
+        raw = json.loads(meta["config"])
+    except ValueError:
+        raise PadimError(f"{path}: the model's config metadata is not JSON") from None
+    if not isinstance(raw, dict):
+        raise PadimError(f"{path}: the model's config metadata is not a JSON object")
+    types = _config_field_types()
+    missing = sorted(set(types) - set(raw))
+    if missing:
+        raise PadimError(f"{path}: the model's config has no {', '.join(missing)}")
+    for key, value in raw.items():
+        allowed = types.get(key)
+        if allowed is None:
+            continue  # from_dict names unknown options below
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+            raise PadimError(f"{path}: config {key}={value!r} has the wrong type "
+                             f"(expected {' or '.join(t.__name__ for t in allowed)})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PadimError(f"{path}: config {key}={value!r} is not a finite number")
+    if raw["layers"] is not None and not all(isinstance(v, str) for v in raw["layers"]):
+        raise PadimError(f"{path}: config layers={raw['layers']!r} must be a list of layer names")
+    try:
+        config = PadimConfig.from_dict(raw)
+    except PadimError as e:
+        raise PadimError(f"{path}: {e}") from None
+    try:
+        grid = json.loads(meta["grid"])
+    except ValueError:
+        grid = None
+    if not (isinstance(grid, list) and len(grid) == 2 and all(type(v) is int and v > 0 for v in grid)):
+        raise PadimError(f"{path}: the model's grid metadata {meta['grid']!r} is not two positive integers")
+    n_train = meta["n_train"]
+    if not (n_train.isdigit() and int(n_train) >= 2):
+        raise PadimError(f"{path}: the model's n_train metadata {n_train!r} is not a count of at least 2 images")
+    return config, (grid[0], grid[1]), int(n_train)
+
+
+def _check_tensors(path: Path, tensors: dict, model: "Padim", grid: tuple[int, int]) -> None:
+    """Shapes, dtypes and finiteness of the saved tensors against the metadata."""
+    d, positions = model.d, grid[0] * grid[1]
+    expected = {"mean": (positions, d), "precision": (positions, d, d)}
+    if model.reducer.kind == "random":
+        expected["channel_index"] = (d,)
+    elif model.reducer.kind == "pca":
+        expected["pca_projection"] = (model.reducer.n_channels, d)
+    for name, shape in expected.items():
+        t = tensors.get(name)
+        if t is None:
+            raise PadimError(f"{path}: the model file has no {name!r} tensor (reduction={model.config.reduction})")
+        if tuple(t.shape) != shape:
+            raise PadimError(f"{path}: tensor {name!r} has shape {tuple(t.shape)} but the metadata "
+                             f"(d={d}, grid={list(grid)}) needs {shape}")
+        if name == "channel_index":
+            if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+                raise PadimError(f"{path}: tensor 'channel_index' holds {t.dtype}, not integers")
+            n = model.reducer.n_channels
+            if d and (int(t.min()) < 0 or int(t.max()) >= n):
+                raise PadimError(f"{path}: tensor 'channel_index' holds channels outside 0..{n - 1} "
+                                 f"({model.config.backbone} has {n} channels)")
+            if t.unique().numel() != d:
+                raise PadimError(f"{path}: tensor 'channel_index' names a channel twice")
+        else:
+            if not t.dtype.is_floating_point:
+                raise PadimError(f"{path}: tensor {name!r} holds {t.dtype}, not floating-point numbers")
+            if not torch.isfinite(t).all():
+                raise PadimError(f"{path}: tensor {name!r} holds NaN or infinite values; re-fit the model")
 
 
 def timed(fn, *args, **kwargs):

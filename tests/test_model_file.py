@@ -1,0 +1,139 @@
+"""A model file is checked whole at load (metadata and tensors); NaN never comes out as a score."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from padim_utils.config import preset
+from padim_utils.data import MVTecDataset
+from padim_utils.errors import PadimError
+from padim_utils.model import Padim
+
+
+@pytest.fixture(scope="module")
+def saved(quick_root, quick_category, tmp_path_factory):
+    cfg = preset("quick").replace(d=8, batch_size=4)
+    train = MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop)
+    model = Padim(cfg).fit(train, progress=False)
+    return model.save(tmp_path_factory.mktemp("model") / "m.safetensors")
+
+
+def _edited(src, dst, meta=None, config=None, tensors=None, drop_meta=(), drop_config=(), drop_tensors=()):
+    """A copy of the model file `src` with metadata, config fields or tensors changed."""
+    with safe_open(str(src), framework="pt") as f:
+        m = dict(f.metadata())
+    t = load_file(str(src))
+    if config is not None or drop_config:
+        c = json.loads(m["config"])
+        c.update(config or {})
+        for k in drop_config:
+            del c[k]
+        m["config"] = json.dumps(c)  # json writes float("nan") as NaN
+    m.update(meta or {})
+    t.update(tensors or {})
+    for k in drop_meta:
+        del m[k]
+    for k in drop_tensors:
+        del t[k]
+    save_file(t, str(dst), metadata=m)
+    return dst
+
+
+def test_an_intact_file_loads(saved):
+    assert Padim.load(saved).d == 8
+
+
+def _nan_like(name):
+    def make(t):
+        t = t[name].clone()
+        t.view(-1)[3] = float("nan")
+        return {name: t}
+    return make
+
+
+EDITS = {
+    "config not JSON": (dict(meta={"config": "{d: 32"}), "config metadata is not JSON"),
+    "config not an object": (dict(meta={"config": "[1, 2]"}), "not a JSON object"),
+    "config field missing": (dict(drop_config=("backbone",)), "the model's config has no backbone"),
+    "d as a string": (dict(config={"d": "32"}), r"config d='32' has the wrong type \(expected int\)"),
+    "pretrained as a number": (dict(config={"pretrained": 1}), "config pretrained=1 has the wrong type"),
+    "sigma NaN": (dict(config={"sigma": float("nan")}), "config sigma=nan is not a finite number"),
+    "seed beyond 64 bits": (dict(config={"seed": 2**70}), "seed must be an integer from 0 to 2\\*\\*64 - 1"),
+    "n_train not a number": (dict(meta={"n_train": "many"}), "n_train metadata 'many' is not a count"),
+    "grid not JSON": (dict(meta={"grid": "8x8"}), "grid metadata '8x8' is not two positive integers"),
+    "grid missing": (dict(drop_meta=("grid",)), "has no 'grid' field"),
+    "channel index missing": (dict(drop_tensors=("channel_index",)), "no 'channel_index' tensor"),
+    "channel index out of range": (dict(tensors=lambda t: {"channel_index": t["channel_index"] + 170}),
+                                   r"channels outside 0\.\.175"),
+    "channel index repeated": (dict(tensors=lambda t: {"channel_index": t["channel_index"] * 0 + 3}),
+                               "names a channel twice"),
+    "channel index floats": (dict(tensors=lambda t: {"channel_index": t["channel_index"].float()}), "not integers"),
+    "precision of the wrong shape": (dict(tensors=lambda t: {"precision": t["precision"][:, :7, :7].contiguous()}),
+                                     r"tensor 'precision' has shape \(\d+, 7, 7\)"),
+    "metadata d disagrees with the tensors": (dict(config={"d": 9}), r"tensor 'mean' has shape \(\d+, 8\) but the "
+                                                                     r"metadata \(d=9"),
+    "mean holds NaN": (dict(tensors=_nan_like("mean")), "tensor 'mean' holds NaN or infinite values"),
+    "precision holds inf": (dict(tensors=lambda t: {"precision": t["precision"] * float("inf")}),
+                            "tensor 'precision' holds NaN or infinite values"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDITS))
+def test_an_edited_file_is_refused_in_one_line(saved, tmp_path, case):
+    edit, expected = EDITS[case]
+    edit = dict(edit)
+    if callable(edit.get("tensors")):
+        edit["tensors"] = edit["tensors"](load_file(str(saved)))
+    path = _edited(saved, tmp_path / "edited.safetensors", **edit)
+    with pytest.raises(PadimError, match=expected) as info:
+        Padim.load(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_a_model_giving_nan_maps_reports_no_score(saved, quick_root, quick_category):
+    model = Padim.load(saved)
+    model.mean = model.mean.clone()
+    model.mean[5, 2] = float("nan")  # one position of every map
+    test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None)
+    images = torch.stack([test[i]["image"] for i in range(2)])
+    with pytest.raises(PadimError, match="anomaly map of image 0 of the batch holds NaN"):
+        model.predict(images)
+    with pytest.raises(PadimError, match=f"anomaly map of image {test.paths[0]} holds NaN"):
+        model.predict_dataset(test, progress=False)
+
+
+def test_full_disk_while_saving_is_one_line_and_leaves_no_temp(saved, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    def full(*args, **kwargs):  # what safetensors raises on ENOSPC
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    model = Padim.load(saved)
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(PadimError) as info:
+        model.save(tmp_path / "m.safetensors")
+    assert str(info.value) == f"cannot write {tmp_path / 'm.safetensors'}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fit_giving_nan_statistics_is_refused(quick_root, quick_category, monkeypatch):
+    from padim_utils.gaussian import GaussianStats
+
+    real = GaussianStats.finalize
+
+    def overflowed(self, *args, **kwargs):
+        mean, precision = real(self, *args, **kwargs)
+        precision[0, 0, 0] = float("inf")
+        return mean, precision
+
+    monkeypatch.setattr(GaussianStats, "finalize", overflowed)
+    cfg = preset("quick").replace(d=8)
+    train = MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop)
+    model = Padim(cfg)
+    with pytest.raises(PadimError, match="the fit gave NaN or infinite Gaussian statistics"):
+        model.fit(train, progress=False)
+    assert model.precision is None  # nothing half-fitted to save
