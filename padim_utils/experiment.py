@@ -9,14 +9,18 @@ the same one `padim benchmark` writes as JSON and the course notebooks tabulate.
 
 from __future__ import annotations
 
+import math
 import platform
 import resource
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from . import __version__
 from .config import PadimConfig
+from .data import load_mask, resize_crop
 from .errors import PadimError
 from .metrics import evaluate, f1_max, image_auroc
 from .model import Padim, timed
@@ -64,21 +68,25 @@ def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = 
 
     train = open_dataset(dataset, root, category, "train", image_size=cfg.image_size, crop=cfg.crop, **options)
     test = open_dataset(dataset, root, category, "test", image_size=cfg.image_size, crop=cfg.crop, **options)
-    if len(set(test.labels)) < 2:
-        raise PadimError(f"the test set of {dataset} {category!r} holds only "
-                         f"{'anomalous' if test.labels[0] else 'normal'} images: AUROC needs both kinds")
+    check_metrics_defined(test)  # before the fit: say which metrics the test set cannot give
     model = Padim(cfg)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     _, fit_s = timed(model.fit, train, progress=progress)
     result, predict_s = timed(model.predict_dataset, test, progress=progress)
-    if getattr(test, "has_masks", True):
-        metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
-    else:
-        print(f"note: no ground-truth masks for {category!r} (no mask_dir): pixel AUROC and AU-PRO skipped")
-        f1, threshold = f1_max(result["labels"], result["scores"])
-        metrics = {"image_auroc": image_auroc(result["labels"], result["scores"]), "image_f1": f1,
-                   "image_f1_threshold": threshold, "pixel_auroc": None, "pixel_aupro": None}
+    try:
+        if getattr(test, "has_masks", True):
+            metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
+        else:
+            print(f"note: no ground-truth masks for {category!r} (no mask_dir): pixel AUROC and AU-PRO skipped")
+            f1, threshold = f1_max(result["labels"], result["scores"])
+            metrics = {"image_auroc": image_auroc(result["labels"], result["scores"]), "image_f1": f1,
+                       "image_f1_threshold": threshold, "pixel_auroc": None, "pixel_aupro": None}
+    except ValueError as e:
+        raise PadimError(f"metrics undefined on {_test_folder(test)}: {e}") from None
+    bad = sorted(k for k, v in metrics.items() if v is not None and not math.isfinite(float(v)))
+    if bad:
+        raise PadimError(f"{', '.join(bad)} of {_test_folder(test)} came out NaN or infinite; not reported")
     record = {
         **{k: None if v is None else float(v) for k, v in metrics.items()},
         "fit_seconds": fit_s,
@@ -116,6 +124,36 @@ def evaluate_cached(cfg: PadimConfig, train, test, progress: bool = False) -> di
     metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
     return {**{k: float(v) for k, v in metrics.items()}, "fit_seconds": fit_s, "predict_seconds": predict_s,
             "d": model.d, "model": model, "result": result}
+
+
+def _test_folder(test):
+    """What to name in a message about a test split: its folder where the dataset has one."""
+    return test.category_dir / "test" if hasattr(test, "category_dir") else repr(test)
+
+
+def check_metrics_defined(test) -> None:
+    """PadimError naming the metrics a test split cannot give, and why: no fit needed, labels and masks only.
+
+    `test`: a dataset with `labels` (0 good, 1 defective) and, where it has masks, `mask_paths`.
+    """
+    where = _test_folder(test)
+    n_defect = sum(1 for y in test.labels if y == 1)
+    if n_defect == 0:
+        raise PadimError(f"{where} has no defective image: image AUROC, image F1, pixel AUROC and AU-PRO are all "
+                         "undefined (they need defective test images with masks)")
+    if n_defect == len(test.labels):
+        raise PadimError(f"{where} has no good image (test/good missing or empty): image AUROC is undefined "
+                         "(it needs good and defective images)")
+    masks = [p for p in getattr(test, "mask_paths", None) or [] if p is not None]
+    if not masks or not getattr(test, "has_masks", True):
+        return  # no mask files to look at before the fit
+    for mask_path in masks:
+        mask = resize_crop(load_mask(mask_path), test.image_size, test.crop, Image.NEAREST)
+        if np.asarray(mask).any():
+            return
+    folder = test.category_dir / "ground_truth" if hasattr(test, "category_dir") else Path(masks[0]).parent
+    raise PadimError(f"no mask in {folder} has a defect pixel (at {test.out_size}px): "
+                     "pixel AUROC and AU-PRO are undefined (they need defect pixels)")
 
 
 def save_benchmark_figures(figures: Path, category: str, test, result: dict, metrics: dict) -> None:
