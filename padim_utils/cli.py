@@ -9,20 +9,25 @@
     padim benchmark --dataset folder --normal-dir good/ --test-dir test/ [--mask-dir masks/] --out mine.json
 
 Problems a user can fix are reported as one line `padim: error: ...` with exit
-status 2, never as a traceback.
+status 2, never as a traceback. Output paths and --seed are checked before any
+work starts; SIGTERM is handled like Ctrl-C (temporary files are removed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
+import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-from .errors import PadimError
+from .errors import PadimError, Terminated
 
 #: Same names as `padim_utils.datasets.DATASET_NAMES` (kept literal so `padim --help` does not import torch).
 DATASETS = ("mvtec", "rd-mvtec", "stc", "btad", "visa", "folder")
@@ -135,7 +140,62 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def heatmap_names(paths: list[str]) -> list[str]:
+    """One heat-map file name per input, unique even where only the extension or the case differs
+    (a.png, a.jpg, A.PNG -> a_heatmap.png, a_heatmap-2.png, A_heatmap-3.png): names are compared
+    case-insensitively, so they stay distinct on macOS and Windows file systems too."""
+    used, names = set(), []
+    for path in paths:
+        stem, n = Path(path).stem, 1
+        name = f"{stem}_heatmap.png"
+        while name.lower() in used or name.lower() == "scores.csv":
+            n += 1
+            name = f"{stem}_heatmap-{n}.png"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+_HEATMAP = re.compile(r".+_heatmap(-\d+)?\.png", re.DOTALL)
+
+
+def _previous_run(out: Path) -> list[Path]:
+    """The files of an earlier `padim predict` in `out`: its scores.csv and the heat maps it lists."""
+    csv_path = out / "scores.csv"
+    if not csv_path.is_file():
+        return []
+    files = [csv_path]
+    try:
+        with open(csv_path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            for row in csv.DictReader(f):
+                name = row.get("heatmap") or ""
+                if _HEATMAP.fullmatch(name) and name == Path(name).name:  # only our names, never outside `out`
+                    files.append(out / name)
+    except (OSError, csv.Error):
+        pass
+    return files
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM wait until the block is done (a handful of renames)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def cmd_predict(args) -> int:
+    """Heat maps and scores.csv are written to a hidden staging folder inside --out, then moved into
+    place (the previous run's files removed first), so --out never holds a mix of two runs."""
+    import shutil
+    import tempfile
+
     from .data import ImageFolderDataset
     from .files import write_text
     from .model import Padim
@@ -146,19 +206,36 @@ def cmd_predict(args) -> int:
     data = ImageFolderDataset(args.input, image_size=cfg.image_size, crop=cfg.crop)
     result = model.predict_dataset(data, progress=not args.quiet)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    maps = result["maps"]
-    vmin, vmax = float(maps.min()), float(maps.max())  # one colour scale for all images
-    rows = []
-    for i, path in enumerate(result["paths"]):
-        name = Path(path).stem + "_heatmap.png"
-        save_overlay(out / name, data[i]["image"], maps[i], vmin, vmax)
-        rows.append((path, f"{float(result['scores'][i]):.6f}", name))
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["image", "score", "heatmap"])
-    writer.writerows(rows)
-    write_text(out / "scores.csv", buf.getvalue())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=out, prefix=".padim-predict-", suffix=".tmp"))
+    except OSError as e:
+        raise PadimError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    try:
+        maps = result["maps"]
+        vmin, vmax = float(maps.min()), float(maps.max())  # one colour scale for all images
+        names = heatmap_names(result["paths"])
+        rows = []
+        for i, (path, name) in enumerate(zip(result["paths"], names)):
+            save_overlay(stage / name, data[i]["image"], maps[i], vmin, vmax)
+            rows.append((path, f"{float(result['scores'][i]):.6f}", name))
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["image", "score", "heatmap"])
+        writer.writerows(rows)
+        # file names that are not UTF-8 are written back as the bytes they were read from
+        write_text(stage / "scores.csv", buf.getvalue(), errors="surrogateescape")
+        with _signals_held():
+            try:
+                for old in _previous_run(out):  # scores.csv first: a folder without it holds no run
+                    old.unlink(missing_ok=True)
+                for name in names:
+                    os.replace(stage / name, out / name)
+                os.replace(stage / "scores.csv", out / "scores.csv")
+            except OSError as e:
+                raise PadimError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     print(f"{len(rows)} image(s) scored -> {out / 'scores.csv'} and {len(rows)} heat map(s) in {out}")
     return 0
 
@@ -255,17 +332,57 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Output paths of each command, checked before any work starts: option -> "file" or "folder".
+OUTPUTS = {
+    "synth": {"root": "folder"},
+    "fit": {"out": "file"},
+    "predict": {"out": "folder"},
+    "benchmark": {"out": "file", "figures": "folder"},
+    "course": {"root": "folder", "out": "folder"},
+}
+
+
+def check_arguments(args) -> None:
+    """What can be checked before the work starts: output paths (writable, of the right kind) and --seed."""
+    from .files import check_output_dir, check_output_file
+
+    for name, kind in OUTPUTS.get(args.command, {}).items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue  # optional and not given
+        check = check_output_file if kind == "file" else check_output_dir
+        check(value, "--" + name)
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed < 2**64:
+        raise PadimError(f"--seed must be an integer from 0 to 2**64 - 1, got {seed}")
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    with contextlib.suppress(AttributeError, ValueError):  # file names that are not UTF-8, printed
+        sys.stdout.reconfigure(errors="backslashreplace")
     start = time.perf_counter()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None  # SIGTERM as Ctrl-C
     try:
+        check_arguments(args)
         code = args.func(args)
     except PadimError as e:
         print(f"padim: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("padim: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("padim: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if on_main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if os.environ.get("PADIM_VERBOSE"):
         print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     return code
