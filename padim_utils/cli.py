@@ -206,11 +206,13 @@ def cmd_predict(args) -> int:
     data = ImageFolderDataset(args.input, image_size=cfg.image_size, crop=cfg.crop)
     result = model.predict_dataset(data, progress=not args.quiet)
     out = Path(args.out)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(dir=out, prefix=".padim-predict-", suffix=".tmp"))
     except OSError as e:
         raise PadimError(f"cannot write to --out {out}: {e.strerror or e}") from None
+    done = False
     try:
         maps = result["maps"]
         vmin, vmax = float(maps.min()), float(maps.max())  # one colour scale for all images
@@ -234,8 +236,14 @@ def cmd_predict(args) -> int:
                 os.replace(stage / "scores.csv", out / "scores.csv")
             except OSError as e:
                 raise PadimError(f"cannot write to --out {out}: {e.strerror or e}") from None
+        done = True
+    except PadimError as e:  # name the output file, not its hidden staging copy
+        raise PadimError(str(e).replace(str(stage), str(out))) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not done:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if empty: this run made it
     print(f"{len(rows)} image(s) scored -> {out / 'scores.csv'} and {len(rows)} heat map(s) in {out}")
     return 0
 
