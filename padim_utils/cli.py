@@ -346,7 +346,7 @@ OUTPUTS = {
     "fit": {"out": "file"},
     "predict": {"out": "folder"},
     "benchmark": {"out": "file", "figures": "folder"},
-    "course": {"root": "folder", "out": "folder"},
+    "course": {"out": "folder"},
 }
 
 
