@@ -313,3 +313,24 @@ def test_sigterm_during_save_cleans_up_like_ctrl_c(quick_root, quick_category, t
     assert proc.returncode == 143, proc.stderr
     assert proc.stderr.strip() == "padim: terminated"
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("outcome, expected", [
+    ("nan", "image_auroc of .* came out NaN or infinite; not reported"),
+    ("error", "metrics undefined on .*: masks contain no defect-free pixel"),
+])
+def test_benchmark_never_reports_a_nan_metric(quick_root, quick_category, monkeypatch, outcome, expected):
+    import padim_utils.experiment as experiment
+    from padim_utils.config import preset
+    from padim_utils.errors import PadimError
+
+    real = experiment.evaluate
+
+    def evaluate(*args, **kwargs):
+        if outcome == "error":
+            raise ValueError("masks contain no defect-free pixel: the false positive rate is undefined")
+        return {**real(*args, **kwargs), "image_auroc": float("nan")}
+
+    monkeypatch.setattr(experiment, "evaluate", evaluate)
+    with pytest.raises(PadimError, match=expected):
+        experiment.run_benchmark(preset("quick").replace(d=8), quick_root, quick_category, progress=False)
