@@ -68,7 +68,7 @@ def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = 
 
     train = open_dataset(dataset, root, category, "train", image_size=cfg.image_size, crop=cfg.crop, **options)
     test = open_dataset(dataset, root, category, "test", image_size=cfg.image_size, crop=cfg.crop, **options)
-    check_metrics_defined(test)  # before the fit: say which metrics the test set cannot give
+    check_metrics_defined(test, f"{dataset} {category!r} in {root}")  # before the fit: which metrics are undefined
     model = Padim(cfg)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -131,19 +131,20 @@ def _test_folder(test):
     return test.category_dir / "test" if hasattr(test, "category_dir") else repr(test)
 
 
-def check_metrics_defined(test) -> None:
+def check_metrics_defined(test, name: str | None = None) -> None:
     """PadimError naming the metrics a test split cannot give, and why: no fit needed, labels and masks only.
 
-    `test`: a dataset with `labels` (0 good, 1 defective) and, where it has masks, `mask_paths`.
+    `test`: a dataset with `labels` (0 good, 1 defective) and, where it has masks, `mask_paths`;
+    `name`: how messages call it (default: its test folder).
     """
-    where = _test_folder(test)
+    where = name or _test_folder(test)
     n_defect = sum(1 for y in test.labels if y == 1)
     if n_defect == 0:
-        raise PadimError(f"{where} has no defective image: image AUROC, image F1, pixel AUROC and AU-PRO are all "
-                         "undefined (they need defective test images with masks)")
+        raise PadimError(f"the test set of {where} holds only normal images (no defective image): image AUROC, "
+                         "image F1, pixel AUROC and AU-PRO are all undefined (they need defective test images)")
     if n_defect == len(test.labels):
-        raise PadimError(f"{where} has no good image (test/good missing or empty): image AUROC is undefined "
-                         "(it needs good and defective images)")
+        raise PadimError(f"the test set of {where} holds only anomalous images (no good image): image AUROC is "
+                         "undefined (it needs good and defective images)")
     masks = [p for p in getattr(test, "mask_paths", None) or [] if p is not None]
     if not masks or not getattr(test, "has_masks", True):
         return  # no mask files to look at before the fit

@@ -139,8 +139,9 @@ def _copy(quick_root, quick_category, tmp_path):
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("no defective image", "has no defective image: image AUROC, image F1, pixel AUROC and AU-PRO are all undefined"),
-    ("no good image", "has no good image (test/good missing or empty): image AUROC is undefined"),
+    ("no defective image", "holds only normal images (no defective image): image AUROC, image F1, pixel AUROC and "
+                           "AU-PRO are all undefined"),
+    ("no good image", "holds only anomalous images (no good image): image AUROC is undefined"),
     ("no defect pixel", "has a defect pixel (at 64px): pixel AUROC and AU-PRO are undefined"),
 ])
 def test_benchmark_names_undefined_metrics_before_fitting(quick_root, quick_category, tmp_path, capsys, no_fit,
