@@ -434,51 +434,18 @@ def run_stc(cfg: PadimConfig, root, scene: str, frames_per_video: int | None = N
             progress: bool = True) -> dict:
     """Fit PaDiM on one scene's training frames, score its test frames: a benchmark record.
 
-    ``frame_auroc`` is :func:`padim_utils.metrics.image_auroc` on the frame scores
-    (the paper's frame-level AUROC), ``pixel_auroc`` is
-    :func:`padim_utils.metrics.pixel_auroc` on the maps (None when the scene's test
-    frames hold no anomalous pixel). The rest mirrors
-    :func:`padim_utils.experiment.run_benchmark`.
+    This is :func:`padim_utils.experiment.run_benchmark` on the scene's frames (``dataset="stc"``):
+    ``frame_auroc`` is the image AUROC of the frame scores (the paper's frame-level AUROC) and
+    ``pixel_auroc`` the pixel AUROC of the maps; the record adds ``scene``, ``frames_per_video``
+    and ``n_test_anomalous``, and names the category ``stc_<scene>``.
     """
-    from . import __version__
-    from .experiment import device_name, peak_memory_bytes
-    from .metrics import image_auroc, pixel_auroc
-    from .model import Padim, timed
+    from .experiment import run_benchmark
 
-    train = STCDataset(root, scene, "train", image_size=cfg.image_size, crop=cfg.crop,
-                       frames_per_video=frames_per_video, progress=progress)
-    test = STCDataset(root, scene, "test", image_size=cfg.image_size, crop=cfg.crop)
-    labels = np.asarray(test.labels)
-    if labels.min() == labels.max():
-        raise PadimError(f"the test frames of scene {scene} in {root} are all labelled {labels[0]}: "
-                         "frame AUROC needs normal and anomalous frames")
-    model = Padim(cfg)
-    if model.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(model.device)
-    _, fit_s = timed(model.fit, train, progress=progress)
-    result, predict_s = timed(model.predict_dataset, test, progress=progress)
-    masks = result["masks"]
-    return {
-        "frame_auroc": float(image_auroc(result["labels"], result["scores"])),
-        "pixel_auroc": float(pixel_auroc(masks, result["maps"])) if bool(masks.any()) else None,
-        "fit_seconds": fit_s,
-        "predict_seconds": predict_s,
-        "n_train": len(train),
-        "n_test": len(test),
-        "n_test_anomalous": int(labels.sum()),
-        "frames_per_video": frames_per_video,
-        "backbone": cfg.backbone,
-        "d": model.d,
-        "device": str(model.device),
-        "device_name": device_name(model.device),
-        "peak_memory_bytes": peak_memory_bytes(model.device),
-        "config": cfg.to_dict(),
-        "dataset": "stc",
-        "scene": str(scene),
-        "category": f"stc_{scene}",
-        "padim_utils_version": __version__,
-        "torch_version": torch.__version__,
-    }
+    record = run_benchmark(cfg, root, scene, progress=progress, dataset="stc", frames_per_video=frames_per_video)
+    labels = STCDataset(root, scene, "test", image_size=cfg.image_size, crop=cfg.crop).labels
+    record.update(scene=str(scene), category=f"stc_{scene}", frames_per_video=frames_per_video,
+                  n_test_anomalous=int(sum(labels)))
+    return record
 
 
 # --------------------------------------------------------------------------- #

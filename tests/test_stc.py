@@ -317,4 +317,5 @@ def test_run_stc_detects_the_synthetic_anomalies(stc_root):
 def test_run_stc_needs_both_kinds_of_frames(copy_root):
     for c in (1, 2, 3):
         np.save(copy_root / "testing" / "test_frame_mask" / f"01_{c:04d}.npy", np.zeros(24, np.uint8))
-    _one_line_error(lambda: run_stc(preset("quick"), copy_root, "01", progress=False), "all labelled 0")
+    _one_line_error(lambda: run_stc(preset("quick"), copy_root, "01", progress=False),
+                    "holds only normal images (no defective image)")
