@@ -65,22 +65,23 @@ def read_notebook(path: str | os.PathLike):
     return jupytext.read(str(path))
 
 
+def _apply(values: dict[str, str | None]) -> None:
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @contextlib.contextmanager
 def _environment(values: dict[str, str | None]):
+    """Set (str) or unset (None) environment variables for the duration of the block."""
     old = {k: os.environ.get(k) for k in values}
     try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _apply(values)
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _apply(old)
 
 
 def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, timeout: int = 1200):

@@ -111,14 +111,15 @@ def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = 
     return record
 
 
-def evaluate_cached(cfg: PadimConfig, train, test, progress: bool = False) -> dict:
+def evaluate_cached(cfg: PadimConfig, train, test, progress: bool = False, model: Padim | None = None) -> dict:
     """Fit `cfg` on cached training features and evaluate it on cached test features: seconds, not minutes.
 
     `train`, `test`: `FeatureCache`s of the same backbone and image size as `cfg` (see `features.py`).
+    `model`: an unfitted `Padim` for `cfg` to use instead of building one (e.g. sharing a backbone).
     Returns the metrics of `metrics.evaluate` plus `fit_seconds`, `predict_seconds`, `d`, and the
     fitted `model` and `result` (maps, scores, labels, masks) for plotting.
     """
-    model = Padim(cfg)
+    model = Padim(cfg) if model is None else model
     _, fit_s = timed(model.fit, train, progress=progress)
     result, predict_s = timed(model.predict_dataset, test, progress=progress)
     metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])

@@ -26,14 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .backbones import default_layers, embed
 from .config import PadimConfig
-from .data import collate
 from .errors import PadimError
 from .files import atomic_path
-from .progress import progress_bar
 
 __all__ = ["FeatureCache"]
 
@@ -59,12 +57,10 @@ class FeatureCache:
         from .model import Padim  # the model owns the forward pass (device, dtype, normalisation)
 
         model = Padim(config.replace(reduction="none"), device=device)
-        model._check_geometry(dataset)
         parts: list[list[torch.Tensor]] = []
         labels, masks, paths, kinds = [], [], [], []
-        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, collate_fn=collate)
-        for batch in progress_bar(loader, f"features {config.backbone}", progress):
-            parts.append([f.cpu() for f in model.forward_layers(batch["image"])])  # [(B, C_i, h_i, w_i)]
+        for layers, batch in model._layer_batches(dataset, progress, f"features {config.backbone}"):
+            parts.append([f.cpu() for f in layers])  # [(B, C_i, h_i, w_i)]
             n = len(batch["image"])
             labels += [int(v) for v in batch.get("label", [-1] * n)]
             if "mask" in batch:

@@ -12,12 +12,10 @@ frozen feature extractor; any other change builds a new `Padim`.
 from __future__ import annotations
 
 import copy
-import time
 
 from torch import nn
 
 from .config import PadimConfig
-from .metrics import evaluate
 from .reduction import Reducer
 
 __all__ = ["receptive_field", "layer_geometry", "sweep", "AFTER_BACKBONE"]
@@ -71,7 +69,8 @@ def sweep(config: PadimConfig, train, test, variants: list[dict], progress: bool
     `predict_seconds` (no maps: they would fill memory over a long sweep; use
     `experiment.evaluate_cached` for one variant's maps).
     """
-    from .model import Padim  # imported here: the model module builds backbones
+    from .experiment import evaluate_cached  # imported here: these modules build backbones
+    from .model import Padim
 
     base = None
     records = []
@@ -85,13 +84,6 @@ def sweep(config: PadimConfig, train, test, variants: list[dict], progress: bool
             model.reducer = Reducer(cfg.reduction, base.extractor.channels, cfg.d, cfg.seed)
         else:
             model = Padim(cfg)
-        t = time.perf_counter()
-        model.fit(train, progress=progress)
-        fit_s = time.perf_counter() - t
-        t = time.perf_counter()
-        result = model.predict_dataset(test, progress=progress)
-        predict_s = time.perf_counter() - t
-        metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
-        records.append({**variant, **{k: float(v) for k, v in metrics.items()}, "d": model.d,
-                        "fit_seconds": fit_s, "predict_seconds": predict_s})
+        out = evaluate_cached(cfg, train, test, progress=progress, model=model)
+        records.append({**variant, **{k: v for k, v in out.items() if k not in ("model", "result")}})
     return records
