@@ -1,6 +1,5 @@
 """Chapter 07: PaDiM on video (ShanghaiTech Campus)."""
 
-import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from . import exercise
