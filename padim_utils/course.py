@@ -135,17 +135,18 @@ class STCData:
                 f"{', quick mode' if self.quick else ''}); backbone {self.config.backbone}, d = {self.config.d}.")
 
 
-def stc_data(quick: bool | None = None, device: str | None = None, verbose: bool = True) -> STCData:
+def stc_data(quick: bool | None = None, device: str | None = None, verbose: bool = True, real: bool = True) -> STCData:
     """Find STC at `$PADIM_DATA/stc` (the official layout), else generate the synthetic STC-layout set
-    under `$PADIM_DATA/stc_synthetic` (a few seconds), and say which is used. Quick mode: 64 px frames."""
+    under `$PADIM_DATA/stc_synthetic` (a few seconds), and say which is used. Quick mode: 64 px frames.
+    `real=False`: the synthetic set even where the real data is present."""
     from .data import data_home
     from .stc import make_synthetic_stc, stc_scenes
 
     quick = env_flag("PADIM_QUICK") if quick is None else quick
     config = preset("quick" if quick else "offline_lite0").replace(device=device or env_device(), crop=None)
-    real = data_home() / "stc"
-    if (real / "training" / "videos").is_dir() and (real / "testing" / "frames").is_dir():
-        data = STCData(real, "ShanghaiTech Campus", tuple(stc_scenes(real)), quick, config, 2 if quick else 10)
+    found = data_home() / "stc"
+    if real and (found / "training" / "videos").is_dir() and (found / "testing" / "frames").is_dir():
+        data = STCData(found, "ShanghaiTech Campus", tuple(stc_scenes(found)), quick, config, 2 if quick else 10)
     else:
         root = make_synthetic_stc(data_home() / ("stc_synthetic_quick" if quick else "stc_synthetic"),
                                   frames_per_video=12 if quick else 24)

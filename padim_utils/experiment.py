@@ -25,8 +25,8 @@ from .errors import PadimError
 from .metrics import evaluate, f1_max, image_auroc
 from .model import Padim, timed
 
-__all__ = ["run_benchmark", "evaluate_cached", "cpu_name", "device_name", "peak_memory_bytes", "markdown_row", "results_table",
-           "MARKDOWN_HEADER"]
+__all__ = ["run_benchmark", "evaluate_cached", "cpu_name", "device_name", "peak_memory_bytes", "reset_peak_memory",
+           "markdown_row", "results_table", "MARKDOWN_HEADER"]
 
 
 def cpu_name() -> str:
@@ -53,6 +53,21 @@ def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start `peak_memory_bytes` afresh from now: torch's peak statistics on CUDA; on Linux CPUs the
+    process's peak resident memory (writing 5 to /proc/self/clear_refs). False where it cannot be reset
+    (then the peak is the whole process's so far)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = None,

@@ -407,3 +407,46 @@ def plot_ablation(rows, title: str = "ablation"):
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     fig.tight_layout()
     return fig
+
+
+def plot_reproduced_table(table: dict):
+    """One of `padim reproduce`'s tables (`reproduce_tables`): per metric, our mean as bars with ± SEM error bars,
+    the paper's published values as black markers (one marker per paper model); a log scale where values span
+    more than two orders of magnitude (times, memory)."""
+    cols, rows = table["columns"], table["rows"]
+    names = [str(r["labels"][table["labels"][0]]) for r in rows]  # the first label column, if it tells rows apart
+    xlabel = table["labels"][0]
+    if len(set(names)) < len(names):
+        names = [" / ".join(str(r["labels"][k]) for k in table["labels"]) for r in rows]
+        xlabel = " / ".join(table["labels"])
+    x = np.arange(len(rows))
+    fig, axes = plt.subplots(1, len(cols), figsize=(max(5.0, 0.55 * len(rows) + 2.5) * len(cols), 4.8), squeeze=False)
+    markers = ("D", "s", "^", "v")
+    for ax, c in zip(axes[0], cols):
+        stats = [r["ours"].get(c["key"]) or {} for r in rows]
+        mean = [np.nan if s.get("mean") is None else s["mean"] for s in stats]
+        sem = [0.0 if s.get("sem") is None else s["sem"] for s in stats]
+        bars = ax.bar(x, mean, 0.6, yerr=sem, capsize=3, color="C0", label="ours (± SEM over seeds)")
+        ax.bar_label(bars, labels=["" if np.isnan(m) else format(m, c["fmt"]) for m in mean], fontsize=6, padding=2)
+        for j, model in enumerate(table["paper_models"]):
+            pts = [(xi, p["value"]) for xi, r in zip(x, rows) for p in r["paper"]
+                   if p["model"] == model and p["metric"] == c["key"] and p["value"] is not None]
+            if pts:
+                ax.scatter(*zip(*pts), marker=markers[j % len(markers)], color="k", zorder=3, label=f"paper: {model}")
+        unit = f" ({c['unit']})" if c["unit"] else ""
+        ax.set(title=c["name"], xlabel=xlabel, ylabel=f"{c['name']}{unit}")
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
+        values = [v for v in mean if not np.isnan(v)] + [p["value"] for r in rows for p in r["paper"]
+                                                        if p["metric"] == c["key"] and p["value"] is not None]
+        positive = [v for v in values if v > 0]
+        if c["unit"] == "" and values:  # a score in [0, 1]
+            ax.set_ylim(max(0.0, min(values) - 0.1), 1.04)
+        elif positive and max(positive) / min(positive) > 100:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    backbones = ", ".join(table["run"]["backbones"].values())
+    fig.suptitle(f"Table {table['table']}: {table['title']}\nours: {backbones}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig

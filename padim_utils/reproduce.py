@@ -1,0 +1,263 @@
+"""`padim reproduce`: re-run the paper's Tables I-VIII on this machine, resumably.
+
+    tables = reproduce(tables="all", out="build/reproduce", quick=True)   # OUT/table_III.md/.json/.png, README.md
+    tables = load_tables("build/reproduce")                               # {"I": {...}, ..., "VIII": {...}}
+
+A run is a plan: a list of units (study, backbone, category, setting, seed; see
+`reproduce_units`) built from the tables asked for, the data present and the weights
+present. Each unit's result is written to OUT/results/... as soon as it is done, so a run
+that is interrupted continues where it stopped; units whose result exists are skipped.
+One progress bar (with an ETA) covers the units still to compute. Then every table is
+written as markdown, JSON and a figure beside the paper's published numbers
+(`paper_results.json`, with its provenance), and OUT/README.md indexes them.
+
+Backbones: each table runs on the paper's backbones for it (`PAPER_BACKBONES`) whose
+ImageNet weights are on this machine; where none is, on EfficientNet-Lite0 (offline),
+whose rows say "offline_lite0 (not the paper's backbone)". `backbone=` picks one for
+every table (a torchvision backbone then downloads its weights if it must).
+Random channel choices are repeated over `seeds` seeds (the paper averages 10 random
+models); deterministic settings (PCA, every channel) run once.
+
+Quick mode: the `quick` preset (64 px) on the embedded quick-size data, 2 seeds:
+every table's structure in about a minute on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .errors import PadimError
+from .files import check_output_dir, write_json
+from .progress import progress_bar
+from .reproduce_units import (LAYER_SETTINGS, RD_DRAWS, REDUCTION_SETTINGS, Context, Sources, Unit, base_config,
+                              run_unit)
+
+__all__ = ["TABLES", "PAPER_BACKBONES", "OFFLINE_BACKBONE", "reproduce", "load_tables", "make_plan", "find_sources",
+           "choose_backbones", "parse_tables", "default_out"]
+
+TABLES = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
+#: The studies (kinds of unit) each table reads.
+TABLE_STUDIES = {"I": ("layers",), "II": ("reduction",), "III": ("mvtec",), "IV": ("stc",), "V": ("mvtec",),
+                 "VI": ("rd",), "VII": ("cost",), "VIII": ("cost", "stc")}
+#: The backbones the paper reports each table with.
+PAPER_BACKBONES = {"I": ("resnet18",), "II": ("resnet18",), "III": ("resnet18", "wide_resnet50_2"),
+                   "IV": ("resnet18",), "V": ("efficientnet_b5", "wide_resnet50_2"), "VI": ("wide_resnet50_2",),
+                   "VII": ("resnet18", "wide_resnet50_2"), "VIII": ("resnet18", "wide_resnet50_2")}
+#: What runs where none of a table's paper backbones has its weights here.
+OFFLINE_BACKBONE = "efficientnet_lite0"
+#: Run settings that must match to continue a run in the same folder.
+_RUN_KEYS = ("quick", "mvtec_root", "stc_root")
+
+
+# ---------------------------------------------------------------------------- arguments
+def parse_tables(tables) -> tuple[str, ...]:
+    """"all", one table ("III", "iii") or several ("I,III" or a list) -> table ids in the paper's order."""
+    items = [tables] if isinstance(tables, str) else list(tables)
+    names = [t.strip().upper() for item in items for t in str(item).split(",") if t.strip()]
+    if not names:
+        raise PadimError(f"no table named; choose from {', '.join(TABLES)} or all")
+    if "ALL" in names:
+        return TABLES
+    unknown = [n for n in names if n not in TABLES]
+    if unknown:
+        raise PadimError(f"unknown table {unknown[0]!r}; choose from {', '.join(TABLES)} or all")
+    return tuple(t for t in TABLES if t in names)
+
+
+def default_out(quick: bool) -> Path:
+    """build/reproduce, or build/reproduce_quick in quick mode (so the two never share a folder)."""
+    return Path("build") / ("reproduce_quick" if quick else "reproduce")
+
+
+def _check_seeds(seeds, quick: bool) -> int:
+    if seeds is None:
+        return 2 if quick else 10
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise PadimError(f"--seeds must be a whole number >= 1, got {seeds!r}")
+    return seeds
+
+
+def weights_present(backbone: str) -> bool:
+    """True where `backbone`'s ImageNet weights are on this machine (no download needed)."""
+    from .backbones import weights_status
+
+    return weights_status(backbone).startswith(("cached", "offline"))
+
+
+def choose_backbones(table: str, backbone: str | None = None) -> tuple[str, ...]:
+    """`backbone` if given; else the table's paper backbones whose weights are here; else the offline one."""
+    if backbone is not None:
+        return (backbone,)
+    present = tuple(b for b in PAPER_BACKBONES[table] if weights_present(b))
+    return present or (OFFLINE_BACKBONE,)
+
+
+def backbone_label(backbone: str) -> str:
+    """How a table names a backbone's rows: the paper's, or "offline_lite0 (not the paper's backbone)"."""
+    paper = {b for bs in PAPER_BACKBONES.values() for b in bs}
+    if backbone in paper:
+        return f"{backbone} (a paper backbone)"
+    if backbone == OFFLINE_BACKBONE:
+        return "offline_lite0 (not the paper's backbone)"
+    return f"{backbone} (not the paper's backbone)"
+
+
+# ---------------------------------------------------------------------------- data
+def _mvtec_order(categories) -> tuple[str, ...]:
+    from .datasets import mvtec_categories
+
+    known = [c for c in mvtec_categories() if c in categories]  # the paper's order: textures, then objects
+    return tuple(known + sorted(c for c in categories if c not in known))
+
+
+def find_sources(quick: bool, data=None) -> Sources:
+    """The data of a run. MVTec AD: `data` (a folder of category folders) if given; else real MVTec AD
+    under $PADIM_DATA/mvtec_ad (not in quick mode); else the embedded synthetic categories (generated once).
+    STC: real under $PADIM_DATA/stc (not in quick mode), else the synthetic STC-layout set."""
+    from .config import QUICK_DATA
+    from .course import stc_data
+    from .data import data_home, list_categories
+
+    if data is not None:
+        root = Path(data)
+        if not root.is_dir():
+            raise PadimError(f"--data {root}: no such folder (give the folder holding the MVTec AD categories)")
+        source = "MVTec AD"
+    else:
+        root, source = data_home() / "mvtec_ad", "MVTec AD"
+        if quick or not list_categories(root):
+            from .synthetic import make_synthetic_mvtec
+
+            root = make_synthetic_mvtec(data_home() / ("synthetic_quick" if quick else "synthetic"),
+                                        **(QUICK_DATA if quick else {}))
+            source = "embedded synthetic"
+    categories = _mvtec_order(list_categories(root))
+    if not categories:
+        raise PadimError(f"no MVTec AD category (a folder with train/ and test/) in {root}")
+    stc = stc_data(quick=quick, verbose=False, real=not quick)
+    return Sources(Path(root).absolute(), source, categories, Path(stc.root).absolute(), stc.source, stc.scenes,
+                   stc.frames_per_video)
+
+
+# ---------------------------------------------------------------------------- the plan
+def _seeds(setting: str, random: bool, seeds: int) -> range:
+    return range(seeds) if random or setting.startswith("random") else range(1)
+
+
+def make_plan(tables, backbones: dict[str, tuple[str, ...]], seeds: int, sources: Sources,
+              quick: bool) -> list[Unit]:
+    """Every unit the tables need, once, ordered so that neighbouring units share their cached features."""
+    studies = {(b, s) for t in tables for b in backbones[t] for s in TABLE_STUDIES[t]}
+    units: list[Unit] = []
+    for b in dict.fromkeys(b for t in tables for b in backbones[t]):  # in order, each once
+        random = base_config(b, quick).reduction == "random"
+        for c in sources.categories:
+            if (b, "layers") in studies:
+                units += [Unit("layers", b, c, s) for s in LAYER_SETTINGS]
+            if (b, "reduction") in studies:
+                units += [Unit("reduction", b, c, s, k) for s in REDUCTION_SETTINGS for k in _seeds(s, False, seeds)]
+            if (b, "mvtec") in studies:
+                units += [Unit("mvtec", b, c, "main", k) for k in _seeds("main", random, seeds)]
+        if (b, "rd") in studies:
+            units += [Unit("rd", b, c, f"rd{r}", k) for c in sources.categories for r in RD_DRAWS
+                      for k in _seeds("rd", random, seeds)]
+        if (b, "stc") in studies:
+            units += [Unit("stc", b, s, "main", k) for s in sources.scenes for k in _seeds("main", random, seeds)]
+        if (b, "cost") in studies:
+            units += [Unit("cost", b, c, "main") for c in sources.categories]
+    return units
+
+
+# ---------------------------------------------------------------------------- running it
+def _read_result(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # missing or unreadable: computed again
+
+
+def run_plan(units: list[Unit], out: Path, ctx: Context, progress: bool = True) -> tuple[dict[Unit, dict], int]:
+    """Compute every unit whose result is not yet under OUT/results; ({unit: result}, units computed now)."""
+    results, todo = {}, []
+    for unit in units:
+        found = _read_result(out / "results" / unit.path)
+        if found is None:
+            todo.append(unit)
+        else:
+            results[unit] = found
+    done = 0
+    bar = progress_bar(todo, f"reproduce ({len(results)} of {len(units)} units already done)", progress, unit="unit")
+    try:
+        for unit in bar:
+            bar.set_postfix_str(str(unit), refresh=False)
+            results[unit] = run_unit(unit, ctx)
+            write_json(out / "results" / unit.path, results[unit])
+            done += 1
+    except KeyboardInterrupt:
+        print(f"interrupted: {len(units) - len(todo) + done} of {len(units)} units are saved in {out / 'results'}; "
+              "run the same command again to continue")
+        raise
+    finally:
+        bar.close()
+    return results, done
+
+
+def _check_run(out: Path, run: dict) -> None:
+    """A folder holds one run's results: refuse to mix in another data set or mode."""
+    path = out / "run.json"
+    before = _read_result(path)
+    if before is not None:
+        diff = [k for k in _RUN_KEYS if before.get(k) != run[k]]
+        if diff:
+            raise PadimError(f"{out} holds the results of another run ({', '.join(f'{k}={before.get(k)}' for k in diff)}); "
+                             "use another --out or delete that folder")
+    write_json(path, run)
+
+
+def reproduce(tables="all", out=None, quick: bool = False, seeds: int | None = None, backbone: str | None = None,
+              data=None, device: str = "auto", progress: bool = True) -> dict[str, dict]:
+    """Re-run the paper's `tables` and write them under `out`; {table id: the table as written to its JSON}.
+
+    `quick`: the 64 px preset on the embedded quick-size data (default seeds 2, else 10);
+    `backbone`: one backbone for every table (default: the paper's where its weights are here, else
+    EfficientNet-Lite0); `data`: a folder of MVTec AD categories; `device`: auto, cpu or cuda.
+    """
+    from .backbones import available_backbones
+    from .reproduce_tables import write_tables
+
+    ids = parse_tables(tables)
+    seeds = _check_seeds(seeds, quick)
+    out = check_output_dir(default_out(quick) if out is None else out, "--out")
+    if backbone is not None and backbone not in available_backbones():
+        raise PadimError(f"unknown backbone {backbone!r}; available: {', '.join(available_backbones())}")
+    sources = find_sources(quick, data)
+    _check_run(out, {"quick": quick, "mvtec_root": str(sources.mvtec_root), "stc_root": str(sources.stc_root)})
+    backbones = {t: choose_backbones(t, backbone) for t in ids}
+    units = make_plan(ids, backbones, seeds, sources, quick)
+    start = time.perf_counter()
+    results, computed = run_plan(units, out, Context(sources, quick, device), progress)
+    seconds = time.perf_counter() - start
+    info = {"seeds": seeds, "quick": quick, "sources": sources.to_dict(), "units": len(units),
+            "computed": computed, "seconds": seconds, "backbones": {t: list(b) for t, b in backbones.items()},
+            "labels": {b: backbone_label(b) for bs in backbones.values() for b in bs}}
+    written = write_tables(out, ids, results, info)
+    print(f"{len(units)} units ({computed} computed now, {len(units) - computed} found) in {seconds:.0f} s; "
+          f"{len(written)} table(s) -> {out / 'README.md'}")
+    return written
+
+
+def load_tables(out) -> dict[str, dict]:
+    """The tables a run wrote under `out` ({table id: the JSON of table_<id>.json}), in the paper's order."""
+    out = Path(out)
+    found = {t: out / f"table_{t}.json" for t in TABLES if (out / f"table_{t}.json").is_file()}
+    if not found:
+        raise PadimError(f"no table_*.json in {out}: run `padim reproduce --out {out}` first")
+    tables = {}
+    for t, path in found.items():
+        try:
+            tables[t] = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise PadimError(f"cannot read {path}: {e}") from None
+    return tables

@@ -1,0 +1,398 @@
+"""The tables of `padim reproduce`: our numbers, mean ± SEM over seeds, beside the paper's published ones.
+
+Each table is written three ways: OUT/table_<id>.md, table_<id>.json and table_<id>.png.
+The JSON (what `reproduce.load_tables` reads back) is
+
+    {"table": "III", "title": ..., "citation": ..., "columns": [{"key", "name", "unit", "fmt"}],
+     "labels": ["group", "category"],          # the columns that name a row
+     "paper_models": ["PaDiM-R18-Rd100", ...], # the paper's columns
+     "rows": [{"labels": {...}, "backbone": "efficientnet_lite0",
+               "backbone_label": "offline_lite0 (not the paper's backbone)", "data": "embedded synthetic",
+               "ours": {"pixel_auroc": {"mean", "sem", "n", "values"}},  # values: one per seed (Rd draw in VI)
+               "paper": [{"model", "metric", "value", "source"}]}],      # source: its path in paper_results.json
+     "provenance": [...], "notes": [...], "run": {...}}
+
+A row over several categories (a group mean) averages the categories seed by seed, then
+takes mean ± SEM over the seeds: the paper's "averaged over 10 random models". SEM is
+std(ddof=1) / sqrt(n); with n = 1 no ± is shown. A published value is None ("—") where
+the paper gives none or it could not be verified; every published value carries its
+`source`, so it can be checked against `paper_results.json` and its provenance notes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .files import write_json, write_text
+from .paper import CITATION, category_group, paper_results
+from .reproduce_units import LAYER_SETTINGS, REDUCTION_SETTINGS, Unit
+
+__all__ = ["mean_sem", "paper_lookup", "build_table", "table_markdown", "write_tables", "TITLES"]
+
+TITLES = {
+    "I": "Which layers? Each layer alone, the sum of the three single-layer maps, one joint Gaussian",
+    "II": "Random channels vs PCA at the paper's d = 100 and 200",
+    "III": "Localisation per class: pixel AUROC and PRO",
+    "IV": "ShanghaiTech Campus: pixel AUROC",
+    "V": "Detection per class: image AUROC",
+    "VI": "Rd-MVTec AD (random rotation and crop), averaged over 5 random preprocessings",
+    "VII": "Time: inference per image, fit per class",
+    "VIII": "Memory: the model (means + covariances) and the peak during fit and predict",
+}
+_COLUMNS = {  # key -> (name, unit, format)
+    "image_auroc": ("image AUROC", "", ".3f"), "pixel_auroc": ("pixel AUROC", "", ".3f"),
+    "pixel_aupro": ("PRO (AU-PRO to FPR 0.3)", "", ".3f"), "frame_auroc": ("frame AUROC", "", ".3f"),
+    "seconds_per_image": ("inference time per image", "s", ".3g"), "fit_seconds": ("fit time per class", "s", ".3g"),
+    "model_gb": ("model size", "GB", ".3g"), "peak_gb": ("peak memory", "GB", ".3g"),
+}
+_PAPER_NAME = {"pixel_aupro": "pro"}  # our metric -> its name in paper_results.json
+_LAYER_LABELS = dict(zip(LAYER_SETTINGS, ("layer 1 alone", "layer 2 alone", "layer 3 alone",
+                                          "sum of the 3 single-layer maps", "layers 1+2+3, one joint Gaussian")))
+
+
+# ---------------------------------------------------------------------------- numbers
+def mean_sem(values) -> dict:
+    """{"mean", "sem", "n", "values"}: SEM = std(ddof=1) / sqrt(n), None for n < 2 (and everything None for n = 0)."""
+    v = [float(x) for x in values]
+    if not v:
+        return {"mean": None, "sem": None, "n": 0, "values": []}
+    sem = float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
+    return {"mean": float(np.mean(v)), "sem": sem, "n": len(v), "values": v}
+
+
+def paper_lookup(path: str):
+    """The value at `path` ("a/b/0") in paper_results.json; None where it is null or absent."""
+    node = paper_results()
+    for part in path.split("/"):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def _paper(model: str, metric: str, path: str | None) -> dict:
+    value = None if path is None else paper_lookup(path)
+    return {"model": model, "metric": metric, "value": value, "source": None if value is None else path}
+
+
+def _metrics(record: dict) -> dict:
+    """A unit's result with the derived numbers the tables show (GB, not bytes)."""
+    out = dict(record)
+    out["model_gb"] = record["model_bytes"] / 1e9 if "model_bytes" in record else None
+    out["peak_gb"] = record["peak_memory_bytes"] / 1e9 if "peak_memory_bytes" in record else None
+    out["frame_auroc"] = record.get("image_auroc")
+    return out
+
+
+def _collect(results: dict[Unit, dict], study: str, backbone: str, by_draw: bool = False) -> dict:
+    """{(setting, category): {replicate: metrics}}; the replicate is the seed, or with `by_draw` the Rd draw
+    (its seeds averaged)."""
+    grouped: dict = defaultdict(lambda: defaultdict(list))
+    for unit, record in results.items():
+        if unit.study == study and unit.backbone == backbone:
+            setting, rep = ("rd", int(unit.setting.removeprefix("rd"))) if by_draw else (unit.setting, unit.seed)
+            grouped[(setting, unit.category)][rep].append(_metrics(record))
+    out = {}
+    for key, reps in grouped.items():
+        out[key] = {}
+        for rep, records in reps.items():
+            out[key][rep] = {k: (None if any(r.get(k) is None for r in records) else float(np.mean([r[k] for r in records])))
+                             for k in _COLUMNS if all(k in r for r in records)}
+            out[key][rep]["record"] = records[0]
+    return out
+
+
+def _values(data: dict, setting: str, categories, metric: str) -> list[float]:
+    """One value per replicate: the categories' mean, over the replicates every category has."""
+    per = [data.get((setting, c), {}) for c in categories]
+    if not per or not all(per):
+        return []
+    reps = sorted(set.intersection(*(set(p) for p in per)))
+    vals = [[p[r].get(metric) for p in per] for r in reps]
+    return [float(np.mean(v)) for v in vals if v and None not in v]
+
+
+def _first_record(data: dict, setting: str, categories) -> dict:
+    for c in categories:
+        for rep in data.get((setting, c), {}).values():
+            return rep["record"]
+    return {}
+
+
+def _row(labels: dict, backbone: str, info: dict, data_name: str, ours: dict, paper: list, **extra) -> dict:
+    return {"labels": labels, "backbone": backbone, "backbone_label": info["labels"][backbone], "data": data_name,
+            "ours": {k: mean_sem(v) for k, v in ours.items()}, "paper": paper, **extra}
+
+
+def _group(category: str) -> str:
+    """The paper's group of a category; the embedded synthetic ones by what they imitate (carpet_syn: textures)."""
+    return category_group(category.removesuffix("_syn"))
+
+
+def _grouped_rows(data, setting, categories, metrics, backbone, info, data_name, paper_for) -> list[dict]:
+    """One row per category (textures, then objects, then others), each group's mean, the mean of all.
+    `paper_for(name)`: the paper's entries for a real category or a group ("textures", "objects", "mean")."""
+    from .paper import MVTEC_OBJECTS, MVTEC_TEXTURES
+
+    real = set(MVTEC_TEXTURES + MVTEC_OBJECTS)
+    groups: dict[str, list[str]] = {"textures": [], "objects": [], "other": []}
+    for c in categories:
+        groups[_group(c)].append(c)
+    rows = []
+    for g, cats in groups.items():
+        for c in cats:
+            rows.append(_row({"group": g, "category": c}, backbone, info, data_name,
+                             {m: _values(data, setting, [c], m) for m in metrics}, paper_for(c) if c in real else []))
+        if cats and g != "other":
+            rows.append(_row({"group": g, "category": f"mean of {len(cats)}"}, backbone, info, data_name,
+                             {m: _values(data, setting, cats, m) for m in metrics}, paper_for(g)))
+    rows.append(_row({"group": "all", "category": f"mean of {len(categories)}"}, backbone, info, data_name,
+                     {m: _values(data, setting, categories, m) for m in metrics}, paper_for("mean")))
+    return rows
+
+
+def _mvtec_paper(models, metrics):
+    def paper_for(name: str) -> list[dict]:
+        return [_paper(m, k, f"mvtec_localization_and_detection/{m}/{name}/{_PAPER_NAME.get(k, k)}")
+                for m in models for k in metrics]
+    return paper_for
+
+
+# ---------------------------------------------------------------------------- the eight tables
+def _table_layers(results, info, backbones, categories):
+    metrics, rows = ("pixel_auroc", "pixel_aupro"), []
+    for b in backbones:
+        data = _collect(results, "layers", b)
+        for s in LAYER_SETTINGS:
+            rec = _first_record(data, s, categories)
+            ours = "+".join(rec.get("layers", [])) + f" ({rec.get('channels' if s == 'sum_of_3_maps' else 'd', '?')} ch)"
+            paper = [_paper("PaDiM-R18 (all 448 channels)", m, f"ablation_layers_r18_all448/{s}/{i}")
+                     for i, m in enumerate(metrics)]
+            per_category = {c: {m: (_values(data, s, [c], m) or [None])[0] for m in metrics} for c in categories}
+            rows.append(_row({"setting": _LAYER_LABELS[s], "our layers": ours}, b, info, info["sources"]["mvtec"],
+                             {m: _values(data, s, categories, m) for m in metrics}, paper, per_category=per_category))
+    notes = ["Every channel of the layers used (no reduction), one Gaussian per patch position, as the paper's Table I.",
+             "The paper's layer i is our i-th hooked layer (on EfficientNet-Lite0: blocks.1, blocks.2, blocks.4, "
+             "strides 4, 8, 16 like ResNet's layers 1-3). Our numbers are the mean over the categories; "
+             "per_category in the JSON."]
+    return metrics, ["setting", "our layers"], ["PaDiM-R18 (all 448 channels)"], rows, notes
+
+
+def _table_reduction(results, info, backbones, categories):
+    metrics, rows = ("pixel_auroc", "pixel_aupro"), []
+    for b in backbones:
+        data = _collect(results, "reduction", b)
+        for s in REDUCTION_SETTINGS:
+            rec = _first_record(data, s, categories)
+            kind, paper_d = s.split("_")
+            name = "every channel" if kind == "none" else f"{'random' if kind == 'random' else 'PCA'}, d = {paper_d}"
+            paper = [_paper("PaDiM-R18 (layers 1-3)", m, f"ablation_reduction_r18/{s}/{i}")
+                     for i, m in enumerate(metrics)]
+            rows.append(_row({"setting": name, "our d": f"{rec.get('d', '?')} of {rec.get('channels', '?')}"}, b, info,
+                             info["sources"]["mvtec"], {m: _values(data, s, categories, m) for m in metrics}, paper))
+    notes = ["The paper's d = 100 and 200 are out of ResNet18's 448 channels; on another backbone d is the same "
+             "fraction of its channels (round(d * C / 448)).",
+             "Random rows: mean ± SEM over the seeds (the paper averages 10 random models); PCA and every channel are "
+             "deterministic (one run). Our numbers are means over the categories."]
+    return metrics, ["setting", "our d"], ["PaDiM-R18 (layers 1-3)"], rows, notes
+
+
+def _table_mvtec(metrics, models, study="mvtec", by_draw=False):
+    def build(results, info, backbones, categories):
+        rows = []
+        for b in backbones:
+            data = _collect(results, study, b, by_draw=by_draw)
+            setting = "rd" if by_draw else "main"
+            paper_for = (_mvtec_paper(models, metrics) if study == "mvtec" else
+                         lambda name: [_paper(m, k, f"rd_mvtec/{m}/{_PAPER_NAME.get(k, k)}" if name == "mean" else None)
+                                       for m in models for k in metrics])
+            rows += _grouped_rows(data, setting, categories, metrics, b, info, info["sources"]["mvtec"], paper_for)
+        notes = ["Each row: the backbone's preset (random d channels), mean ± SEM over the seeds; a group's mean "
+                 "averages its categories seed by seed. The embedded synthetic categories count as the group "
+                 "they imitate (carpet_syn: textures, bottle_syn: objects) and have no published value."]
+        if by_draw:
+            notes.append("Rd-MVTec: each image and mask rotated by a random angle in [-10, 10] degrees and cropped "
+                         "at random from 256 to 224 px; ± is the SEM over the 5 random preprocessings (each the mean "
+                         "over the channel seeds).")
+        return metrics, ["group", "category"], list(models), rows, notes
+    return build
+
+
+def _table_stc(results, info, backbones, categories):
+    metrics, models, rows = ("pixel_auroc", "frame_auroc"), ("PaDiM-R18-Rd100", "SPADE"), []
+    scenes = info["sources"]["scenes"]
+    for b in backbones:
+        data = _collect(results, "stc", b)
+        for s in scenes:
+            rows.append(_row({"scene": s}, b, info, info["sources"]["stc"],
+                             {m: _values(data, "main", [s], m) for m in metrics}, []))
+        rows.append(_row({"scene": f"mean of {len(scenes)}"}, b, info, info["sources"]["stc"],
+                         {m: _values(data, "main", scenes, m) for m in metrics},
+                         [_paper(m, "pixel_auroc", f"stc_pixel_auroc/{m}") for m in models]))
+    notes = ["One model per scene, frames resized without a crop, each frame an image (frame AUROC: its score "
+             "against its label; the paper reports pixel AUROC only)."]
+    return metrics, ["scene"], list(models), rows, notes
+
+
+def _table_time(results, info, backbones, categories):
+    metrics, models, rows = ("seconds_per_image", "fit_seconds"), ("PaDiM-R18-Rd100", "PaDiM-WR50-Rd550", "SPADE-WR50"), []
+    for b in backbones:
+        data = _collect(results, "cost", b)
+        machine = _first_record(data, "main", categories).get("device_name", "?")
+        for c in categories:
+            rows.append(_row({"category": c, "machine": machine}, b, info, info["sources"]["mvtec"],
+                             {m: _values(data, "main", [c], m) for m in metrics}, []))
+        rows.append(_row({"category": f"mean of {len(categories)}", "machine": machine}, b, info,
+                         info["sources"]["mvtec"], {m: _values(data, "main", categories, m) for m in metrics},
+                         [_paper(m, "seconds_per_image", f"cost/cpu_inference_s_per_image/{m}") for m in models]
+                         + [_paper(m, "fit_seconds", f"cost/fit_s_per_class_cpu/{m}") for m in models]))
+    notes = ["Ours: the whole pipeline from the image files (reading, resizing, backbone, Gaussians, maps) on this "
+             "machine, one run per category; inference time = predict time of the test set / its images.",
+             f"The paper's times were taken on its own machine: {paper_lookup('cost/cpu_inference_s_per_image/_cpu')}."]
+    return metrics, ["category", "machine"], list(models), rows, notes
+
+
+def _table_memory(results, info, backbones, categories):
+    metrics, models, rows = ("model_gb", "peak_gb"), ("PaDiM-R18-Rd100", "PaDiM-WR50-Rd550", "SPADE"), []
+    scenes = info["sources"]["scenes"]
+    for b in backbones:
+        for study, names, data_name, key in (("cost", categories, info["sources"]["mvtec"], "mvtec"),
+                                             ("stc", scenes, info["sources"]["stc"], "stc")):
+            data = _collect(results, study, b)
+            if not data:
+                continue
+            # stc units are seeded: seed 0's model (the size does not depend on the seed)
+            data = {k: {r: v for r, v in reps.items() if r == 0} for k, reps in data.items()}
+            for c in names:
+                rows.append(_row({"data": key, "category": c}, b, info, data_name,
+                                 {m: _values(data, "main", [c], m) for m in metrics}, []))
+            rows.append(_row({"data": key, "category": f"mean of {len(names)}"}, b, info, data_name,
+                             {m: _values(data, "main", names, m) for m in metrics},
+                             [_paper(m, "model_gb", f"cost/memory_gb/{key}/{m}") for m in models]))
+    notes = ["Model size: the float32 means and inverse covariances PaDiM keeps (what the paper's Table VIII "
+             "counts; it does not grow with the training set, SPADE's does). Peak memory: the process's peak "
+             "resident memory during fit + predict on the CPU (everything: libraries, backbone, images), torch's "
+             "peak allocation on a GPU; measured on the MVTec AD runs of Table VII only."]
+    return metrics, ["data", "category"], list(models), rows, notes
+
+
+_BUILDERS = {
+    "I": _table_layers, "II": _table_reduction,
+    "III": _table_mvtec(("pixel_auroc", "pixel_aupro"), ("PaDiM-R18-Rd100", "PaDiM-WR50-Rd550")),
+    "IV": _table_stc,
+    "V": _table_mvtec(("image_auroc",), ("PaDiM-R18-Rd100", "PaDiM-WR50-Rd550", "PaDiM-EfficientNet-B5")),
+    "VI": _table_mvtec(("pixel_auroc", "pixel_aupro"), ("PaDiM-WR50-Rd550",), study="rd", by_draw=True),
+    "VII": _table_time, "VIII": _table_memory,
+}
+
+
+def _spread(table: str, seeds: int) -> str:
+    """What ± means in `table`."""
+    if table == "VI":
+        return f"mean ± SEM over the 5 random preprocessings, each the mean over {seeds} channel seed(s)"
+    if table in ("I", "VII", "VIII"):
+        return "one run per setting (no random choice), so no ±"
+    return f"mean ± SEM over {seeds} seed(s) of the random channel choice; no ± where a setting is deterministic (n = 1)"
+
+
+def build_table(table: str, results: dict[Unit, dict], info: dict) -> dict:
+    """Table `table` from the units' results and the run's `info` (seeds, sources, backbones, labels)."""
+    backbones = info["backbones"][table]
+    categories = info["sources"]["categories"]
+    metrics, labels, models, rows, notes = _BUILDERS[table](results, info, backbones, categories)
+    provenance = [paper_results()["_about"]]
+    extra = {"I": "ablation_layers_r18_all448/_columns", "II": "ablation_reduction_r18/_columns",
+             "VI": "rd_mvtec/PaDiM-WR50-Rd550/_note", "VII": "cost/cpu_inference_s_per_image/_cpu"}.get(table)
+    if extra:
+        provenance.append(f"{extra.split('/')[0]}: {paper_lookup(extra)}")
+    return {"table": table, "title": TITLES[table], "citation": CITATION,
+            "paper": f"Table {table} of {CITATION}",
+            "columns": [{"key": k, "name": _COLUMNS[k][0], "unit": _COLUMNS[k][1], "fmt": _COLUMNS[k][2]} for k in metrics],
+            "labels": labels, "paper_models": models, "rows": rows, "provenance": provenance, "notes": notes,
+            "spread": _spread(table, info["seeds"]),
+            "run": {"seeds": info["seeds"], "quick": info["quick"], "backbones": {b: info["labels"][b] for b in backbones},
+                    "data": {"mvtec": info["sources"]["mvtec"], "stc": info["sources"]["stc"]}}}
+
+
+# ---------------------------------------------------------------------------- writing
+def _cell(stat: dict | None, fmt: str) -> str:
+    if not stat or stat.get("mean") is None:
+        return "—"
+    text = format(stat["mean"], fmt)
+    return text if stat.get("sem") is None else f"{text} ± {format(stat['sem'], fmt)}"
+
+
+def _paper_cell(row: dict, model: str, metric: str, fmt: str) -> str:
+    for p in row["paper"]:
+        if p["model"] == model and p["metric"] == metric and p["value"] is not None:
+            return format(p["value"], fmt)
+    return "—"
+
+
+def table_markdown(table: dict) -> str:
+    """The table as markdown: ours (mean ± SEM) beside the paper's, then what the numbers are and where the
+    published ones come from."""
+    cols = []  # (header, function of a row)
+    for c in table["columns"]:
+        unit = f" ({c['unit']})" if c["unit"] else ""
+        cols.append((f"{c['name']}{unit}: ours", lambda r, c=c: _cell(r["ours"].get(c["key"]), c["fmt"])))
+        for m in table["paper_models"]:
+            if any(p["model"] == m and p["metric"] == c["key"] and p["value"] is not None for r in table["rows"]
+                   for p in r["paper"]):
+                cols.append((f"{c['name']}{unit}: paper {m}", lambda r, c=c, m=m: _paper_cell(r, m, c["key"], c["fmt"])))
+    header = [*table["labels"], "backbone", *(h for h, _ in cols)]
+    lines = [f"## Table {table['table']} · {table['title']}", ""]
+    run = table["run"]
+    for b, label in run["backbones"].items():
+        lines.append(f"- **Ours: {label}**" + ("" if "a paper backbone" in label else
+                     ": its numbers sit beside the paper's for reference, they are not the same experiment") + ".")
+    lines += [f"- Data: {run['data']['stc'] if table['table'] == 'IV' else run['data']['mvtec']}"
+              f"{' (quick mode: 64 px images, a few training images)' if run['quick'] else ''}; {table['spread']}.",
+              f"- Paper: {table['paper']} (`padim_utils/paper_results.json`); — = not published or not verified.", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in table["rows"]:
+        cells = [str(r["labels"].get(k, "")) for k in table["labels"]] + [r["backbone_label"]] + [f(r) for _, f in cols]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", *(f"- {n}" for n in table["notes"]), *(f"- Provenance: {p}" for p in table["provenance"])]
+    return "\n".join(lines) + "\n"
+
+
+def _readme(tables: dict[str, dict], info: dict) -> str:
+    s = info["sources"]
+    lines = ["# PaDiM, reproduced on this machine", "",
+             f"The paper: {CITATION}. Made by `padim reproduce` ({'quick mode, ' if info['quick'] else ''}"
+             f"{info['seeds']} seed(s); {info['units']} units, {info['computed']} computed in the last run "
+             f"({info['seconds']:.0f} s), the rest found in `results/`).", "",
+             f"- MVTec AD data: {s['mvtec']} ({', '.join(s['categories'])}) from `{s['mvtec_root']}`",
+             f"- STC data: {s['stc']} (scenes {', '.join(s['scenes'])}) from `{s['stc_root']}`",
+             "- Backbones: " + "; ".join(f"{b}: {label}" for b, label in info["labels"].items()), "",
+             "| table | what | files |", "|---|---|---|"]
+    for t, table in tables.items():
+        lines.append(f"| {t} | {table['title']} | [markdown](table_{t}.md) · [JSON](table_{t}.json) · "
+                     f"[figure](table_{t}.png) |")
+    lines += ["", "Rows of a backbone that is not the paper's are labelled so: compare the direction of an effect "
+                  "with the paper, not the value. The published numbers come from `padim_utils/paper_results.json` "
+                  "with their provenance; `results/` holds one JSON per unit (a rerun continues from them)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(out: Path, tables, results: dict[Unit, dict], info: dict) -> dict[str, dict]:
+    """Build and write OUT/table_<id>.md/.json/.png for each of `tables`, and OUT/README.md; {id: table}."""
+    from .plots import plot_reproduced_table, save_figure
+
+    written = {}
+    for t in tables:
+        table = build_table(t, results, info)
+        write_json(out / f"table_{t}.json", table)
+        write_text(out / f"table_{t}.md", table_markdown(table))
+        save_figure(plot_reproduced_table(table), out / f"table_{t}.png")
+        written[t] = table
+    write_text(out / "README.md", _readme(written, info))
+    return written

@@ -1,0 +1,279 @@
+"""`padim reproduce`: every table from a quick run, the published numbers, mean ± SEM, resume, bad arguments.
+
+One quick run of all eight tables (the `padim reproduce --quick` command, about a minute on a 2-core
+CPU) is shared by the tests below; the resume and interruption tests re-run parts of it.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+from PIL import Image
+
+from conftest import REPO
+from padim_utils import cli
+from padim_utils import reproduce as rp
+from padim_utils.errors import PadimError
+from padim_utils.reproduce_tables import mean_sem, table_markdown
+from padim_utils.reproduce_units import Unit
+
+PAPER_FILE = REPO / "padim_utils" / "paper_results.json"
+
+
+@pytest.fixture(scope="module")
+def data_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("reproduce_data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PADIM_DATA", str(home))
+        mp.setenv("PADIM_PROGRESS", "0")
+        yield home
+
+
+@pytest.fixture(scope="module")
+def quick_run(data_home, tmp_path_factory):
+    """`padim reproduce --quick --table all` through the command line: (out folder, units computed)."""
+    out = tmp_path_factory.mktemp("reproduce") / "out"
+    calls = []
+    real = rp.run_unit
+
+    def spy(unit, ctx):
+        calls.append(unit)
+        return real(unit, ctx)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rp, "run_unit", spy)
+        code = cli.main(["reproduce", "--quick", "--table", "all", "--device", "cpu", "--quiet", "--out", str(out)])
+    assert code == 0
+    return out, calls
+
+
+def _results(out: Path) -> dict[Unit, dict]:
+    """Every unit result under OUT/results, read back without the package's own reader."""
+    found = {}
+    for path in (out / "results").rglob("seed*.json"):
+        record = json.loads(path.read_text())
+        found[Unit(**record["unit"])] = record
+    return found
+
+
+def _row(table, **labels):
+    rows = [r for r in table["rows"] if all(r["labels"].get(k) == v for k, v in labels.items())]
+    assert len(rows) == 1, f"{labels}: {len(rows)} rows"
+    return rows[0]
+
+
+# ---------------------------------------------------------------------------- the quick run
+def test_quick_run_writes_every_table(quick_run):
+    out, calls = quick_run
+    tables = rp.load_tables(out)
+    assert list(tables) == list(rp.TABLES)
+    readme = (out / "README.md").read_text()
+    for t, table in tables.items():
+        for ext in ("md", "json", "png"):
+            assert (out / f"table_{t}.{ext}").is_file()
+            assert f"table_{t}.{ext}" in readme
+        with Image.open(out / f"table_{t}.png") as im:
+            assert im.size[0] > 400 and im.size[1] > 200
+        assert table["table"] == t and table["rows"] and table["columns"] and table["citation"]
+        assert table["provenance"] and table["paper_models"]
+        for row in table["rows"]:
+            assert row["backbone"] == "efficientnet_lite0"
+            assert row["backbone_label"] == "offline_lite0 (not the paper's backbone)"
+            assert set(row["labels"]) == set(table["labels"])
+            assert set(row["ours"]) == {c["key"] for c in table["columns"]}
+        md = (out / f"table_{t}.md").read_text()
+        assert md.startswith(f"## Table {t} · ") and "offline_lite0 (not the paper's backbone)" in md
+        assert md.count("\n| ") == len(table["rows"]) + 1  # header + one line per row
+    # one unit per (study, category, setting, seed), each computed once; seeds only where the choice is random
+    assert len(calls) == len(set(calls)) == len(_results(out))
+    seeds = {(u.study, u.setting): set() for u in calls}
+    for u in calls:
+        seeds[(u.study, u.setting)].add(u.seed)
+    assert seeds[("reduction", "random_100")] == {0, 1} and seeds[("reduction", "pca_100")] == {0}
+    assert seeds[("layers", "joint_gaussian_1_2_3")] == {0} and seeds[("cost", "main")] == {0}
+    assert seeds[("mvtec", "main")] == {0, 1} and {s for (st, _), v in seeds.items() if st == "rd" for s in v} == {0, 1}
+
+
+def test_every_published_number_is_the_paper_files(quick_run):
+    """Each published value equals the one at its source path in paper_results.json (read here with json)."""
+    paper = json.loads(PAPER_FILE.read_text())
+
+    def at(path):
+        node = paper
+        for part in path.split("/"):
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return node
+
+    tables = rp.load_tables(quick_run[0])
+    for t, table in tables.items():
+        shown = [p for r in table["rows"] for p in r["paper"] if p["value"] is not None]
+        assert shown, f"table {t} shows no published number"
+        for p in shown:
+            assert at(p["source"]) == p["value"], (t, p)
+    # a few by hand, from the paper (Defard et al., 2020)
+    assert _row(tables["I"], setting="layers 1+2+3, one joint Gaussian")["paper"][0]["value"] == 0.971
+    mean = _row(tables["III"], group="all")
+    assert {(p["model"], p["metric"]): p["value"] for p in mean["paper"]}[("PaDiM-WR50-Rd550", "pixel_aupro")] == 0.921
+    assert [p["value"] for p in _row(tables["IV"], scene="mean of 2")["paper"]] == [0.912, 0.899]
+    assert [p["value"] for p in _row(tables["VI"], group="all")["paper"]] == [0.922, 0.731]
+    assert 0.23 in [p["value"] for p in _row(tables["VII"], category="mean of 2")["paper"]]
+    assert 3.8 in [p["value"] for p in _row(tables["VIII"], data="mvtec", category="mean of 2")["paper"]]
+    # nothing is published for the synthetic categories
+    assert all(p["value"] is None for p in _row(tables["III"], category="bottle_syn")["paper"])
+
+
+def test_table_numbers_are_the_units_mean_and_sem(quick_run):
+    """Recomputed from the unit files: seed by seed means over the categories, then numpy mean and scipy's SEM."""
+    out = quick_run[0]
+    results = _results(out)
+    tables = rp.load_tables(out)
+
+    def per_seed(study, setting, metric):
+        seeds = sorted({u.seed for u in results if u.study == study and u.setting == setting})
+        return [np.mean([r[metric] for u, r in results.items() if (u.study, u.setting, u.seed) == (study, setting, s)])
+                for s in seeds]
+
+    v = per_seed("mvtec", "main", "pixel_aupro")
+    ours = _row(tables["III"], group="all")["ours"]["pixel_aupro"]
+    assert len(v) == 2 and ours["n"] == 2
+    assert ours["mean"] == pytest.approx(np.mean(v), abs=1e-12)
+    assert ours["sem"] == pytest.approx(scipy.stats.sem(v), abs=1e-12)
+    v = per_seed("reduction", "random_100", "pixel_auroc")
+    ours = _row(tables["II"], setting="random, d = 100")["ours"]["pixel_auroc"]
+    assert ours["sem"] == pytest.approx(scipy.stats.sem(v), abs=1e-12)
+    pca = _row(tables["II"], setting="PCA, d = 100")["ours"]["pixel_auroc"]
+    assert pca["n"] == 1 and pca["sem"] is None
+    # Table VI: each Rd draw averaged over the channel seeds, then mean ± SEM over the 5 draws
+    draws = [np.mean([r["pixel_auroc"] for u, r in results.items() if u.study == "rd" and u.setting == f"rd{d}"])
+             for d in range(5)]
+    ours = _row(tables["VI"], group="all")["ours"]["pixel_auroc"]
+    assert ours["n"] == 5 and ours["sem"] == pytest.approx(scipy.stats.sem(draws), abs=1e-12)
+    # Table V reads the same units as Table III
+    assert _row(tables["V"], category="bottle_syn")["ours"]["image_auroc"]["values"] == \
+        [r["image_auroc"] for u, r in sorted(results.items()) if u.study == "mvtec" and u.category == "bottle_syn"]
+
+
+def test_second_run_computes_nothing(quick_run, monkeypatch):
+    out = quick_run[0]
+    before = rp.load_tables(out)
+    calls = []
+    monkeypatch.setattr(rp, "run_unit", lambda unit, ctx: calls.append(unit))
+    tables = rp.reproduce("all", out=out, quick=True, device="cpu", progress=False)
+    assert calls == []
+    assert [r["ours"] for r in tables["III"]["rows"]] == [r["ours"] for r in before["III"]["rows"]]
+
+
+def test_cli_continues_a_finished_run(quick_run, monkeypatch, capsys):
+    monkeypatch.setattr(rp, "run_unit", lambda unit, ctx: pytest.fail(f"{unit} computed again"))
+    assert cli.main(["reproduce", "--quick", "--table", "III", "--out", str(quick_run[0]), "--quiet"]) == 0
+    assert "Table III: Localisation per class" in capsys.readouterr().out
+
+
+def test_interrupted_run_keeps_finished_units(data_home, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real, calls = rp.run_unit, []
+
+    def interrupt_third(unit, ctx):
+        calls.append(unit)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(unit, ctx)
+
+    monkeypatch.setattr(rp, "run_unit", interrupt_third)
+    with pytest.raises(KeyboardInterrupt):
+        rp.reproduce("I", out=out, quick=True, device="cpu", progress=False)
+    saved = _results(out)
+    assert sorted(saved) == sorted(calls[:2]) and not (out / "table_I.json").exists()
+
+    again = []
+    monkeypatch.setattr(rp, "run_unit", lambda unit, ctx: again.append(unit) or real(unit, ctx))
+    tables = rp.reproduce("I", out=out, quick=True, device="cpu", progress=False)
+    assert len(again) == 10 - 2 and not set(again) & set(saved)  # 2 categories x 5 settings, minus the saved 2
+    assert len(_results(out)) == 10 and len(tables["I"]["rows"]) == 5
+
+
+# ---------------------------------------------------------------------------- pieces
+def test_mean_sem_against_numpy_and_scipy():
+    values = [0.91, 0.87, 0.95, 0.90]
+    s = mean_sem(values)
+    assert s["mean"] == pytest.approx(np.mean(values)) and s["n"] == 4
+    assert s["sem"] == pytest.approx(scipy.stats.sem(values))
+    assert s["sem"] == pytest.approx(np.std(values, ddof=1) / 2)
+    assert mean_sem([0.5]) == {"mean": 0.5, "sem": None, "n": 1, "values": [0.5]}
+    assert mean_sem([])["mean"] is None
+
+
+def test_markdown_shows_sem_only_for_several_seeds():
+    table = {"table": "III", "title": "t", "paper": "Table III", "labels": ["category"], "paper_models": ["P"],
+             "columns": [{"key": "pixel_auroc", "name": "pixel AUROC", "unit": "", "fmt": ".3f"}],
+             "rows": [{"labels": {"category": "a"}, "backbone_label": "lab", "ours": {"pixel_auroc": mean_sem([0.4, 0.6])},
+                       "paper": [{"model": "P", "metric": "pixel_auroc", "value": 0.97, "source": "x"}]},
+                      {"labels": {"category": "b"}, "backbone_label": "lab", "ours": {"pixel_auroc": mean_sem([0.5])},
+                       "paper": [{"model": "P", "metric": "pixel_auroc", "value": None, "source": None}]}],
+             "notes": [], "provenance": [], "spread": "s",
+             "run": {"backbones": {"x": "lab"}, "data": {"mvtec": "d", "stc": "d"}, "quick": False, "seeds": 2}}
+    md = table_markdown(table)
+    assert "| a | lab | 0.500 ± 0.100 | 0.970 |" in md
+    assert "| b | lab | 0.500 | — |" in md
+
+
+def test_backbone_choice(monkeypatch):
+    present = {"resnet18", "efficientnet_lite0"}
+    monkeypatch.setattr(rp, "weights_present", lambda name: name in present)
+    assert rp.choose_backbones("I") == ("resnet18",)
+    assert rp.choose_backbones("III") == ("resnet18",)  # WR50's weights are not here
+    assert rp.choose_backbones("VI") == ("efficientnet_lite0",)
+    assert rp.choose_backbones("VI", "resnet18") == ("resnet18",)
+    assert rp.backbone_label("efficientnet_lite0") == "offline_lite0 (not the paper's backbone)"
+    assert "not the paper's" not in rp.backbone_label("resnet18")
+
+
+def test_plan_shares_units_between_tables(data_home):
+    sources = rp.find_sources(True)
+    backbones = {t: ("efficientnet_lite0",) for t in rp.TABLES}
+    both = rp.make_plan(("III", "V"), backbones, 3, sources, quick=True)
+    assert both == rp.make_plan(("III",), backbones, 3, sources, quick=True)
+    assert len(both) == len(sources.categories) * 3
+    plan = rp.make_plan(rp.TABLES, backbones, 3, sources, quick=True)
+    assert len(plan) == len(set(plan))
+    n_cat, n_scene = len(sources.categories), len(sources.scenes)
+    expected = n_cat * (5 + (3 + 2 * 3) + 3 + 5 * 3 + 1) + n_scene * 3  # I, II, III/V, VI, VII; IV
+    assert len(plan) == expected
+
+
+def test_bad_arguments_are_one_line(tmp_path, capsys):
+    with pytest.raises(PadimError, match="unknown table 'IX'"):
+        rp.parse_tables("I,IX")
+    assert rp.parse_tables("iii,I") == ("I", "III") and rp.parse_tables("all") == rp.TABLES
+    for seeds in (0, -1, 1.5, True):
+        with pytest.raises(PadimError, match="--seeds"):
+            rp.reproduce("I", out=tmp_path / "o", seeds=seeds)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = [(["--table", "IX"], "unknown table 'IX'"), (["--seeds", "0"], "--seeds"), (["--seeds", "two"], "--seeds"),
+             (["--out", str(a_file)], "not a folder"), (["--backbone", "vgg"], "unknown backbone")]
+    for args, text in cases:
+        out = [] if "--out" in args else ["--out", str(tmp_path / "o")]
+        assert cli.main(["reproduce", *args, *out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("padim: error: ") and text in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()  # nothing written before the arguments are checked
+
+
+def test_command_line_error_in_a_subprocess(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "padim_utils.cli", "reproduce", "--table", "X", "--out",
+                          str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == ["padim: error: unknown table 'X'; choose from I, II, III, IV, V, VI, "
+                                               "VII, VIII or all"]
+
+
+def test_another_run_in_the_same_folder_is_refused(quick_run, tmp_path):
+    other = tmp_path / "mvtec"
+    (other / "cat" / "train" / "good").mkdir(parents=True)
+    with pytest.raises(PadimError, match="holds the results of another run"):
+        rp.reproduce("III", out=quick_run[0], quick=True, data=other, progress=False)
