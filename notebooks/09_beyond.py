@@ -266,4 +266,5 @@ check_exercise("9.1", answer, angles=angles, rot_scores=rot_scores)
 # - One Gaussian per position makes PaDiM sensitive to misalignment: rotated or shifted good objects
 #   score like defects; PatchCore's position-free memory bank and normalizing flows came next.
 #
-# **Next:** back to the [contents](index.html), or 08's controls to explore the choices yourself.
+# **Next:** 10 re-runs every table of the paper on this machine and explains each gap to the published
+# numbers.

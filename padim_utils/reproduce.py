@@ -5,8 +5,10 @@
 
 A run is a plan: a list of units (study, backbone, category, setting, seed; see
 `reproduce_units`) built from the tables asked for, the data present and the weights
-present. Each unit's result is written to OUT/results/... as soon as it is done, so a run
-that is interrupted continues where it stopped; units whose result exists are skipped.
+present. Each unit's result is written to OUT/results/<run key>/... as soon as it is done
+(the run key names the mode and the data, so runs on other data never mix), so a run that
+is interrupted continues where it stopped; units whose result exists are skipped, and a
+run with more seeds or more categories computes only what is new.
 One progress bar (with an ETA) covers the units still to compute. Then every table is
 written as markdown, JSON and a figure beside the paper's published numbers
 (`paper_results.json`, with its provenance), and OUT/README.md indexes them.
@@ -24,6 +26,7 @@ every table's structure in about a minute on a 2-core CPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -35,7 +38,7 @@ from .reproduce_units import (LAYER_SETTINGS, RD_DRAWS, REDUCTION_SETTINGS, Cont
                               run_unit)
 
 __all__ = ["TABLES", "PAPER_BACKBONES", "OFFLINE_BACKBONE", "reproduce", "load_tables", "make_plan", "find_sources",
-           "choose_backbones", "parse_tables", "default_out"]
+           "choose_backbones", "backbone_label", "parse_tables", "default_out", "run_plan", "run_key"]
 
 TABLES = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
 #: The studies (kinds of unit) each table reads.
@@ -47,8 +50,6 @@ PAPER_BACKBONES = {"I": ("resnet18",), "II": ("resnet18",), "III": ("resnet18", 
                    "VII": ("resnet18", "wide_resnet50_2"), "VIII": ("resnet18", "wide_resnet50_2")}
 #: What runs where none of a table's paper backbones has its weights here.
 OFFLINE_BACKBONE = "efficientnet_lite0"
-#: Run settings that must match to continue a run in the same folder.
-_RUN_KEYS = ("quick", "mvtec_root", "stc_root")
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -178,11 +179,19 @@ def _read_result(path: Path) -> dict | None:
         return None  # missing or unreadable: computed again
 
 
-def run_plan(units: list[Unit], out: Path, ctx: Context, progress: bool = True) -> tuple[dict[Unit, dict], int]:
-    """Compute every unit whose result is not yet under OUT/results; ({unit: result}, units computed now)."""
+def run_key(quick: bool, sources: Sources) -> str:
+    """The folder under OUT/results of a run's units: its mode and its data, so that runs on other data
+    (or in the other mode) in the same OUT never mix; e.g. "quick-3f2a9c01"."""
+    data = f"{sources.mvtec_root}|{sources.stc_root}".encode()
+    return f"{'quick' if quick else 'full'}-{hashlib.sha1(data).hexdigest()[:8]}"
+
+
+def run_plan(units: list[Unit], folder: Path, ctx: Context, progress: bool = True) -> tuple[dict[Unit, dict], int]:
+    """Compute every unit whose result is not yet in `folder` (OUT/results/<run key>); ({unit: result}, units
+    computed now). A result is written as soon as its unit is done, so an interrupted run loses one unit at most."""
     results, todo = {}, []
     for unit in units:
-        found = _read_result(out / "results" / unit.path)
+        found = _read_result(folder / unit.path)
         if found is None:
             todo.append(unit)
         else:
@@ -193,27 +202,15 @@ def run_plan(units: list[Unit], out: Path, ctx: Context, progress: bool = True) 
         for unit in bar:
             bar.set_postfix_str(str(unit), refresh=False)
             results[unit] = run_unit(unit, ctx)
-            write_json(out / "results" / unit.path, results[unit])
+            write_json(folder / unit.path, results[unit])
             done += 1
     except KeyboardInterrupt:
-        print(f"interrupted: {len(units) - len(todo) + done} of {len(units)} units are saved in {out / 'results'}; "
+        print(f"interrupted: {len(units) - len(todo) + done} of {len(units)} units are saved in {folder}; "
               "run the same command again to continue")
         raise
     finally:
         bar.close()
     return results, done
-
-
-def _check_run(out: Path, run: dict) -> None:
-    """A folder holds one run's results: refuse to mix in another data set or mode."""
-    path = out / "run.json"
-    before = _read_result(path)
-    if before is not None:
-        diff = [k for k in _RUN_KEYS if before.get(k) != run[k]]
-        if diff:
-            raise PadimError(f"{out} holds the results of another run ({', '.join(f'{k}={before.get(k)}' for k in diff)}); "
-                             "use another --out or delete that folder")
-    write_json(path, run)
 
 
 def reproduce(tables="all", out=None, quick: bool = False, seeds: int | None = None, backbone: str | None = None,
@@ -233,13 +230,14 @@ def reproduce(tables="all", out=None, quick: bool = False, seeds: int | None = N
     if backbone is not None and backbone not in available_backbones():
         raise PadimError(f"unknown backbone {backbone!r}; available: {', '.join(available_backbones())}")
     sources = find_sources(quick, data)
-    _check_run(out, {"quick": quick, "mvtec_root": str(sources.mvtec_root), "stc_root": str(sources.stc_root)})
+    folder = out / "results" / run_key(quick, sources)
+    write_json(folder / "run.json", {"quick": quick, **sources.to_dict()})
     backbones = {t: choose_backbones(t, backbone) for t in ids}
     units = make_plan(ids, backbones, seeds, sources, quick)
     start = time.perf_counter()
-    results, computed = run_plan(units, out, Context(sources, quick, device), progress)
+    results, computed = run_plan(units, folder, Context(sources, quick, device), progress)
     seconds = time.perf_counter() - start
-    info = {"seeds": seeds, "quick": quick, "sources": sources.to_dict(), "units": len(units),
+    info = {"seeds": seeds, "quick": quick, "sources": sources.to_dict(), "units": len(units), "results": str(folder),
             "computed": computed, "seconds": seconds, "backbones": {t: list(b) for t, b in backbones.items()},
             "labels": {b: backbone_label(b) for bs in backbones.values() for b in bs}}
     written = write_tables(out, ids, results, info)

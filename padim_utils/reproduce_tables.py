@@ -31,7 +31,7 @@ from .files import write_json, write_text
 from .paper import CITATION, category_group, paper_results
 from .reproduce_units import LAYER_SETTINGS, REDUCTION_SETTINGS, Unit
 
-__all__ = ["mean_sem", "paper_lookup", "build_table", "table_markdown", "write_tables", "TITLES"]
+__all__ = ["mean_sem", "paper_lookup", "build_table", "table_markdown", "write_tables", "gaps", "explain_gaps", "TITLES"]
 
 TITLES = {
     "I": "Which layers? Each layer alone, the sum of the three single-layer maps, one joint Gaussian",
@@ -321,12 +321,60 @@ def build_table(table: str, results: dict[Unit, dict], info: dict) -> dict:
                     "data": {"mvtec": info["sources"]["mvtec"], "stc": info["sources"]["stc"]}}}
 
 
+# ---------------------------------------------------------------------------- reading them
+def gaps(table: dict) -> list[dict]:
+    """Every (row, metric) where both we and the paper have a number: {"table", "row", "metric", "model",
+    "ours", "paper", "gap" (ours - paper), "backbone"}, in table order."""
+    out = []
+    for r in table["rows"]:
+        for p in r["paper"]:
+            ours = r["ours"].get(p["metric"]) or {}
+            if p["value"] is not None and ours.get("mean") is not None:
+                out.append({"table": table["table"], "row": " / ".join(str(r["labels"][k]) for k in table["labels"]),
+                            "metric": p["metric"], "model": p["model"], "ours": ours["mean"], "paper": p["value"],
+                            "gap": ours["mean"] - p["value"], "backbone": r["backbone"]})
+    return out
+
+
+def explain_gaps(table: dict) -> list[str]:
+    """Why our numbers in `table` differ from the paper's, from what the run did differently (one line each)."""
+    run, t = table["run"], table["table"]
+    why = []
+    paper_bb = {"I": "ResNet18", "II": "ResNet18", "IV": "ResNet18", "VI": "Wide-ResNet50-2"}.get(
+        t, "ResNet18 / Wide-ResNet50-2" + (" / EfficientNet-B5" if t == "V" else ""))
+    for backbone, label in run["backbones"].items():
+        if "a paper backbone" not in label:
+            why.append(f"another backbone: {backbone} instead of the paper's {paper_bb} (other layers, channels "
+                       f"and ImageNet features{'; d scaled to its channel count' if t == 'II' else ''})")
+    data = run["data"]["stc" if t == "IV" else "mvtec"]
+    if t not in ("VII", "VIII") and data != ("ShanghaiTech Campus" if t == "IV" else "MVTec AD"):
+        why.append(f"other data: the {data} set, not the paper's {'STC' if t == 'IV' else 'MVTec AD'} "
+                   "(other defects, other difficulty; published per-category values do not apply)")
+    if run["quick"]:
+        why.append("quick mode: 64 px images and a few training images per category (the paper: 224 px crops "
+                   "of 256 px images and 60-400 training images), so the covariances rest mostly on eps")
+    elif data == "MVTec AD" and t != "IV":
+        why.append("our means cover only the MVTec AD categories present here; the paper's cover all 15")
+    if t in ("II", "III", "IV", "V", "VI") and run["seeds"] < 10:
+        why.append(f"fewer seeds: {run['seeds']} random channel choices where the paper averages 10 random "
+                   "models (a wider SEM; the mean itself is not biased)")
+    if t in ("VII", "VIII"):
+        why.append("another machine and another size: times and memory scale with the image size, the number of "
+                   "images, the backbone and d (model size = positions x d x (d + 1) x 4 bytes)")
+    return why
+
+
 # ---------------------------------------------------------------------------- writing
 def _cell(stat: dict | None, fmt: str) -> str:
     if not stat or stat.get("mean") is None:
         return "—"
     text = format(stat["mean"], fmt)
-    return text if stat.get("sem") is None else f"{text} ± {format(stat['sem'], fmt)}"
+    if stat.get("sem") is None:
+        return text
+    sem = format(stat["sem"], fmt)
+    if fmt.endswith("f") and float(sem) == 0:  # below the last digit shown: say so rather than "± 0.000"
+        sem = "<" + format(10 ** -int(fmt[1:-1]), fmt)
+    return f"{text} ± {sem}"
 
 
 def _paper_cell(row: dict, model: str, metric: str, fmt: str) -> str:
@@ -364,12 +412,12 @@ def table_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _readme(tables: dict[str, dict], info: dict) -> str:
+def _readme(out: Path, tables: dict[str, dict], info: dict) -> str:
     s = info["sources"]
     lines = ["# PaDiM, reproduced on this machine", "",
              f"The paper: {CITATION}. Made by `padim reproduce` ({'quick mode, ' if info['quick'] else ''}"
              f"{info['seeds']} seed(s); {info['units']} units, {info['computed']} computed in the last run "
-             f"({info['seconds']:.0f} s), the rest found in `results/`).", "",
+             f"({info['seconds']:.0f} s), the rest found in `{Path(info['results']).relative_to(out)}/`).", "",
              f"- MVTec AD data: {s['mvtec']} ({', '.join(s['categories'])}) from `{s['mvtec_root']}`",
              f"- STC data: {s['stc']} (scenes {', '.join(s['scenes'])}) from `{s['stc_root']}`",
              "- Backbones: " + "; ".join(f"{b}: {label}" for b, label in info["labels"].items()), "",
@@ -379,7 +427,7 @@ def _readme(tables: dict[str, dict], info: dict) -> str:
                      f"[figure](table_{t}.png) |")
     lines += ["", "Rows of a backbone that is not the paper's are labelled so: compare the direction of an effect "
                   "with the paper, not the value. The published numbers come from `padim_utils/paper_results.json` "
-                  "with their provenance; `results/` holds one JSON per unit (a rerun continues from them)."]
+                  "with their provenance; `results/<run key>/` holds one JSON per unit (a rerun continues from them)."]
     return "\n".join(lines) + "\n"
 
 
@@ -394,5 +442,5 @@ def write_tables(out: Path, tables, results: dict[Unit, dict], info: dict) -> di
         write_text(out / f"table_{t}.md", table_markdown(table))
         save_figure(plot_reproduced_table(table), out / f"table_{t}.png")
         written[t] = table
-    write_text(out / "README.md", _readme(written, info))
+    write_text(out / "README.md", _readme(out, written, info))
     return written

@@ -1,7 +1,7 @@
 """The units of `padim reproduce`: one fit and one evaluation each, on cached backbone features.
 
 A unit is (study, backbone, category, setting, seed). Its result is one JSON file,
-`OUT/results/<backbone>/<study>/<category>/<setting>/seed<k>.json`, which is what makes
+`OUT/results/<run key>/<backbone>/<study>/<category>/<setting>/seed<k>.json`, which is what makes
 a run resumable. The studies, and which of the paper's tables read them:
 
     study      tables     settings (the paper's names where it has them)

@@ -5,6 +5,7 @@ CPU) is shared by the tests below; the resume and interruption tests re-run part
 """
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from padim_utils.reproduce_tables import mean_sem, table_markdown
 from padim_utils.reproduce_units import Unit
 
 PAPER_FILE = REPO / "padim_utils" / "paper_results.json"
+REAL_RUN_UNIT = rp.run_unit
 
 
 @pytest.fixture(scope="module")
@@ -272,8 +274,42 @@ def test_command_line_error_in_a_subprocess(tmp_path):
                                                "VII, VIII or all"]
 
 
-def test_another_run_in_the_same_folder_is_refused(quick_run, tmp_path):
+def test_a_run_on_other_data_is_kept_apart(quick_run, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(quick_run[0], out)
     other = tmp_path / "mvtec"
-    (other / "cat" / "train" / "good").mkdir(parents=True)
-    with pytest.raises(PadimError, match="holds the results of another run"):
-        rp.reproduce("III", out=quick_run[0], quick=True, data=other, progress=False)
+    shutil.copytree(rp.find_sources(True).mvtec_root / "bottle_syn", other / "bottle_syn")
+    calls = []
+    monkeypatch.setattr(rp, "run_unit", lambda unit, ctx: calls.append(unit) or REAL_RUN_UNIT(unit, ctx))
+    tables = rp.reproduce("III", out=out, quick=True, data=other, device="cpu", progress=False)
+    assert len(calls) == 2  # bottle_syn, 2 seeds: nothing taken from the first run's folder
+    assert sorted(p.name for p in (out / "results").iterdir()) == sorted([rp.run_key(True, rp.find_sources(True)),
+                                                                          rp.run_key(True, rp.find_sources(True, other))])
+    assert [r["labels"]["category"] for r in tables["III"]["rows"]] == ["bottle_syn", "mean of 1", "mean of 1"]
+
+
+def test_figures_have_titles_labels_and_the_paper(quick_run):
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import plot_reproduced_table
+
+    tables = rp.load_tables(quick_run[0])
+    for t, table in tables.items():
+        fig = plot_reproduced_table(table)
+        assert fig._suptitle.get_text().startswith(f"Table {t}: ") and "not the paper's backbone" in fig._suptitle.get_text()
+        assert len(fig.axes) == len(table["columns"])
+        for ax, col in zip(fig.axes, table["columns"]):
+            assert ax.get_title() == col["name"] and ax.get_xlabel() and col["name"] in ax.get_ylabel()
+            assert len(ax.patches) == len(table["rows"])  # one bar per row
+        labels = [text.get_text() for text in fig.legends[0].get_texts()]
+        assert "ours (± SEM over seeds)" in labels and any(label.startswith("paper: ") for label in labels)
+        if t == "VII":  # ours ~1e-2 s, the paper's SPADE 7.1 s: a log scale
+            assert fig.axes[0].get_yscale() == "log"
+        plt.close(fig)
+
+
+def test_a_tiny_sem_is_not_printed_as_zero():
+    from padim_utils.reproduce_tables import _cell
+
+    assert _cell(mean_sem([0.9941, 0.9942]), ".3f") == "0.994 ± <0.001"
+    assert _cell(mean_sem([0.0848, 0.0956]), ".3g") == "0.0902 ± 0.0054"
