@@ -92,11 +92,15 @@ class Padim:
                 yield [f.to(self.device) for f in layers], meta
             return
         self._check_geometry(data)
-        cuda = self.device.type == "cuda"
-        loader = DataLoader(data, batch_size=self.config.batch_size, shuffle=False, collate_fn=collate,
-                            num_workers=min(8, os.cpu_count() or 1) if cuda else 0, pin_memory=cuda)
-        for batch in progress_bar(loader, desc, progress):
+        for batch in progress_bar(self.loader(data), desc, progress):
             yield self.forward_layers(batch["image"]), batch
+
+    def loader(self, data: Dataset) -> DataLoader:
+        """Batches of uint8 images (and labels, masks, paths) in order, as this device wants them:
+        decoded by worker processes into pinned memory on a GPU, in this process on the CPU."""
+        cuda = self.device.type == "cuda"
+        return DataLoader(data, batch_size=self.config.batch_size, shuffle=False, collate_fn=collate,
+                          num_workers=min(8, os.cpu_count() or 1) if cuda else 0, pin_memory=cuda)
 
     def _check_geometry(self, dataset: Dataset) -> None:
         size = getattr(dataset, "out_size", None)
