@@ -34,16 +34,22 @@ DATASETS = ("mvtec", "rd-mvtec", "stc", "btad", "visa", "folder")
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    from .config import PRESETS
+    from .config import INTERPOLATIONS, PRESETS
 
     g = p.add_argument_group("configuration (a preset, then overrides)")
     g.add_argument("--config", default="offline_lite0", help=f"preset: {', '.join(PRESETS)} (default offline_lite0)")
-    g.add_argument("--backbone", help="resnet18, wide_resnet50_2, efficientnet_b5, efficientnet_lite0")
+    g.add_argument("--backbone", help="resnet18, wide_resnet50_2, efficientnet_b5, efficientnet_lite0; also sets "
+                                      "the backbone's paper layers and d (R18 100, WR50 550, B5 all channels) "
+                                      "unless --layers / --d / --reduction are given")
     g.add_argument("--layers", help="comma-separated layer names (default: the backbone's paper layers)")
-    g.add_argument("--d", type=int, help="channels kept after reduction")
+    g.add_argument("--d", type=int, help="channels kept after reduction (with a preset that keeps all channels: "
+                                         "random channels)")
     g.add_argument("--reduction", help="random, pca or none")
     g.add_argument("--image-size", type=int, help="resize side (default 256)")
     g.add_argument("--crop", help="center crop side, or 'none'")
+    g.add_argument("--interpolation", choices=INTERPOLATIONS,
+                   help="image resize and map upsampling: bicubic (the paper, paper_* presets) or bilinear "
+                        "(anomalib, offline_lite0 and quick)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--device", help="auto, cpu or cuda")
     g.add_argument("--dtype", help="float32, float64, bfloat16 or float16")
@@ -74,11 +80,19 @@ def data_args(args) -> tuple[str, str | None, str, dict]:
 
 
 def build_config(args):
+    """The preset named by --config with the options given on the command line.
+
+    --backbone switches to that backbone's paper setting: its default layers and its paper d
+    (`backbones.paper_d`: R18 100 random channels, WR50 550, B5 all channels, i.e. reduction
+    "none"), as anomalib does; --layers, --d and --reduction, when given, win. --d asks for d
+    channels, so where the reduction would otherwise be "none" it becomes "random".
+    """
     from .config import preset
 
     cfg = preset(args.config)
     changes = {}
-    for name in ("backbone", "d", "reduction", "image_size", "batch_size", "device", "dtype", "seed"):
+    for name in ("backbone", "d", "reduction", "image_size", "interpolation", "batch_size", "device", "dtype",
+                 "seed"):
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
@@ -92,8 +106,17 @@ def build_config(args):
                 changes["crop"] = int(args.crop)
             except ValueError:
                 raise PadimError(f"--crop must be a number of pixels or 'none', got {args.crop!r}") from None
-    if "backbone" in changes and "layers" not in changes:
-        changes["layers"] = None  # the new backbone's own default layers
+    if "backbone" in changes:
+        from .backbones import paper_d
+
+        changes.setdefault("layers", None)  # the new backbone's own default layers
+        d = paper_d(changes["backbone"])  # None: all channels; an unknown name is one line from backbones
+        if "d" not in changes and "reduction" not in changes:
+            changes["reduction"] = "none" if d is None else "random"
+        if "d" not in changes and d is not None:
+            changes["d"] = d
+    if "d" in changes and "reduction" not in changes and cfg.reduction == "none":
+        changes["reduction"] = "random"  # --d N on a preset that keeps all channels (paper_effb5)
     return cfg.replace(**changes)
 
 
@@ -132,7 +155,8 @@ def cmd_fit(args) -> int:
 
     cfg = build_config(args)
     name, root, category, options = data_args(args)
-    train = open_dataset(name, root, category, "train", image_size=cfg.image_size, crop=cfg.crop, **options)
+    train = open_dataset(name, root, category, "train", image_size=cfg.image_size, crop=cfg.crop,
+                         interpolation=cfg.interpolation, **options)
     model = Padim(cfg)
     _, seconds = timed(model.fit, train, progress=not args.quiet)
     path = model.save(args.out)
@@ -203,7 +227,7 @@ def cmd_predict(args) -> int:
 
     model = Padim.load(args.model, device=args.device)
     cfg = model.config
-    data = ImageFolderDataset(args.input, image_size=cfg.image_size, crop=cfg.crop)
+    data = ImageFolderDataset(args.input, image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
     result = model.predict_dataset(data, progress=not args.quiet)
     out = Path(args.out)
     created = not out.exists()

@@ -107,6 +107,11 @@ class Padim:
         if size is not None and size != self.config.out_size:
             raise PadimError(f"dataset images are {size}px but the config expects {self.config.out_size}px "
                              f"(image_size={self.config.image_size}, crop={self.config.crop})")
+        interpolation = getattr(dataset, "interpolation", None)
+        if interpolation is not None and interpolation != self.config.interpolation:
+            raise PadimError(f"dataset images are resized {interpolation} but the config says "
+                             f"interpolation={self.config.interpolation!r}: build the dataset with "
+                             f"interpolation=config.interpolation")
 
     # ------------------------------------------------------------------ fit
     def fit(self, data, progress: bool = True) -> "Padim":
@@ -143,7 +148,7 @@ class Padim:
             raise PadimError(f"images give a {tuple(emb.shape[-2:])} patch grid but the model was fitted on "
                              f"{self.grid}: use {self.config.out_size}px images")
         dist = mahalanobis(emb, self.mean, self.precision, chunk=self.config.position_chunk)  # (B, h, w)
-        maps = anomaly_maps(dist, out_size, self.config.sigma)  # (B, S, S)
+        maps = anomaly_maps(dist, out_size, self.config.sigma, self.config.interpolation)  # (B, S, S)
         bad = ~torch.isfinite(maps).flatten(1).all(1)  # (B,): a NaN or inf is never reported as a score
         if bad.any():
             raise NonFiniteMapError(int(bad.nonzero()[0, 0]))
@@ -267,6 +272,21 @@ def _config_field_types() -> dict[str, tuple]:
     return out
 
 
+#: The EfficientNet-B5 default layers of model files written before `interpolation` existed (the paper's
+#: numbers read 0-based; see `backbones`); the default is now block6, block19, block25.
+_OLD_EFFB5_LAYERS = ["block7", "block20", "block26"]
+
+
+def _upgrade_config(raw: dict) -> dict:
+    """A config from a model file written before the `interpolation` field: what those versions did."""
+    if "interpolation" in raw:
+        return raw
+    raw = {**raw, "interpolation": "bilinear"}  # they resized images and upsampled maps bilinearly
+    if raw.get("backbone") == "efficientnet_b5" and "layers" in raw and raw["layers"] is None:
+        raw["layers"] = list(_OLD_EFFB5_LAYERS)  # and took these layers for B5 by default
+    return raw
+
+
 def _read_metadata(path: Path, meta: dict) -> tuple[PadimConfig, tuple[int, int], int]:
     """The config, patch grid and training-set size from a model file's metadata, every field checked."""
     for key in ("config", "grid", "n_train"):
@@ -278,6 +298,7 @@ def _read_metadata(path: Path, meta: dict) -> tuple[PadimConfig, tuple[int, int]
         raise PadimError(f"{path}: the model's config metadata is not JSON") from None
     if not isinstance(raw, dict):
         raise PadimError(f"{path}: the model's config metadata is not a JSON object")
+    raw = _upgrade_config(raw)
     types = _config_field_types()
     missing = sorted(set(types) - set(raw))
     if missing:
