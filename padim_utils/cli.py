@@ -2,6 +2,7 @@
 
     padim synth --root data/synthetic
     padim fit --dataset mvtec --root DIR --category bottle --config offline_lite0 --out bottle.safetensors
+    torchrun --nproc_per_node 4 -m padim_utils.cli fit ...   (the images sharded, one model; see distributed.py)
     padim predict --model bottle.safetensors --input IMAGE_OR_DIR --out DIR
     padim benchmark --dataset mvtec --root DIR --category bottle --config offline_lite0 --out bottle.json
     padim benchmark --dataset stc --category 01 --config paper_r18 --crop none --out stc01.json
@@ -42,8 +43,9 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                                       "the backbone's paper layers and d (R18 100, WR50 550, B5 all channels) "
                                       "unless --layers / --d / --reduction are given")
     g.add_argument("--layers", help="comma-separated layer names (default: the backbone's paper layers)")
-    g.add_argument("--d", type=int, help="channels kept after reduction (with a preset that keeps all channels: "
-                                         "random channels)")
+    g.add_argument("--d", "--dim", type=int, dest="d",
+                   help="channels kept after reduction (with a preset that keeps all channels: random channels); "
+                        "--dim under torchrun, which takes --d for its own options")
     g.add_argument("--reduction", help="random, pca or none")
     g.add_argument("--image-size", type=int, help="resize side (default 256)")
     g.add_argument("--crop", help="center crop side, or 'none'")
@@ -150,17 +152,24 @@ def cmd_synth(args) -> int:
 
 
 def cmd_fit(args) -> int:
+    """Under torchrun every process runs this: each fits its share of the images (see
+    `padim_utils.distributed`), rank 0 alone shows progress, writes the model and prints."""
+    from . import distributed
     from .datasets import open_dataset
     from .model import Padim, timed
 
     cfg = build_config(args)
     name, root, category, options = data_args(args)
-    train = open_dataset(name, root, category, "train", image_size=cfg.image_size, crop=cfg.crop,
-                         interpolation=cfg.interpolation, **options)
-    model = Padim(cfg)
-    _, seconds = timed(model.fit, train, progress=not args.quiet)
-    path = model.save(args.out)
-    print(f"fitted {cfg.backbone} d={model.d} on {len(train)} images in {seconds:.1f} s -> {path}")
+    with distributed.process_group(cfg.device) as device:
+        train = open_dataset(name, root, category, "train", image_size=cfg.image_size, crop=cfg.crop,
+                             interpolation=cfg.interpolation, **options)
+        model = Padim(cfg, device=device)
+        _, seconds = timed(model.fit, train, progress=not args.quiet and distributed.is_main())
+        with distributed.main_writes() as main_rank:
+            if main_rank:
+                path = model.save(args.out)
+                ranks = f" ({distributed.world_size()} processes)" if distributed.active() else ""
+                print(f"fitted {cfg.backbone} d={model.d} on {len(train)} images{ranks} in {seconds:.1f} s -> {path}")
     return 0
 
 
@@ -384,6 +393,10 @@ def check_arguments(args) -> None:
             continue  # optional and not given
         check = check_output_file if kind == "file" else check_output_dir
         check(value, "--" + name)
+    world = os.environ.get("WORLD_SIZE", "1").strip()
+    if args.command != "fit" and world not in ("", "0", "1"):
+        raise PadimError(f"only `padim fit` runs under torchrun (WORLD_SIZE={world}); run `padim {args.command}` "
+                         "as one process")
     seed = getattr(args, "seed", None)
     if seed is not None and not 0 <= seed < 2**64:
         raise PadimError(f"--seed must be an integer from 0 to 2**64 - 1, got {seed}")
@@ -391,6 +404,12 @@ def check_arguments(args) -> None:
 
 def _terminate(signum, frame):
     raise Terminated()
+
+
+def _rank_prefix() -> str:
+    """Under torchrun the errors of ranks other than 0 name their rank (torchrun sets RANK and WORLD_SIZE)."""
+    rank, world = os.environ.get("RANK", "0").strip(), os.environ.get("WORLD_SIZE", "1").strip()
+    return "" if rank in ("", "0") or world in ("", "1") else f"rank {rank}: "
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         check_arguments(args)
         code = args.func(args)
     except PadimError as e:
-        print(f"padim: error: {e}", file=sys.stderr)
+        print(f"padim: error: {_rank_prefix()}{e}", file=sys.stderr)
         return 2
     except Terminated:
         print("padim: terminated", file=sys.stderr)

@@ -7,6 +7,8 @@
 Pipeline (one GPU pass per batch, nothing kept but the Gaussian statistics):
 uint8 images -> normalise on the device -> backbone layers -> reduction to d
 channels -> streaming Gaussian per position -> precision via Cholesky.
+Under torchrun (a torch.distributed process group) `fit` takes this rank's
+share of the images and sums the statistics across ranks (`distributed`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import __version__
+from . import __version__, distributed
 from .backbones import embed, feature_extractor
 from .config import PadimConfig
 from .data import collate
@@ -118,8 +120,12 @@ class Padim:
         """Fit the per-position Gaussians on normal images: a dataset (items with 'image') or a FeatureCache."""
         if len(data) < 2:
             raise PadimError(f"fitting needs at least 2 training images, got {len(data)}")
+        sharded = distributed.active()  # under torchrun: fit this rank's share, sum the statistics
+        if sharded:
+            data = distributed.shard(data)
         if self.reducer.kind == "pca":  # a first pass for the PCA directions
-            self.reducer.fit_pca(embed(layers) for layers, _ in self._layer_batches(data, progress, "PCA pass"))
+            self.reducer.fit_pca((embed(layers) for layers, _ in self._layer_batches(data, progress, "PCA pass")),
+                                 merge=distributed.all_reduce_stats if sharded else None, device=self.device)
         stats = None
         for layers, _ in self._layer_batches(data, progress, f"fit {self.config.backbone}"):
             emb = self.reducer(layers)  # (B, d, h, w)
@@ -128,6 +134,12 @@ class Padim:
                 stats = GaussianStats(emb.shape[-2] * emb.shape[-1], emb.shape[1], self.device,
                                       chunk=self.config.position_chunk)
             stats.update(emb)
+        if sharded:  # every rank joins, also one whose share was empty
+            self.grid = distributed.agree_grid(self.grid, self.device)
+            if stats is None:
+                stats = GaussianStats(self.grid[0] * self.grid[1], self.d, self.device,
+                                      chunk=self.config.position_chunk)
+            distributed.all_reduce_stats(stats)
         store = torch.float64 if self.config.dtype == "float64" else torch.float32
         mean, precision = stats.finalize(self.config.eps, dtype=store)
         if not (torch.isfinite(mean).all() and torch.isfinite(precision).all()):
