@@ -50,7 +50,8 @@ def raw_pixel_padim(train, test, cfg) -> dict:
     maps, labels, masks = [], [], []
     for batch in batches(test):
         images = batch["image"]
-        maps.append(anomaly_maps(mahalanobis(raw_patches(images), mean, precision), images.shape[-1], cfg.sigma))
+        maps.append(anomaly_maps(mahalanobis(raw_patches(images), mean, precision), images.shape[-1], cfg.sigma,
+                                 cfg.interpolation))
         labels.append(batch["label"])
         masks.append(batch["mask"])
     maps = torch.cat(maps)
@@ -67,8 +68,10 @@ def main() -> None:
     cfg = preset("offline_lite0").replace(d=args.d)
     rows = []
     for category in list_categories(root):
-        train = MVTecDataset(root, category, "train", image_size=cfg.image_size, crop=cfg.crop)
-        test = MVTecDataset(root, category, "test", image_size=cfg.image_size, crop=cfg.crop)
+        train = MVTecDataset(root, category, "train", image_size=cfg.image_size, crop=cfg.crop,
+                             interpolation=cfg.interpolation)
+        test = MVTecDataset(root, category, "test", image_size=cfg.image_size, crop=cfg.crop,
+                            interpolation=cfg.interpolation)
         results = {"raw": raw_pixel_padim(train, test, cfg)}
         for name, pretrained in (("random", False), ("imagenet", True)):
             torch.manual_seed(0)  # the random-init weights

@@ -163,7 +163,7 @@ except PadimError as e:
 rows = []
 for eps in EPS_VALUES:
     mean, precision = stats.finalize(eps, keep=True)  # (P, d), (P, d, d) float32; stats stay usable
-    maps = anomaly_maps(mahalanobis(test_emb, mean, precision), cfg.out_size, cfg.sigma)  # (M, S, S)
+    maps = anomaly_maps(mahalanobis(test_emb, mean, precision), cfg.out_size, cfg.sigma, cfg.interpolation)
     check = float((precision[centre].double() @ stats.covariance(eps)[centre] - torch.eye(d)).abs().max())
     rows.append({"ε": f"{eps:g}", "max error of Σ⁻¹Σ vs I (centre)": f"{check:.1e}",
                  "image AUROC": image_auroc(test_cache.labels, image_scores(maps)),

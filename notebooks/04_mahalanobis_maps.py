@@ -94,10 +94,12 @@ print(f"largest patch distance, defective test images: {dist[bad].amax():.1f}")
 #
 # ## 3. From the patch grid to pixels: upsample, then blur
 # The grid is coarser than the image, so `anomaly_maps` first resizes the $h \times w$ distances to
-# $S \times S$ pixels with **bilinear** interpolation, then smooths them with a Gaussian kernel of
-# $\sigma = 4$ pixels (the paper's value), $G_\sigma(u) \propto e^{-u^2 / 2\sigma^2}$, applied along rows
-# then columns (it is separable), with mirrored borders:
-# $$A = G_\sigma * \operatorname{bilinear}_{S \times S}(M) .$$
+# $S \times S$ pixels with the config's `interpolation`: **bicubic** in the paper, **bilinear** in anomalib
+# and in this course's preset (the same interpolation as the images were resized with), then smooths them
+# with a Gaussian kernel of $\sigma = 4$ pixels (the paper's value), $G_\sigma(u) \propto e^{-u^2 / 2\sigma^2}$,
+# applied along rows then columns (it is separable), with mirrored borders:
+# $$A = G_\sigma * \operatorname{resize}_{S \times S}(M) .$$
+# (Bicubic can dip below 0 next to a sharp peak; distances are never negative, so the map is clamped at 0.)
 # Expect the blocky grid (left) to become a smooth map whose hot spot covers the defect; the blur lowers
 # sharp, isolated peaks more than broad ones.
 
@@ -107,8 +109,8 @@ blocks = dist[k].repeat_interleave(S // h, 0).repeat_interleave(S // w, 1)  # ea
 test = data.test()
 fig = plot_maps(test[k]["image"],
                 {f"patch distances ({h}x{w})": blocks,
-                 "bilinear upsampling": anomaly_maps(dist[k:k + 1], S, sigma=0)[0],
-                 "+ blur sigma = 4 px": anomaly_maps(dist[k:k + 1], S, sigma=4.0)[0]},
+                 f"{cfg.interpolation} upsampling": anomaly_maps(dist[k:k + 1], S, 0, cfg.interpolation)[0],
+                 "+ blur sigma = 4 px": anomaly_maps(dist[k:k + 1], S, 4.0, cfg.interpolation)[0]},
                 mask=masks[k], title=f"test image {k} ({test_cache.defect_types[k]}): from patch grid to anomaly map")
 
 # %% [markdown]
@@ -118,7 +120,7 @@ fig = plot_maps(test[k]["image"],
 # overlap, the detector will make mistakes whatever threshold we pick (chapter 05 measures this).
 
 # %%
-maps = anomaly_maps(dist, S, sigma=cfg.sigma)  # (N, S, S), the maps Padim.predict returns
+maps = anomaly_maps(dist, S, cfg.sigma, cfg.interpolation)  # (N, S, S), the maps Padim.predict returns
 scores = image_scores(maps)  # (N,)
 fig = plot_score_histogram(scores, labels)
 fig.axes[0].set_title(f"{data.category}: image scores of the test set")
@@ -165,8 +167,8 @@ train_emb = model.reducer([f.to(model.device) for f in train_cache.layers])  # (
 shared_mean, shared_precision = shared_gaussian(train_emb, eps=cfg.eps)  # (P, d), (P, d, d): one Gaussian
 dist_shared = mahalanobis(test_emb, shared_mean, shared_precision)  # (N, h, w)
 variants = {"PaDiM (per position, sigma = 4)": maps,
-            "no blur (sigma = 0)": anomaly_maps(dist, S, sigma=0),
-            "one shared Gaussian (sigma = 4)": anomaly_maps(dist_shared, S, sigma=cfg.sigma)}
+            "no blur (sigma = 0)": anomaly_maps(dist, S, 0, cfg.interpolation),
+            "one shared Gaussian (sigma = 4)": anomaly_maps(dist_shared, S, cfg.sigma, cfg.interpolation)}
 results = {name: evaluate(labels, image_scores(m), masks, m) for name, m in variants.items()}
 show(markdown_table([{"variant": name, "image AUROC": r["image_auroc"], "pixel AUROC": r["pixel_auroc"],
                       "AU-PRO (FPR 0.3)": r["pixel_aupro"]} for name, r in results.items()]))
@@ -235,8 +237,8 @@ check_exercise("4.1", answer, embeddings=test_emb, mean=model.mean, precision=mo
 # ## Summary
 # - Each patch is scored by its Mahalanobis distance to the Gaussian **of its own position** (eq. 2); the
 #   precision $\Sigma^{-1}$ is stored, so scoring is a batched matrix product.
-# - The $h \times w$ distances are upsampled bilinearly to the image and blurred with σ = 4 px; the image
-#   score is the map's maximum.
+# - The $h \times w$ distances are upsampled to the image (bicubic in the paper, bilinear here as in
+#   anomalib: `cfg.interpolation`) and blurred with σ = 4 px; the image score is the map's maximum.
 # - One Gaussian shared by all positions ignores where a patch is and lowers pixel AUROC (by how much depends
 #   on the data); the blur's effect is small at 256 px and depends on the image size, because σ is in pixels.
 #

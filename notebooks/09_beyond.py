@@ -60,13 +60,14 @@ print(f"fitted on {model.n_train} images; test scores: good median {good_scores.
 
 # %% [markdown]
 # ## 1. Your own images
-# Any folder of images works: `data.ImageFolderDataset(folder)` reads every image in it (EXIF
-# orientation applied, the same resize and crop as the model's), with no label and no mask. To have a
-# folder here, we copy two good and two defective test images under neutral names, as if they came
-# from your camera. Without masks there are no metrics: what you get is one score per image and
-# a heat map showing *where* the model sees something unusual. We pick the two defective images with
-# the largest defects; expect them to score higher than the good ones and to show a red spot on the
-# defect (small images, as in quick mode, can still miss one: the table after the figure tells).
+# Any folder of images works: `data.ImageFolderDataset(folder, ...)` reads every image in it (EXIF
+# orientation applied; given the model's `image_size`, `crop` and `interpolation`, resized exactly like the
+# training images), with no label and no mask. To have a folder here, we copy two good and two defective
+# test images under neutral names, as if they came from your camera. Without masks there are no metrics:
+# what you get is one score per image and a heat map showing *where* the model sees something unusual. We
+# pick the two defective images with the largest defects; expect them to score higher than the good ones
+# and to show a red spot on the defect (small images, as in quick mode, can still miss one: the table after
+# the figure tells).
 
 # %%
 work = Path(tempfile.mkdtemp(prefix="padim_09_"))
@@ -80,7 +81,7 @@ for n, i in enumerate(good_idx + bad_idx, start=1):
     src = Path(test.paths[i])
     shutil.copy(src, folder / f"photo_{n}{src.suffix}")
     truth[f"photo_{n}"] = test.defect_types[i]
-mine = ImageFolderDataset(folder, image_size=cfg.image_size, crop=cfg.crop)
+mine = ImageFolderDataset(folder, image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
 print(mine)
 
 # %%

@@ -17,6 +17,7 @@ number our backbone or data should match.
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 
 from .config import PadimConfig
@@ -41,8 +42,8 @@ def select_layers(cache: FeatureCache, layers) -> FeatureCache:
         raise PadimError(f"layers {list(layers)} must be a non-empty subset of the cached layers "
                          f"{list(cache.layer_names)}")
     keep = [i for i, name in enumerate(cache.layer_names) if name in layers]  # network order
-    return FeatureCache(cache.backbone, tuple(cache.layer_names[i] for i in keep), cache.out_size,
-                        [cache.layers[i] for i in keep], cache.labels, cache.masks, cache.paths, cache.defect_types)
+    return dataclasses.replace(cache, layer_names=tuple(cache.layer_names[i] for i in keep),
+                               layers=[cache.layers[i] for i in keep])
 
 
 def paper_reference(positions, n_hooked: int, reduction: str, d: int) -> list[dict]:

@@ -2,6 +2,7 @@
 
     padim synth --root data/synthetic
     padim fit --dataset mvtec --root DIR --category bottle --config offline_lite0 --out bottle.safetensors
+    torchrun --nproc_per_node 4 -m padim_utils.cli fit ...   (the images sharded, one model; see distributed.py)
     padim predict --model bottle.safetensors --input IMAGE_OR_DIR --out DIR
     padim benchmark --dataset mvtec --root DIR --category bottle --config offline_lite0 --out bottle.json
     padim benchmark --dataset stc --category 01 --config paper_r18 --crop none --out stc01.json
@@ -35,16 +36,23 @@ DATASETS = ("mvtec", "rd-mvtec", "stc", "btad", "visa", "folder")
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    from .config import PRESETS
+    from .config import INTERPOLATIONS, PRESETS
 
     g = p.add_argument_group("configuration (a preset, then overrides)")
     g.add_argument("--config", default="offline_lite0", help=f"preset: {', '.join(PRESETS)} (default offline_lite0)")
-    g.add_argument("--backbone", help="resnet18, wide_resnet50_2, efficientnet_b5, efficientnet_lite0")
+    g.add_argument("--backbone", help="resnet18, wide_resnet50_2, efficientnet_b5, efficientnet_lite0; also sets "
+                                      "the backbone's paper layers and d (R18 100, WR50 550, B5 all channels) "
+                                      "unless --layers / --d / --reduction are given")
     g.add_argument("--layers", help="comma-separated layer names (default: the backbone's paper layers)")
-    g.add_argument("--d", type=int, help="channels kept after reduction")
+    g.add_argument("--d", "--dim", type=int, dest="d",
+                   help="channels kept after reduction (with a preset that keeps all channels: random channels); "
+                        "--dim under torchrun, which takes --d for its own options")
     g.add_argument("--reduction", help="random, pca or none")
     g.add_argument("--image-size", type=int, help="resize side (default 256)")
     g.add_argument("--crop", help="center crop side, or 'none'")
+    g.add_argument("--interpolation", choices=INTERPOLATIONS,
+                   help="image resize and map upsampling: bicubic (the paper, paper_* presets) or bilinear "
+                        "(anomalib, offline_lite0 and quick)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--device", help="auto, cpu or cuda")
     g.add_argument("--dtype", help="float32, float64, bfloat16 or float16")
@@ -75,11 +83,19 @@ def data_args(args) -> tuple[str, str | None, str, dict]:
 
 
 def build_config(args):
+    """The preset named by --config with the options given on the command line.
+
+    --backbone switches to that backbone's paper setting: its default layers and its paper d
+    (`backbones.paper_d`: R18 100 random channels, WR50 550, B5 all channels, i.e. reduction
+    "none"), as anomalib does; --layers, --d and --reduction, when given, win. --d asks for d
+    channels, so where the reduction would otherwise be "none" it becomes "random".
+    """
     from .config import preset
 
     cfg = preset(args.config)
     changes = {}
-    for name in ("backbone", "d", "reduction", "image_size", "batch_size", "device", "dtype", "seed"):
+    for name in ("backbone", "d", "reduction", "image_size", "interpolation", "batch_size", "device", "dtype",
+                 "seed"):
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
@@ -93,8 +109,17 @@ def build_config(args):
                 changes["crop"] = int(args.crop)
             except ValueError:
                 raise PadimError(f"--crop must be a number of pixels or 'none', got {args.crop!r}") from None
-    if "backbone" in changes and "layers" not in changes:
-        changes["layers"] = None  # the new backbone's own default layers
+    if "backbone" in changes:
+        from .backbones import paper_d
+
+        changes.setdefault("layers", None)  # the new backbone's own default layers
+        d = paper_d(changes["backbone"])  # None: all channels; an unknown name is one line from backbones
+        if "d" not in changes and "reduction" not in changes:
+            changes["reduction"] = "none" if d is None else "random"
+        if "d" not in changes and d is not None:
+            changes["d"] = d
+    if "d" in changes and "reduction" not in changes and cfg.reduction == "none":
+        changes["reduction"] = "random"  # --d N on a preset that keeps all channels (paper_effb5)
     return cfg.replace(**changes)
 
 
@@ -128,16 +153,24 @@ def cmd_synth(args) -> int:
 
 
 def cmd_fit(args) -> int:
+    """Under torchrun every process runs this: each fits its share of the images (see
+    `padim_utils.distributed`), rank 0 alone shows progress, writes the model and prints."""
+    from . import distributed
     from .datasets import open_dataset
     from .model import Padim, timed
 
     cfg = build_config(args)
     name, root, category, options = data_args(args)
-    train = open_dataset(name, root, category, "train", image_size=cfg.image_size, crop=cfg.crop, **options)
-    model = Padim(cfg)
-    _, seconds = timed(model.fit, train, progress=not args.quiet)
-    path = model.save(args.out)
-    print(f"fitted {cfg.backbone} d={model.d} on {len(train)} images in {seconds:.1f} s -> {path}")
+    with distributed.process_group(cfg.device) as device:
+        train = open_dataset(name, root, category, "train", image_size=cfg.image_size, crop=cfg.crop,
+                             interpolation=cfg.interpolation, **options)
+        model = Padim(cfg, device=device)
+        _, seconds = timed(model.fit, train, progress=not args.quiet and distributed.is_main())
+        with distributed.main_writes() as main_rank:
+            if main_rank:
+                path = model.save(args.out)
+                ranks = f" ({distributed.world_size()} processes)" if distributed.active() else ""
+                print(f"fitted {cfg.backbone} d={model.d} on {len(train)} images{ranks} in {seconds:.1f} s -> {path}")
     return 0
 
 
@@ -204,7 +237,7 @@ def cmd_predict(args) -> int:
 
     model = Padim.load(args.model, device=args.device)
     cfg = model.config
-    data = ImageFolderDataset(args.input, image_size=cfg.image_size, crop=cfg.crop)
+    data = ImageFolderDataset(args.input, image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
     result = model.predict_dataset(data, progress=not args.quiet)
     out = Path(args.out)
     created = not out.exists()
@@ -393,6 +426,10 @@ def check_arguments(args) -> None:
             continue  # optional and not given
         check = check_output_file if kind == "file" else check_output_dir
         check(value, "--" + name)
+    world = os.environ.get("WORLD_SIZE", "1").strip()
+    if args.command != "fit" and world not in ("", "0", "1"):
+        raise PadimError(f"only `padim fit` runs under torchrun (WORLD_SIZE={world}); run `padim {args.command}` "
+                         "as one process")
     seed = getattr(args, "seed", None)
     if seed is not None and not 0 <= seed < 2**64:
         raise PadimError(f"--seed must be an integer from 0 to 2**64 - 1, got {seed}")
@@ -400,6 +437,12 @@ def check_arguments(args) -> None:
 
 def _terminate(signum, frame):
     raise Terminated()
+
+
+def _rank_prefix() -> str:
+    """Under torchrun the errors of ranks other than 0 name their rank (torchrun sets RANK and WORLD_SIZE)."""
+    rank, world = os.environ.get("RANK", "0").strip(), os.environ.get("WORLD_SIZE", "1").strip()
+    return "" if rank in ("", "0") or world in ("", "1") else f"rank {rank}: "
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         check_arguments(args)
         code = args.func(args)
     except PadimError as e:
-        print(f"padim: error: {e}", file=sys.stderr)
+        print(f"padim: error: {_rank_prefix()}{e}", file=sys.stderr)
         return 2
     except Terminated:
         print("padim: terminated", file=sys.stderr)

@@ -56,7 +56,7 @@ class CourseData:
         from .data import MVTecDataset
 
         return MVTecDataset(self.root, category or self.category, split, image_size=self.config.image_size,
-                            crop=self.config.crop)
+                            crop=self.config.crop, interpolation=self.config.interpolation)
 
     def train(self, category: str | None = None):
         return self.dataset("train", category)
@@ -126,7 +126,7 @@ class STCData:
         from .stc import STCDataset
 
         return STCDataset(self.root, scene, split, image_size=self.config.image_size, crop=self.config.crop,
-                          frames_per_video=self.frames_per_video)
+                          interpolation=self.config.interpolation, frames_per_video=self.frames_per_video)
 
     def describe(self) -> str:
         size = self.config.out_size

@@ -10,17 +10,22 @@ Geometry
 --------
 Every image (and mask) goes through the same two steps:
 
-1. a *square* resize to ``image_size x image_size`` (PIL, bilinear for images, which
-   PIL antialiases when shrinking; nearest for masks), then
+1. a *square* resize to ``image_size x image_size`` (PIL; images with the
+   dataset's ``interpolation``, ``"bicubic"`` or ``"bilinear"``, which PIL
+   antialiases when shrinking; masks always with nearest), then
 2. a centre crop to ``crop x crop`` when ``crop`` is not None, with the offset
    ``int(round((image_size - crop) / 2))`` (the same rounding as torchvision's
    ``CenterCrop``).
 
-This is what anomalib does for PaDiM (``Resize((256, 256))`` + ``CenterCrop(224)``).
-It differs from torchvision's ``Resize(256)`` (shorter side to 256, aspect ratio
-kept) only for non-square images; MVTec AD images are all square, so on MVTec the
-two are the same, and for your own non-square pictures the square resize keeps the
-whole field of view (at the price of a slight stretch) instead of cutting the edges.
+The paper resizes to 256 x 256 (bicubic) and centre-crops 224 x 224; anomalib's
+PaDiM resizes to 256 x 256 (bilinear, antialiased) without a crop (``crop=None``).
+Build a dataset with the model config's ``image_size``, ``crop`` and
+``interpolation``: ``Padim`` refuses a dataset whose geometry or interpolation
+differs from its config. The square resize differs from torchvision's
+``Resize(256)`` (shorter side to 256, aspect ratio kept) only for non-square
+images; MVTec AD images are all square, so on MVTec the two are the same, and for
+your own non-square pictures the square resize keeps the whole field of view (at
+the price of a slight stretch) instead of cutting the edges.
 
 Pixel values stay ``uint8`` in ``[0, 255]``: ImageNet normalisation happens later,
 on the device, so the loader stays cheap and the tensors stay small.
@@ -51,7 +56,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from padim_utils.config import MIN_IMAGE_SIZE
+from padim_utils.config import INTERPOLATIONS, MIN_IMAGE_SIZE
 from padim_utils.errors import PadimError
 
 __all__ = [
@@ -67,6 +72,7 @@ __all__ = [
     "read_image",
     "resize_crop",
     "crop_offset",
+    "resample_filter",
 ]
 
 #: File name endings recognised as images (compared case-insensitively).
@@ -182,6 +188,21 @@ def resize_crop(img: Image.Image, image_size: int, crop: int | None, resample: i
     return img
 
 
+#: PIL's filter for each config `interpolation` (PIL antialiases both when shrinking).
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def _check_interpolation(interpolation: Any) -> str:
+    if interpolation not in INTERPOLATIONS:
+        raise PadimError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    return interpolation
+
+
+def resample_filter(interpolation: str) -> int:
+    """PIL's resampling filter for `interpolation` ("bicubic" or "bilinear")."""
+    return _RESAMPLE[_check_interpolation(interpolation)]
+
+
 def _check_geometry(image_size: Any, crop: Any) -> tuple[int, int | None]:
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < MIN_IMAGE_SIZE:
         raise PadimError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
@@ -280,6 +301,7 @@ def _image_tensor(img: Image.Image) -> torch.Tensor:
 class _GeometryMixin:
     image_size: int
     crop: int | None
+    interpolation: str  # "bicubic" or "bilinear": how images are resized
 
     @property
     def out_size(self) -> int:
@@ -289,7 +311,7 @@ class _GeometryMixin:
     def _load_image(self, path: Path, exif_transpose: bool = True) -> tuple[torch.Tensor, tuple[int, int]]:
         img = load_rgb(path, exif_transpose=exif_transpose)
         size = img.size
-        img = resize_crop(img, self.image_size, self.crop, Image.BILINEAR)
+        img = resize_crop(img, self.image_size, self.crop, resample_filter(self.interpolation))
         return _image_tensor(img), size
 
 
@@ -304,8 +326,9 @@ class MVTecDataset(_GeometryMixin, torch.utils.data.Dataset):
         Category folder name, e.g. ``"bottle"``.
     split:
         ``"train"`` (only ``train/good``) or ``"test"`` (every ``test/<defect_type>``).
-    image_size, crop:
-        Square resize then optional centre crop (see the module docstring).
+    image_size, crop, interpolation:
+        Square resize (``"bicubic"`` or ``"bilinear"``) then optional centre crop
+        (see the module docstring).
 
     Items are dicts: ``image`` uint8 ``(3, S, S)``, ``mask`` uint8 ``(S, S)`` in {0, 1}
     (all zero for good images), ``label`` int (0 good, 1 defect), ``defect_type`` str,
@@ -323,10 +346,12 @@ class MVTecDataset(_GeometryMixin, torch.utils.data.Dataset):
         split: str = "train",
         image_size: int = 256,
         crop: int | None = 224,
+        interpolation: str = "bicubic",
     ) -> None:
         if split not in SPLITS:
             raise PadimError(f"unknown split {split!r}: expected 'train' or 'test'")
         self.image_size, self.crop = _check_geometry(image_size, crop)
+        self.interpolation = _check_interpolation(interpolation)
         self.root = Path(root)
         self.category = str(category)
         self.split = split
@@ -432,7 +457,7 @@ class MVTecDataset(_GeometryMixin, torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (
             f"MVTecDataset(root={str(self.root)!r}, category={self.category!r}, split={self.split!r}, "
-            f"n={len(self)}, image_size={self.image_size}, crop={self.crop})"
+            f"n={len(self)}, image_size={self.image_size}, crop={self.crop}, interpolation={self.interpolation!r})"
         )
 
 
@@ -450,8 +475,10 @@ class ImageFolderDataset(_GeometryMixin, torch.utils.data.Dataset):
         image_size: int = 256,
         crop: int | None = 224,
         recursive: bool = False,
+        interpolation: str = "bicubic",
     ) -> None:
         self.image_size, self.crop = _check_geometry(image_size, crop)
+        self.interpolation = _check_interpolation(interpolation)
         self.root = Path(path)
         if not self.root.exists():
             if os.path.islink(self.root):
@@ -492,7 +519,7 @@ class ImageFolderDataset(_GeometryMixin, torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (
             f"ImageFolderDataset(path={str(self.root)!r}, n={len(self)}, "
-            f"image_size={self.image_size}, crop={self.crop})"
+            f"image_size={self.image_size}, crop={self.crop}, interpolation={self.interpolation!r})"
         )
 
 

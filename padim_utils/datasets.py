@@ -1,11 +1,11 @@
 """Every dataset PaDiM is run on, behind one factory: MVTec AD, Rd-MVTec AD, STC, BTAD, VisA, your own folders.
 
-    train = open_dataset("btad", "data/btad", "01", "train", image_size=256, crop=224)
+    train = open_dataset("btad", "data/btad", "01", "train", image_size=256, crop=224, interpolation="bicubic")
 
 All of them give the items of :class:`padim_utils.data.MVTecDataset` (``image``
 uint8 (3, S, S), ``mask`` uint8 (S, S) in {0, 1}, ``label``, ``defect_type``,
 ``path``) and its attributes (``paths``, ``labels``, ``defect_types``,
-``image_size``, ``crop``, ``out_size``), plus ``has_masks`` (False when there is no
+``image_size``, ``crop``, ``interpolation``, ``out_size``), plus ``has_masks`` (False when there is no
 ground truth to compute pixel metrics with).
 
 Layouts
@@ -34,6 +34,7 @@ from .data import (
     IMAGE_EXTENSIONS,
     MVTecDataset,
     _check_geometry,
+    _check_interpolation,
     _subfolders,
     data_home,
     list_categories,
@@ -146,7 +147,8 @@ class BTADDataset(MVTecDataset):
 
     def __repr__(self) -> str:
         return (f"BTADDataset(root={str(self.root)!r}, product={self.category!r}, split={self.split!r}, "
-                f"n={len(self)}, image_size={self.image_size}, crop={self.crop})")
+                f"n={len(self)}, image_size={self.image_size}, crop={self.crop}, "
+                f"interpolation={self.interpolation!r})")
 
 
 # --------------------------------------------------------------------------- #
@@ -157,10 +159,11 @@ class _ListedDataset(MVTecDataset):
 
     has_masks = True
 
-    def _start(self, root: Path, category: str, split: str, image_size: Any, crop: Any) -> None:
+    def _start(self, root: Path, category: str, split: str, image_size: Any, crop: Any, interpolation: Any) -> None:
         if split not in ("train", "test"):
             raise PadimError(f"unknown split {split!r}: expected 'train' or 'test'")
         self.image_size, self.crop = _check_geometry(image_size, crop)
+        self.interpolation = _check_interpolation(interpolation)
         self.root, self.category, self.split = Path(root), str(category), split
         self.category_dir = self.root
         self.paths, self.labels, self.defect_types, self.mask_paths = [], [], [], []
@@ -175,8 +178,9 @@ class VisADataset(_ListedDataset):
     """
 
     def __init__(self, root: str | os.PathLike, category: str, split: str = "train", image_size: int = 256,
-                 crop: int | None = 224, split_csv: str | os.PathLike | None = None) -> None:
-        self._start(Path(root), category, split, image_size, crop)
+                 crop: int | None = 224, split_csv: str | os.PathLike | None = None,
+                 interpolation: str = "bicubic") -> None:
+        self._start(Path(root), category, split, image_size, crop, interpolation)
         if not self.root.is_dir():
             raise PadimError(f"dataset root folder not found: {self.root}")
         self.split_csv = Path(split_csv) if split_csv is not None else self.root / VISA_SPLIT_CSV
@@ -206,7 +210,8 @@ class VisADataset(_ListedDataset):
 
     def __repr__(self) -> str:
         return (f"VisADataset(root={str(self.root)!r}, object={self.category!r}, split={self.split!r}, "
-                f"n={len(self)}, image_size={self.image_size}, crop={self.crop})")
+                f"n={len(self)}, image_size={self.image_size}, crop={self.crop}, "
+                f"interpolation={self.interpolation!r})")
 
 
 def _read_visa_csv(path: Path) -> list[dict[str, str]]:
@@ -238,8 +243,8 @@ class FolderDataset(_ListedDataset):
 
     def __init__(self, normal_dir: str | os.PathLike | None = None, test_dir: str | os.PathLike | None = None,
                  mask_dir: str | os.PathLike | None = None, split: str = "train", image_size: int = 256,
-                 crop: int | None = 224, name: str = "folder") -> None:
-        self._start(Path(normal_dir or "."), name, split, image_size, crop)
+                 crop: int | None = 224, name: str = "folder", interpolation: str = "bicubic") -> None:
+        self._start(Path(normal_dir or "."), name, split, image_size, crop, interpolation)
         self.normal_dir = None if normal_dir is None else Path(normal_dir)
         self.test_dir = None if test_dir is None else Path(test_dir)
         self.mask_dir = None if mask_dir is None else Path(mask_dir)
@@ -286,7 +291,7 @@ class FolderDataset(_ListedDataset):
     def __repr__(self) -> str:
         return (f"FolderDataset(normal_dir={str(self.normal_dir)!r}, test_dir={str(self.test_dir)!r}, "
                 f"mask_dir={str(self.mask_dir)!r}, split={self.split!r}, n={len(self)}, "
-                f"image_size={self.image_size}, crop={self.crop})")
+                f"image_size={self.image_size}, crop={self.crop}, interpolation={self.interpolation!r})")
 
 
 # --------------------------------------------------------------------------- #
@@ -308,10 +313,12 @@ def _check_name(name: str) -> None:
 
 
 def open_dataset(name: str, root: str | os.PathLike | None, category: str, split: str = "train",
-                 image_size: int = 256, crop: int | None = 224, **options: Any):
+                 image_size: int = 256, crop: int | None = 224, interpolation: str = "bicubic", **options: Any):
     """One split of one category of dataset ``name`` (see :data:`DATASET_NAMES` and the module docstring).
 
     ``root`` None means the dataset's folder under the data home (:func:`default_root`).
+    ``image_size``, ``crop``, ``interpolation``: the geometry, as the model config's
+    (``open_dataset(..., image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)``).
     Options: rd-mvtec ``seed``; stc ``frames_per_video`` (training frames per video,
     None = all); visa ``split_csv``; folder ``normal_dir``, ``test_dir``, ``mask_dir``
     (``root`` and ``category`` only name it). Options left at None are ignored.
@@ -322,22 +329,23 @@ def open_dataset(name: str, root: str | os.PathLike | None, category: str, split
     if unknown:
         allowed = ", ".join(_OPTIONS[name]) or "none"
         raise PadimError(f"option(s) {', '.join(unknown)} do not apply to dataset {name} (its options: {allowed})")
+    geometry = {"image_size": image_size, "crop": crop, "interpolation": interpolation}
     if name == "folder":
-        return FolderDataset(split=split, image_size=image_size, crop=crop, name=category or "folder", **options)
+        return FolderDataset(split=split, name=category or "folder", **geometry, **options)
     root = default_root(name) if root is None else Path(root)
     if name == "mvtec":
-        return MVTecDataset(root, category, split, image_size=image_size, crop=crop)
+        return MVTecDataset(root, category, split, **geometry)
     if name == "rd-mvtec":
         from .rd_mvtec import RdMVTecDataset
 
-        return RdMVTecDataset(root, category, split, image_size=image_size, crop=crop, **options)
+        return RdMVTecDataset(root, category, split, **geometry, **options)
     if name == "stc":
         from .stc import STCDataset
 
-        return STCDataset(root, category, split, image_size=image_size, crop=crop, **options)
+        return STCDataset(root, category, split, **geometry, **options)
     if name == "btad":
-        return BTADDataset(root, category, split, image_size=image_size, crop=crop)
-    return VisADataset(root, category, split, image_size=image_size, crop=crop, **options)
+        return BTADDataset(root, category, split, **geometry)
+    return VisADataset(root, category, split, **geometry, **options)
 
 
 def dataset_categories(name: str, root: str | os.PathLike | None = None, **options: Any) -> list[str]:

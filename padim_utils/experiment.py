@@ -81,8 +81,9 @@ def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = 
     """
     from .datasets import open_dataset
 
-    train = open_dataset(dataset, root, category, "train", image_size=cfg.image_size, crop=cfg.crop, **options)
-    test = open_dataset(dataset, root, category, "test", image_size=cfg.image_size, crop=cfg.crop, **options)
+    geometry = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
+    train = open_dataset(dataset, root, category, "train", **geometry, **options)
+    test = open_dataset(dataset, root, category, "test", **geometry, **options)
     check_metrics_defined(test, f"{dataset} {category!r} in {root}")  # before the fit: which metrics are undefined
     model = Padim(cfg)
     if model.device.type == "cuda":

@@ -48,6 +48,7 @@ class FeatureCache:
     masks: torch.Tensor | None  # (N, S, S) uint8 in {0, 1}, or None
     paths: list[str] = field(default_factory=list)
     defect_types: list[str] = field(default_factory=list)
+    interpolation: str | None = None  # how the images were resized ("bicubic", "bilinear"); None: not recorded
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -78,6 +79,7 @@ class FeatureCache:
             masks=torch.cat(masks) if masks else None,
             paths=paths,
             defect_types=kinds,
+            interpolation=config.interpolation,
         )
 
     # ------------------------------------------------------------------ reading
@@ -114,10 +116,11 @@ class FeatureCache:
         idx = torch.arange(len(self))[index]
         return FeatureCache(self.backbone, self.layer_names, self.out_size, [f[idx] for f in self.layers],
                             self.labels[idx], None if self.masks is None else self.masks[idx],
-                            [self.paths[i] for i in idx.tolist()], [self.defect_types[i] for i in idx.tolist()])
+                            [self.paths[i] for i in idx.tolist()], [self.defect_types[i] for i in idx.tolist()],
+                            self.interpolation)
 
     def check_config(self, config: PadimConfig) -> None:
-        """PadimError unless `config` asks for this backbone, these layers and this image size."""
+        """PadimError unless `config` asks for this backbone, these layers, this image size and interpolation."""
         layers = tuple(config.layers) if config.layers is not None else default_layers(config.backbone)
         if config.backbone != self.backbone or layers != self.layer_names:
             raise PadimError(f"the feature cache holds {self.backbone} {list(self.layer_names)} but the config asks "
@@ -125,6 +128,9 @@ class FeatureCache:
         if config.out_size != self.out_size:
             raise PadimError(f"the feature cache was computed on {self.out_size}px images but the config expects "
                              f"{config.out_size}px: compute a new cache")
+        if self.interpolation is not None and config.interpolation != self.interpolation:
+            raise PadimError(f"the feature cache was computed on images resized {self.interpolation} but the config "
+                             f"says interpolation={config.interpolation!r}: compute a new cache")
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
@@ -138,6 +144,8 @@ class FeatureCache:
         meta = {"format": "padim_utils.features", "backbone": self.backbone, "out_size": str(self.out_size),
                 "layer_names": json.dumps(list(self.layer_names)), "paths": json.dumps(self.paths),
                 "defect_types": json.dumps(self.defect_types)}
+        if self.interpolation is not None:
+            meta["interpolation"] = self.interpolation
         path = Path(path)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -160,7 +168,8 @@ class FeatureCache:
             names = json.loads(meta["layer_names"])
             return cls(meta["backbone"], tuple(names), int(meta["out_size"]),
                        [tensors[f"layer{i}"] for i in range(len(names))], tensors["labels"], tensors.get("masks"),
-                       json.loads(meta["paths"]), json.loads(meta["defect_types"]))
+                       json.loads(meta["paths"]), json.loads(meta["defect_types"]),
+                       meta.get("interpolation", "bilinear"))  # caches from before the field: bilinear
         except Exception as e:  # safetensors' own errors, KeyError, JSON errors
             raise PadimError(f"{path} is not a readable feature cache ({type(e).__name__}: {e})") from None
 

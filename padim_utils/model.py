@@ -7,6 +7,8 @@
 Pipeline (one GPU pass per batch, nothing kept but the Gaussian statistics):
 uint8 images -> normalise on the device -> backbone layers -> reduction to d
 channels -> streaming Gaussian per position -> precision via Cholesky.
+Under torchrun (a torch.distributed process group) `fit` takes this rank's
+share of the images and sums the statistics across ranks (`distributed`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import __version__
+from . import __version__, distributed
 from .backbones import embed, feature_extractor
 from .config import PadimConfig
 from .data import collate
@@ -92,25 +94,38 @@ class Padim:
                 yield [f.to(self.device) for f in layers], meta
             return
         self._check_geometry(data)
-        cuda = self.device.type == "cuda"
-        loader = DataLoader(data, batch_size=self.config.batch_size, shuffle=False, collate_fn=collate,
-                            num_workers=min(8, os.cpu_count() or 1) if cuda else 0, pin_memory=cuda)
-        for batch in progress_bar(loader, desc, progress):
+        for batch in progress_bar(self.loader(data), desc, progress):
             yield self.forward_layers(batch["image"]), batch
+
+    def loader(self, data: Dataset) -> DataLoader:
+        """Batches of uint8 images (and labels, masks, paths) in order, as this device wants them:
+        decoded by worker processes into pinned memory on a GPU, in this process on the CPU."""
+        cuda = self.device.type == "cuda"
+        return DataLoader(data, batch_size=self.config.batch_size, shuffle=False, collate_fn=collate,
+                          num_workers=min(8, os.cpu_count() or 1) if cuda else 0, pin_memory=cuda)
 
     def _check_geometry(self, dataset: Dataset) -> None:
         size = getattr(dataset, "out_size", None)
         if size is not None and size != self.config.out_size:
             raise PadimError(f"dataset images are {size}px but the config expects {self.config.out_size}px "
                              f"(image_size={self.config.image_size}, crop={self.config.crop})")
+        interpolation = getattr(dataset, "interpolation", None)
+        if interpolation is not None and interpolation != self.config.interpolation:
+            raise PadimError(f"dataset images are resized {interpolation} but the config says "
+                             f"interpolation={self.config.interpolation!r}: build the dataset with "
+                             f"interpolation=config.interpolation")
 
     # ------------------------------------------------------------------ fit
     def fit(self, data, progress: bool = True) -> "Padim":
         """Fit the per-position Gaussians on normal images: a dataset (items with 'image') or a FeatureCache."""
         if len(data) < 2:
             raise PadimError(f"fitting needs at least 2 training images, got {len(data)}")
+        sharded = distributed.active()  # under torchrun: fit this rank's share, sum the statistics
+        if sharded:
+            data = distributed.shard(data)
         if self.reducer.kind == "pca":  # a first pass for the PCA directions
-            self.reducer.fit_pca(embed(layers) for layers, _ in self._layer_batches(data, progress, "PCA pass"))
+            self.reducer.fit_pca((embed(layers) for layers, _ in self._layer_batches(data, progress, "PCA pass")),
+                                 merge=distributed.all_reduce_stats if sharded else None, device=self.device)
         stats = None
         for layers, _ in self._layer_batches(data, progress, f"fit {self.config.backbone}"):
             emb = self.reducer(layers)  # (B, d, h, w)
@@ -119,6 +134,12 @@ class Padim:
                 stats = GaussianStats(emb.shape[-2] * emb.shape[-1], emb.shape[1], self.device,
                                       chunk=self.config.position_chunk)
             stats.update(emb)
+        if sharded:  # every rank joins, also one whose share was empty
+            self.grid = distributed.agree_grid(self.grid, self.device)
+            if stats is None:
+                stats = GaussianStats(self.grid[0] * self.grid[1], self.d, self.device,
+                                      chunk=self.config.position_chunk)
+            distributed.all_reduce_stats(stats)
         store = torch.float64 if self.config.dtype == "float64" else torch.float32
         mean, precision = stats.finalize(self.config.eps, dtype=store)
         if not (torch.isfinite(mean).all() and torch.isfinite(precision).all()):
@@ -139,7 +160,7 @@ class Padim:
             raise PadimError(f"images give a {tuple(emb.shape[-2:])} patch grid but the model was fitted on "
                              f"{self.grid}: use {self.config.out_size}px images")
         dist = mahalanobis(emb, self.mean, self.precision, chunk=self.config.position_chunk)  # (B, h, w)
-        maps = anomaly_maps(dist, out_size, self.config.sigma)  # (B, S, S)
+        maps = anomaly_maps(dist, out_size, self.config.sigma, self.config.interpolation)  # (B, S, S)
         bad = ~torch.isfinite(maps).flatten(1).all(1)  # (B,): a NaN or inf is never reported as a score
         if bad.any():
             raise NonFiniteMapError(int(bad.nonzero()[0, 0]))
@@ -263,6 +284,21 @@ def _config_field_types() -> dict[str, tuple]:
     return out
 
 
+#: The EfficientNet-B5 default layers of model files written before `interpolation` existed (the paper's
+#: numbers read 0-based; see `backbones`); the default is now block6, block19, block25.
+_OLD_EFFB5_LAYERS = ["block7", "block20", "block26"]
+
+
+def _upgrade_config(raw: dict) -> dict:
+    """A config from a model file written before the `interpolation` field: what those versions did."""
+    if "interpolation" in raw:
+        return raw
+    raw = {**raw, "interpolation": "bilinear"}  # they resized images and upsampled maps bilinearly
+    if raw.get("backbone") == "efficientnet_b5" and "layers" in raw and raw["layers"] is None:
+        raw["layers"] = list(_OLD_EFFB5_LAYERS)  # and took these layers for B5 by default
+    return raw
+
+
 def _read_metadata(path: Path, meta: dict) -> tuple[PadimConfig, tuple[int, int], int]:
     """The config, patch grid and training-set size from a model file's metadata, every field checked."""
     for key in ("config", "grid", "n_train"):
@@ -274,6 +310,7 @@ def _read_metadata(path: Path, meta: dict) -> tuple[PadimConfig, tuple[int, int]
         raise PadimError(f"{path}: the model's config metadata is not JSON") from None
     if not isinstance(raw, dict):
         raise PadimError(f"{path}: the model's config metadata is not a JSON object")
+    raw = _upgrade_config(raw)
     types = _config_field_types()
     missing = sorted(set(types) - set(raw))
     if missing:

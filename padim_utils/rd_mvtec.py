@@ -4,10 +4,11 @@ Every train and test image (and its mask) gets a random rotation in
 [-10°, +10°] and a random crop from 256 x 256 to 224 x 224; the paper reports
 the mean over 5 such random preprocessings (``RD_SEEDS``). Per image:
 
-1. square resize to ``image_size`` (256), bicubic for the image, nearest for the mask;
+1. square resize to ``image_size`` (256) with the dataset's ``interpolation``
+   (the config's; bicubic as in the paper by default), nearest for the mask;
 2. rotation by ``angle`` degrees about the image centre (counter-clockwise for a
-   positive angle, PIL's convention), bicubic / nearest, corners filled with black
-   (mask: 0, i.e. normal);
+   positive angle, PIL's convention), the same interpolation / nearest, corners
+   filled with black (mask: 0, i.e. normal);
 3. crop ``crop x crop`` (224) at ``(top, left)``, uniform over every position that
    fits.
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import MVTecDataset, _image_tensor, load_mask, load_rgb
+from .data import MVTecDataset, _image_tensor, load_mask, load_rgb, resample_filter
 from .errors import PadimError
 
 __all__ = ["RD_SEEDS", "MAX_ANGLE", "RdMVTecDataset", "rd_params", "rd_transform"]
@@ -67,10 +68,11 @@ class RdMVTecDataset(MVTecDataset):
     """
 
     def __init__(self, root: str | os.PathLike, category: str, split: str = "train", image_size: int = 256,
-                 crop: int | None = 224, seed: int = 0, max_angle: float = MAX_ANGLE) -> None:
+                 crop: int | None = 224, seed: int = 0, max_angle: float = MAX_ANGLE,
+                 interpolation: str = "bicubic") -> None:
         if crop is None:
             raise PadimError("Rd-MVTec needs a crop size (the paper: 256 -> 224), got crop=None")
-        super().__init__(root, category, split, image_size=image_size, crop=crop)
+        super().__init__(root, category, split, image_size=image_size, crop=crop, interpolation=interpolation)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise PadimError(f"seed must be a non-negative integer, got {seed!r}")
         if not 0 <= float(max_angle) <= 180:
@@ -87,7 +89,8 @@ class RdMVTecDataset(MVTecDataset):
         index = range(len(self))[index]  # negative indices name the same item
         img = load_rgb(path)
         size = img.size
-        img = img.resize((self.image_size, self.image_size), Image.BICUBIC)
+        resample = resample_filter(self.interpolation)
+        img = img.resize((self.image_size, self.image_size), resample)
         mask_path = self.mask_paths[index]
         mask = None
         if mask_path is not None:
@@ -96,7 +99,7 @@ class RdMVTecDataset(MVTecDataset):
                 raise PadimError(f"mask {mask_path} is {mask.size[0]}x{mask.size[1]} but its image {path} is "
                                  f"{size[0]}x{size[1]}")
             mask = mask.resize((self.image_size, self.image_size), Image.NEAREST)
-        img, mask = rd_transform(img, mask, *self.params(index), self.crop)
+        img, mask = rd_transform(img, mask, *self.params(index), self.crop, image_resample=resample)
         s = self.out_size
         m = torch.zeros((s, s), dtype=torch.uint8) if mask is None else torch.from_numpy(np.array(mask, np.uint8))
         return {"image": _image_tensor(img), "mask": m, "label": self.labels[index],
@@ -104,4 +107,5 @@ class RdMVTecDataset(MVTecDataset):
 
     def __repr__(self) -> str:
         return (f"RdMVTecDataset(root={str(self.root)!r}, category={self.category!r}, split={self.split!r}, "
-                f"n={len(self)}, image_size={self.image_size}, crop={self.crop}, seed={self.seed})")
+                f"n={len(self)}, image_size={self.image_size}, crop={self.crop}, "
+                f"interpolation={self.interpolation!r}, seed={self.seed})")

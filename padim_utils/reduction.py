@@ -18,6 +18,7 @@ import torch
 
 from .backbones import embed
 from .errors import PadimError
+from .gaussian import GaussianStats
 
 
 def _check_d(d: int, n_channels: int) -> None:
@@ -77,12 +78,16 @@ class Reducer:
         w = self.projection.to(device=emb.device, dtype=emb.dtype)  # (C, d)
         return torch.einsum("bchw,cd->bdhw", emb, w)
 
-    def fit_pca(self, embeddings) -> None:
+    def fit_pca(self, embeddings, merge=None, device="cpu") -> None:
         """Fit the PCA directions from an iterable of full (B, C, H, W) embeddings.
 
         Accumulates the C x C scatter matrix of all training patch vectors in
         float64 (shifted by the first batch's mean for stability), then keeps
-        the eigenvectors of the d largest eigenvalues.
+        the eigenvectors of the d largest eigenvalues. `merge`, if given, is
+        called on the scatter as one-position `GaussianStats` (count, mean
+        (1, C), centred scatter (1, C, C)) before the eigen-decomposition:
+        `padim_utils.distributed.all_reduce_stats` sums the ranks' shares
+        there. `device` holds the scatter when `embeddings` is empty.
         """
         n, shift, s1, s2 = 0, None, None, None
         for emb in embeddings:
@@ -95,10 +100,17 @@ class Reducer:
             n += x.shape[0]
             s1 += x.sum(0)
             s2.addmm_(x.T, x)
-        if n < 2:
+        stats = GaussianStats(1, self.n_channels, s2.device if n else device)
+        if n:
+            m = s1 / n  # (C,)
+            stats.n = n
+            stats.mean[0] = shift + m
+            stats.m2[0] = s2 - n * torch.outer(m, m)  # (C, C) centred scatter
+        if merge is not None:
+            merge(stats)
+        if stats.n < 2:
             raise PadimError("PCA needs at least two training patches")
-        m = s1 / n
-        cov = (s2 - n * torch.outer(m, m)) / (n - 1)  # (C, C)
+        cov = stats.m2[0] / (stats.n - 1)  # (C, C)
         evals, evecs = torch.linalg.eigh(cov)  # ascending
         w = evecs[:, -self.d :].flip(1)  # (C, d), largest first
         # Fix each direction's sign (largest |component| positive) so fits are reproducible.

@@ -4,14 +4,18 @@ For a test embedding x_p at position p (paper eq. 2):
 
     M(x_p) = sqrt( (x_p - mu_p)^T Sigma_p^{-1} (x_p - mu_p) )
 
-The (H, W) grid of distances is upsampled to the input size (bilinear), smoothed
-with a Gaussian of sigma = 4 pixels, and the image score is the map's maximum.
+The (H, W) grid of distances is upsampled to the input size (bicubic in the
+paper, bilinear in anomalib: the config's `interpolation`), smoothed with a
+Gaussian of sigma = 4 pixels, and the image score is the map's maximum.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .config import INTERPOLATIONS
+from .errors import PadimError
 
 
 @torch.no_grad()
@@ -62,10 +66,22 @@ def gaussian_blur(maps: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
     return x[:, 0]
 
 
-def anomaly_maps(distances: torch.Tensor, out_size: int, sigma: float = 4.0) -> torch.Tensor:
-    """(B, h, w) patch distances -> (B, S, S) smoothed pixel maps."""
-    up = F.interpolate(distances[:, None].float(), size=(out_size, out_size), mode="bilinear", align_corners=False)
-    return gaussian_blur(up[:, 0], sigma)
+def anomaly_maps(distances: torch.Tensor, out_size: int, sigma: float = 4.0,
+                 interpolation: str = "bicubic") -> torch.Tensor:
+    """(B, h, w) patch distances -> (B, S, S) smoothed pixel maps.
+
+    `interpolation`: "bicubic" (the paper) or "bilinear" (anomalib), pixel centres
+    aligned (align_corners=False) as when resizing an image.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise PadimError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    up = F.interpolate(distances[:, None].float(), size=(out_size, out_size), mode=interpolation,
+                       align_corners=False)[:, 0]  # (B, S, S)
+    if interpolation == "bicubic":
+        # The cubic kernel has negative lobes, so next to a peak it can undershoot below 0; a
+        # distance is never negative, so clamp at 0 (bilinear stays within the data's range).
+        up = up.clamp_min(0)
+    return gaussian_blur(up, sigma)
 
 
 def image_scores(maps: torch.Tensor) -> torch.Tensor:

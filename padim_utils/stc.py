@@ -47,7 +47,8 @@ import torch
 from PIL import Image
 
 from .config import MIN_IMAGE_SIZE, PadimConfig
-from .data import _check_geometry, _image_tensor, _subfolders, list_images, load_rgb, resize_crop
+from .data import (_check_geometry, _check_interpolation, _image_tensor, _subfolders, list_images, load_rgb,
+                   resample_filter, resize_crop)
 from .errors import PadimError
 from .progress import progress_bar
 
@@ -270,9 +271,10 @@ class STCDataset(torch.utils.data.Dataset):
         ``"train"``: frames decoded from ``training/videos/<scene>_*.avi``;
         ``"test"``: the JPEG frames of ``testing/frames/<scene>_*/`` with their
         frame labels and pixel masks.
-    image_size, crop:
-        Square resize then optional centre crop, as in ``padim_utils.data``. The
-        paper resizes STC frames to 256 without a crop: the defaults.
+    image_size, crop, interpolation:
+        Square resize (``"bicubic"`` or ``"bilinear"``) then optional centre crop,
+        as in ``padim_utils.data``. The paper resizes STC frames to 256 without a
+        crop: the defaults.
     frames_per_video:
         Training frames taken from each video, spread uniformly (see
         :func:`sample_indices`); ``None``: every frame (many thousands per
@@ -292,10 +294,12 @@ class STCDataset(torch.utils.data.Dataset):
         crop: int | None = None,
         frames_per_video: int | None = None,
         progress: bool = False,
+        interpolation: str = "bicubic",
     ) -> None:
         if split not in SPLITS:
             raise PadimError(f"unknown split {split!r}: expected 'train' or 'test'")
         self.image_size, self.crop = _check_geometry(image_size, crop)
+        self.interpolation = _check_interpolation(interpolation)
         if frames_per_video is not None:
             frames_per_video = _check_count("frames_per_video", frames_per_video, 1)
         self.frames_per_video = frames_per_video
@@ -388,8 +392,9 @@ class STCDataset(torch.utils.data.Dataset):
         if self._cache is None or self._cache[0] != video:
             wanted = [i for v, i in self._frames if v == video]
             decoded = read_video(video, wanted)
-            tensors = {i: _image_tensor(resize_crop(Image.fromarray(a), self.image_size, self.crop,
-                                                     Image.BILINEAR)) for i, a in decoded.items()}
+            resample = resample_filter(self.interpolation)
+            tensors = {i: _image_tensor(resize_crop(Image.fromarray(a), self.image_size, self.crop, resample))
+                       for i, a in decoded.items()}
             self._cache = (video, tensors)
         return self._cache[1][frame]
 
@@ -406,7 +411,7 @@ class STCDataset(torch.utils.data.Dataset):
             if m.shape != (img.size[1], img.size[0]):
                 raise PadimError(f"pixel mask {mask_file} is {m.shape[1]}x{m.shape[0]} but frame {path} is "
                                  f"{img.size[0]}x{img.size[1]}")
-            image = _image_tensor(resize_crop(img, self.image_size, self.crop, Image.BILINEAR))
+            image = _image_tensor(resize_crop(img, self.image_size, self.crop, resample_filter(self.interpolation)))
             m = resize_crop(Image.fromarray(m.astype(np.uint8)), self.image_size, self.crop, Image.NEAREST)
             mask = torch.from_numpy(np.array(m, dtype=np.uint8))
         return {"image": image, "mask": mask, "label": self.labels[index],
@@ -414,7 +419,8 @@ class STCDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return (f"STCDataset(root={str(self.root)!r}, scene={self.scene!r}, split={self.split!r}, n={len(self)}, "
-                f"image_size={self.image_size}, crop={self.crop}, frames_per_video={self.frames_per_video})")
+                f"image_size={self.image_size}, crop={self.crop}, interpolation={self.interpolation!r}, "
+                f"frames_per_video={self.frames_per_video})")
 
 
 def _load_npy(path: Path, what: str, mmap: bool = False) -> np.ndarray:
@@ -442,7 +448,8 @@ def run_stc(cfg: PadimConfig, root, scene: str, frames_per_video: int | None = N
     from .experiment import run_benchmark
 
     record = run_benchmark(cfg, root, scene, progress=progress, dataset="stc", frames_per_video=frames_per_video)
-    labels = STCDataset(root, scene, "test", image_size=cfg.image_size, crop=cfg.crop).labels
+    labels = STCDataset(root, scene, "test", image_size=cfg.image_size, crop=cfg.crop,
+                        interpolation=cfg.interpolation).labels
     record.update(scene=str(scene), category=f"stc_{scene}", frames_per_video=frames_per_video,
                   n_test_anomalous=int(sum(labels)))
     return record

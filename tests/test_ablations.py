@@ -17,8 +17,8 @@ from padim_utils.plots import plot_ablation
 @pytest.fixture(scope="module")
 def caches(quick_root, quick_category):
     cfg = preset("quick").replace(device="cpu")
-    train = MVTecDataset(quick_root, quick_category, "train", image_size=64, crop=None)
-    test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None)
+    train = MVTecDataset(quick_root, quick_category, "train", image_size=64, crop=None, interpolation="bilinear")
+    test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None, interpolation="bilinear")
     return FeatureCache.compute(train, cfg, progress=False), FeatureCache.compute(test, cfg, progress=False), cfg
 
 

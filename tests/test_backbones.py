@@ -25,7 +25,7 @@ from padim_utils.errors import PadimError
 EXPECTED = {
     "resnet18": (("layer1", "layer2", "layer3"), [64, 128, 256], [4, 8, 16]),
     "wide_resnet50_2": (("layer1", "layer2", "layer3"), [256, 512, 1024], [4, 8, 16]),
-    "efficientnet_b5": (("block7", "block20", "block26"), [40, 176, 176], [4, 16, 16]),
+    "efficientnet_b5": (("block6", "block19", "block25"), [40, 128, 176], [4, 16, 16]),
     "efficientnet_lite0": (("blocks.1", "blocks.2", "blocks.4"), [24, 40, 112], [4, 8, 16]),
 }
 
@@ -71,7 +71,7 @@ def test_truncation_drops_unused_stages():
     fe = feature_extractor("resnet18", pretrained=False)
     assert fe.stage_names == ["stem", "layer1", "layer2", "layer3"]  # no layer4 / fc
     fe = feature_extractor("efficientnet_b5", pretrained=False)
-    assert fe.stage_names[-1] == "block26" and len(fe.stage_names) == 1 + 27
+    assert fe.stage_names[-1] == "block25" and len(fe.stage_names) == 1 + 26
     fe = feature_extractor("resnet18", layers=("layer1",), pretrained=False)
     assert fe.stage_names == ["stem", "layer1"] and fe.channels == [64] and fe.strides == [4]
 
@@ -81,8 +81,47 @@ TV_NODES = {
     "resnet18": {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3"},
     "wide_resnet50_2": {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3"},
     # features[1..7] hold 3, 5, 5, 7, 7, 9, 3 blocks
-    "efficientnet_b5": {"features.2.4": "block7", "features.5.0": "block20", "features.5.6": "block26"},
+    "efficientnet_b5": {"features.2.3": "block6", "features.4.6": "block19", "features.5.5": "block25"},
 }
+
+
+def _effb5_levels():
+    """(level, channels, stride) of every MBConv block of torchvision's efficientnet_b5, in order,
+    measured by running the blocks: features[1..7] are the paper's levels 1..7."""
+    import torchvision.models as tvm
+
+    model = tvm.efficientnet_b5(weights=None).eval()
+    x = torch.zeros(1, 3, 64, 64)
+    rows = []
+    with torch.no_grad():
+        x = model.features[0](x)
+        for level in range(1, 8):
+            for block in model.features[level]:
+                x = block(x)
+                rows.append((level, int(x.shape[1]), 64 // int(x.shape[-1])))
+    return rows
+
+
+def test_effb5_layers_are_the_papers_one_based_layers():
+    # The paper: "layers 7 (level 2), 20 (level 4) and 26 (level 5)" of EfficientNet-B5, all channels kept.
+    rows = _effb5_levels()
+    assert len(rows) == 39 and [r[0] for r in rows].count(4) == 7
+    paper = {7: 2, 20: 4, 26: 5}  # paper layer number -> level
+    assert {n: rows[n - 1][0] for n in paper} == paper  # counted from 1, every level label holds
+    assert rows[20][0] == 5  # counted from 0, "20" would be a level-5 block, not level 4
+    fe = feature_extractor("efficientnet_b5", pretrained=False)
+    assert fe.layers == tuple(f"block{n - 1}" for n in paper)
+    assert fe.channels == [rows[n - 1][1] for n in paper] == [40, 128, 176]
+    assert fe.strides == [rows[n - 1][2] for n in paper] == [4, 16, 16]
+    assert sum(fe.channels) == 344
+    assert bb.paper_d("efficientnet_b5") is None  # no "Rd" in the paper's B5 model: all channels
+
+
+def test_paper_d_per_backbone():
+    assert {n: bb.paper_d(n) for n in available_backbones()} == {
+        "resnet18": 100, "wide_resnet50_2": 550, "efficientnet_b5": None, "efficientnet_lite0": 100}
+    with pytest.raises(PadimError, match="unknown backbone"):
+        bb.paper_d("vgg16")
 
 
 @pytest.mark.parametrize("name", list(TV_NODES))
@@ -96,11 +135,16 @@ def test_truncated_forward_matches_torchvision_reference(name):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = reference(x)
-    ours = fe(x)
+    assert fe.channels_last  # the default layout
+    fast = fe(x)
+    exact = fe.use_channels_last(False)(x)
     assert list(expected) == list(fe.layers)
-    for layer, got in zip(fe.layers, ours):
+    for layer, got, nchw in zip(fe.layers, fast, exact):
         assert got.std() > 0  # a meaningful comparison, not zeros against zeros
-        torch.testing.assert_close(got, expected[layer], rtol=0, atol=0)
+        torch.testing.assert_close(nchw, expected[layer], rtol=0, atol=0)  # NCHW: the very same arithmetic
+        scale = float(expected[layer].abs().max())
+        torch.testing.assert_close(got, expected[layer], rtol=1e-4, atol=1e-5 * scale)  # NHWC: float rounding
+        assert got.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_lite0_truncated_forward_matches_full_timm_forward(lite0_model):

@@ -125,3 +125,67 @@ def test_course_builds_the_site_in_quick_mode(tmp_path, monkeypatch, capsys):
     assert (out / "mathjax" / "MathJax.js").is_file()
     assert "✓ Exercise 0.1: correct." in page and "jp-OutputArea-output" in page
     assert str((out / "index.html").resolve()) in capsys.readouterr().out
+
+
+def _config(*argv):
+    from padim_utils.cli import build_config, make_parser
+
+    return build_config(make_parser().parse_args(["fit", "--out", "m.safetensors", *argv]))
+
+
+@pytest.mark.parametrize("argv, backbone, reduction, d", [
+    # --backbone takes the new backbone's paper setting (anomalib's n_features), not the preset's d
+    (["--config", "paper_r18", "--backbone", "wide_resnet50_2"], "wide_resnet50_2", "random", 550),
+    (["--config", "paper_wr50", "--backbone", "resnet18"], "resnet18", "random", 100),
+    (["--config", "paper_effb5", "--backbone", "resnet18"], "resnet18", "random", 100),
+    (["--config", "offline_lite0", "--backbone", "efficientnet_b5"], "efficientnet_b5", "none", None),
+    # explicit --d / --reduction win
+    (["--config", "paper_r18", "--backbone", "wide_resnet50_2", "--d", "300"], "wide_resnet50_2", "random", 300),
+    (["--config", "paper_r18", "--backbone", "wide_resnet50_2", "--reduction", "pca"], "wide_resnet50_2", "pca", 550),
+    (["--config", "paper_wr50", "--backbone", "resnet18", "--reduction", "none"], "resnet18", "none", None),
+    # --d on a preset that keeps every channel asks for d random channels
+    (["--config", "paper_effb5", "--d", "200"], "efficientnet_b5", "random", 200),
+    (["--config", "paper_effb5", "--backbone", "wide_resnet50_2", "--d", "64"], "wide_resnet50_2", "random", 64),
+    # no --backbone: the preset as it is
+    (["--config", "paper_wr50"], "wide_resnet50_2", "random", 550),
+    (["--config", "paper_effb5"], "efficientnet_b5", "none", None),
+])
+def test_backbone_option_takes_the_backbones_paper_d(argv, backbone, reduction, d):
+    cfg = _config(*argv)
+    assert (cfg.backbone, cfg.reduction) == (backbone, reduction)
+    if d is not None:
+        assert cfg.d == d
+
+
+def test_backbone_option_resets_the_layers(monkeypatch):
+    from padim_utils import config
+
+    custom = config.PadimConfig(backbone="efficientnet_lite0", layers=("blocks.2", "blocks.4"))
+    monkeypatch.setitem(config.PRESETS, "custom", custom)
+    assert _config("--config", "custom").layers == ("blocks.2", "blocks.4")
+    assert _config("--config", "custom", "--backbone", "resnet18").layers is None  # resnet18's own layers
+    assert _config("--config", "custom", "--backbone", "resnet18", "--layers", "layer2,layer3").layers == (
+        "layer2", "layer3")
+
+
+def test_interpolation_option():
+    assert _config("--config", "paper_r18").interpolation == "bicubic"
+    assert _config("--config", "quick").interpolation == "bilinear"
+    assert _config("--config", "paper_r18", "--interpolation", "bilinear").interpolation == "bilinear"
+    assert _config("--config", "offline_lite0", "--interpolation", "bicubic").interpolation == "bicubic"
+    with pytest.raises(SystemExit):
+        _config("--interpolation", "lanczos")
+
+
+def test_fit_and_predict_with_bicubic(quick_root, quick_category, tmp_path):
+    from padim_utils.model import Padim
+
+    model = tmp_path / "m.safetensors"
+    assert main(["fit", "--root", str(quick_root), "--category", quick_category, "--out", str(model), *QUICK,
+                 "--interpolation", "bicubic"]) == 0
+    assert Padim.load(model).config.interpolation == "bicubic"
+    # predict reads the images the way the model was fitted (a bilinear dataset would be refused)
+    good = quick_root / quick_category / "test" / "good"
+    assert main(["predict", "--model", str(model), "--input", str(good), "--out", str(tmp_path / "p"),
+                 "--quiet"]) == 0
+    assert len(list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))) == len(list(good.iterdir()))

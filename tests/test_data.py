@@ -146,25 +146,38 @@ def test_center_crop_offset_is_exact(tmp_path):
     assert (img[2] == 7).all()
 
 
+@pytest.mark.parametrize("interpolation, pil_filter", [("bicubic", Image.BICUBIC), ("bilinear", Image.BILINEAR)])
 @pytest.mark.parametrize(
     "size,image_size,crop",
     [((300, 200), 256, 224), ((123, 97), 255, 224), ((64, 64), 64, None), ((50, 80), 100, 99), ((256, 256), 256, 256)],
 )
-def test_geometry_matches_independent_reference(tmp_path, size, image_size, crop):
+def test_geometry_matches_independent_reference(tmp_path, size, image_size, crop, interpolation, pil_filter):
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     arr = np.stack([(xx * 255) // max(w - 1, 1), (yy * 255) // max(h - 1, 1), ((xx // 5 + yy // 5) % 2) * 255], -1)
     src = _save(arr.astype(np.uint8), tmp_path / "img.png")
-    ref = _geometry_reference(Image.open(src).convert("RGB"), image_size, crop, Image.BILINEAR)
-    got = ImageFolderDataset(src, image_size=image_size, crop=crop)[0]["image"].permute(1, 2, 0).numpy()
+    ref = _geometry_reference(Image.open(src).convert("RGB"), image_size, crop, pil_filter)
+    ds = ImageFolderDataset(src, image_size=image_size, crop=crop, interpolation=interpolation)
+    got = ds[0]["image"].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(got, ref)
     # and the same as torchvision's Resize((s, s)) + CenterCrop(c) on PIL images
     import torchvision.transforms.functional as TF
 
-    tv = TF.resize(Image.open(src).convert("RGB"), [image_size, image_size], TF.InterpolationMode.BILINEAR)
+    mode = TF.InterpolationMode.BICUBIC if interpolation == "bicubic" else TF.InterpolationMode.BILINEAR
+    tv = TF.resize(Image.open(src).convert("RGB"), [image_size, image_size], mode)
     if crop is not None:
         tv = TF.center_crop(tv, [crop, crop])
     np.testing.assert_array_equal(got, np.asarray(tv))
+
+
+def test_bicubic_and_bilinear_images_differ_and_bicubic_is_the_default(tmp_path):
+    src = _save(_rgb(97, 123, seed=3), tmp_path / "c" / "train" / "good" / "a.png")
+    images = {i: MVTecDataset(tmp_path, "c", "train", image_size=64, crop=56, interpolation=i)[0]["image"]
+              for i in ("bicubic", "bilinear")}
+    assert (images["bicubic"].int() - images["bilinear"].int()).abs().max() > 10
+    default = MVTecDataset(tmp_path, "c", "train", image_size=64, crop=56)
+    assert default.interpolation == "bicubic" and torch.equal(default[0]["image"], images["bicubic"])
+    assert ImageFolderDataset(src).interpolation == "bicubic"
 
 
 def test_mask_nearest_resize_keeps_binary_values(tmp_path):
@@ -209,7 +222,7 @@ def test_odd_modes_load_as_rgb_uint8(tmp_path, mode, ext):
     base = _rgb(33, 47, seed=5)
     p = tmp_path / f"img.{ext}"
     Image.fromarray(base).convert(mode).save(p)
-    item = ImageFolderDataset(p, image_size=33, crop=None)[0]
+    item = ImageFolderDataset(p, image_size=33, crop=None, interpolation="bilinear")[0]
     img = item["image"]
     assert img.dtype == torch.uint8 and img.shape == (3, 33, 33)
     if mode == "L":
@@ -332,6 +345,7 @@ def test_truncated_png_raises(tmp_path):
 @pytest.mark.parametrize("kwargs,match", [
     ({"image_size": 0}, "image_size"), ({"image_size": 32.0}, "image_size"), ({"crop": 300}, "crop"),
     ({"crop": 0}, "crop"), ({"image_size": True}, "image_size"),
+    ({"interpolation": "nearest"}, "^interpolation must be one of bicubic, bilinear, got 'nearest'$"),
 ])
 def test_bad_geometry_options(tmp_path, kwargs, match):
     _layout(tmp_path)

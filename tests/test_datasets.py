@@ -241,6 +241,9 @@ def test_open_dataset_picks_the_loader(tmp_path, quick_root, quick_category, mon
     for (name, root, cat), opts, cls in cases:
         ds = open_dataset(name, root, cat, "train", image_size=48, crop=40, **opts)
         assert type(ds) is cls and ds.out_size == 40 and ds[0]["image"].shape == (3, 40, 40)
+        bilinear = open_dataset(name, root, cat, "train", image_size=48, crop=40, interpolation="bilinear", **opts)
+        assert (ds.interpolation, bilinear.interpolation) == ("bicubic", "bilinear")
+        assert not torch.equal(ds[0]["image"], bilinear[0]["image"]), name  # the images are resized that way
     assert open_dataset("rd-mvtec", quick_root, quick_category, crop=40, image_size=48, seed=2).seed == 2
     assert len(open_dataset("stc", stc, "05", frames_per_video=3, image_size=48, crop=None)) == 3
     _one_line(lambda: open_dataset("mvtec", quick_root, quick_category, seed=1), "seed", "dataset mvtec")

@@ -12,8 +12,8 @@ from padim_utils.features import FeatureCache
 @pytest.fixture(scope="module")
 def given(quick_root, quick_category):
     cfg = preset("quick").replace(device="cpu")
-    train = MVTecDataset(quick_root, quick_category, "train", image_size=64, crop=None)
-    test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None)
+    train = MVTecDataset(quick_root, quick_category, "train", image_size=64, crop=None, interpolation="bilinear")
+    test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None, interpolation="bilinear")
     return {"train_cache": FeatureCache.compute(train, cfg, progress=False),
             "test_cache": FeatureCache.compute(test, cfg, progress=False), "config": cfg}
 

@@ -1,5 +1,7 @@
 """The feature cache gives exactly the fit and the maps of the full pipeline, without the backbone."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -17,7 +19,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def sets(quick_root, quick_category, cfg):
-    kw = dict(image_size=cfg.image_size, crop=cfg.crop)
+    kw = dict(image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
     return (MVTecDataset(quick_root, quick_category, "train", **kw),
             MVTecDataset(quick_root, quick_category, "test", **kw))
 
@@ -52,6 +54,16 @@ def test_fit_and_predict_from_cache_equal_the_pipeline(caches, sets, cfg, reduct
     assert torch.equal(b["labels"], a["labels"]) and torch.equal(b["masks"], a["masks"])
 
 
+def _without_meta(src, dst, key):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = {k: v for k, v in f.metadata().items() if k != key}
+    save_file(load_file(str(src)), str(dst), metadata=meta)
+    return dst
+
+
 def test_save_load_round_trip(caches, tmp_path):
     path = caches[1].save(tmp_path / "c.safetensors")
     back = FeatureCache.load(path)
@@ -60,6 +72,11 @@ def test_save_load_round_trip(caches, tmp_path):
     assert (back.backbone, back.layer_names, back.out_size) == (caches[1].backbone, caches[1].layer_names, 64)
     sub = back.subset(slice(2, 5))
     assert len(sub) == 3 and sub.paths == caches[1].paths[2:5]
+    assert caches[1].interpolation == back.interpolation == sub.interpolation == "bilinear"  # the quick preset's
+    bicubic = dataclasses.replace(caches[1], interpolation="bicubic")
+    assert FeatureCache.load(bicubic.save(tmp_path / "b.safetensors")).interpolation == "bicubic"
+    old = _without_meta(path, tmp_path / "old.safetensors", "interpolation")
+    assert FeatureCache.load(old).interpolation == "bilinear"  # caches from before the field: bilinear
     (tmp_path / "bad.safetensors").write_bytes(b"nope")
     with pytest.raises(PadimError, match="not a readable feature cache"):
         FeatureCache.load(tmp_path / "bad.safetensors")
@@ -70,6 +87,9 @@ def test_a_cache_refuses_another_backbone_or_size(caches, cfg):
         Padim(cfg.replace(layers=("blocks.1", "blocks.2"))).fit(caches[0], progress=False)
     with pytest.raises(PadimError, match="computed on 64px"):
         Padim(cfg.replace(image_size=96)).fit(caches[0], progress=False)
+    with pytest.raises(PadimError, match="computed on images resized bilinear but the config says "
+                                         "interpolation='bicubic'"):
+        Padim(cfg.replace(interpolation="bicubic")).fit(caches[0], progress=False)
 
 
 def test_evaluate_cached_equals_the_benchmark_metrics(caches, sets, cfg):

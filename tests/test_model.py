@@ -19,12 +19,14 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def train(quick_root, quick_category, cfg):
-    return MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop)
+    return MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop,
+                        interpolation=cfg.interpolation)
 
 
 @pytest.fixture(scope="module")
 def test_set(quick_root, quick_category, cfg):
-    return MVTecDataset(quick_root, quick_category, "test", image_size=cfg.image_size, crop=cfg.crop)
+    return MVTecDataset(quick_root, quick_category, "test", image_size=cfg.image_size, crop=cfg.crop,
+                        interpolation=cfg.interpolation)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,31 @@ def test_predict_before_fit_is_a_clear_error(cfg):
 def test_wrong_image_size_is_a_clear_error(fitted):
     with pytest.raises(PadimError, match="use 64px images"):
         fitted.predict(torch.zeros(1, 3, 96, 96, dtype=torch.uint8))
+
+
+def test_a_dataset_resized_another_way_is_refused(fitted, quick_root, quick_category, cfg):
+    bicubic = MVTecDataset(quick_root, quick_category, "test", image_size=cfg.image_size, crop=cfg.crop,
+                           interpolation="bicubic")
+    with pytest.raises(PadimError, match="dataset images are resized bicubic but the config says "
+                                         "interpolation='bilinear'") as info:
+        fitted.predict_dataset(bicubic, progress=False)
+    assert "\n" not in str(info.value)
+
+
+def test_maps_follow_the_configs_interpolation(fitted, test_set):
+    import copy
+
+    from padim_utils.scoring import anomaly_maps, mahalanobis
+
+    images = torch.stack([test_set[i]["image"] for i in range(2)])
+    bicubic = copy.copy(fitted)
+    bicubic.config = fitted.config.replace(interpolation="bicubic")
+    dist = mahalanobis(fitted.embed(images), fitted.mean, fitted.precision)  # (2, h, w)
+    for model in (fitted, bicubic):
+        maps, _ = model.predict(images)
+        expected = anomaly_maps(dist, images.shape[-1], model.config.sigma, model.config.interpolation)
+        torch.testing.assert_close(maps, expected)
+    assert not torch.allclose(fitted.predict(images)[0], bicubic.predict(images)[0])
 
 
 def test_float_images_are_refused(fitted):

@@ -16,7 +16,8 @@ from padim_utils.model import Padim
 @pytest.fixture(scope="module")
 def saved(quick_root, quick_category, tmp_path_factory):
     cfg = preset("quick").replace(d=8, batch_size=4)
-    train = MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop)
+    train = MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop,
+                         interpolation=cfg.interpolation)
     model = Padim(cfg).fit(train, progress=False)
     return model.save(tmp_path_factory.mktemp("model") / "m.safetensors")
 
@@ -46,6 +47,33 @@ def test_an_intact_file_loads(saved):
     assert Padim.load(saved).d == 8
 
 
+def test_a_file_from_before_the_interpolation_field_loads_as_bilinear(saved, tmp_path, quick_root,
+                                                                     quick_category):
+    # Those versions resized and upsampled bilinearly; the field's default today is bicubic.
+    old = Padim.load(_edited(saved, tmp_path / "old.safetensors", drop_config=("interpolation",)))
+    assert old.config.interpolation == "bilinear" and old.config == Padim.load(saved).config
+    test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None, interpolation="bilinear")
+    maps = old.predict_dataset(test, progress=False)["maps"]
+    assert torch.equal(maps, Padim.load(saved).predict_dataset(test, progress=False)["maps"])
+
+
+def test_an_old_efficientnet_b5_file_keeps_the_layers_it_was_fitted_with(tmp_path):
+    # Before the interpolation field, the B5 default layers were the paper's numbers read 0-based.
+    from padim_utils.model import _read_metadata
+
+    raw = preset("paper_effb5").to_dict()
+    meta = {"grid": "[56, 56]", "n_train": "10"}
+    del raw["interpolation"]
+    config, _, _ = _read_metadata(tmp_path / "b5.safetensors", {**meta, "config": json.dumps(raw)})
+    assert config.layers == ("block7", "block20", "block26") and config.interpolation == "bilinear"
+    explicit = {**raw, "layers": ["block3", "block9"]}
+    config, _, _ = _read_metadata(tmp_path / "b5.safetensors", {**meta, "config": json.dumps(explicit)})
+    assert config.layers == ("block3", "block9")
+    current = {**raw, "interpolation": "bicubic"}
+    config, _, _ = _read_metadata(tmp_path / "b5.safetensors", {**meta, "config": json.dumps(current)})
+    assert config.layers is None  # today's default, block6, block19, block25
+
+
 def _nan_like(name):
     def make(t):
         t = t[name].clone()
@@ -61,6 +89,8 @@ EDITS = {
     "d as a string": (dict(config={"d": "32"}), r"config d='32' has the wrong type \(expected int\)"),
     "pretrained as a number": (dict(config={"pretrained": 1}), "config pretrained=1 has the wrong type"),
     "sigma NaN": (dict(config={"sigma": float("nan")}), "config sigma=nan is not a finite number"),
+    "interpolation unknown": (dict(config={"interpolation": "nearest"}), "interpolation must be one of bicubic"),
+    "interpolation a number": (dict(config={"interpolation": 3}), "config interpolation=3 has the wrong type"),
     "seed beyond 64 bits": (dict(config={"seed": 2**70}), "seed must be an integer from 0 to 2\\*\\*64 - 1"),
     "n_train not a number": (dict(meta={"n_train": "many"}), "n_train metadata 'many' is not a count"),
     "grid not JSON": (dict(meta={"grid": "8x8"}), "grid metadata '8x8' is not two positive integers"),
@@ -98,7 +128,7 @@ def test_a_model_giving_nan_maps_reports_no_score(saved, quick_root, quick_categ
     model = Padim.load(saved)
     model.mean = model.mean.clone()
     model.mean[5, 2] = float("nan")  # one position of every map
-    test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None)
+    test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None, interpolation="bilinear")
     images = torch.stack([test[i]["image"] for i in range(2)])
     with pytest.raises(PadimError, match="anomaly map of image 0 of the batch holds NaN"):
         model.predict(images)
@@ -132,7 +162,8 @@ def test_a_fit_giving_nan_statistics_is_refused(quick_root, quick_category, monk
 
     monkeypatch.setattr(GaussianStats, "finalize", overflowed)
     cfg = preset("quick").replace(d=8)
-    train = MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop)
+    train = MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop,
+                         interpolation=cfg.interpolation)
     model = Padim(cfg)
     with pytest.raises(PadimError, match="the fit gave NaN or infinite Gaussian statistics"):
         model.fit(train, progress=False)

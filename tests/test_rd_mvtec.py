@@ -108,6 +108,16 @@ def test_dataset_reproducible_and_seeds_differ(quick_root, quick_category):
     assert torch.equal(a[-1]["image"], a[len(a) - 1]["image"])
 
 
+@pytest.mark.parametrize("interpolation, pil_filter", [("bicubic", Image.BICUBIC), ("bilinear", Image.BILINEAR)])
+def test_resize_and_rotation_follow_the_interpolation(quick_root, quick_category, interpolation, pil_filter):
+    ds = RdMVTecDataset(quick_root, quick_category, "test", image_size=48, crop=40, seed=2,
+                        interpolation=interpolation)
+    angle, top, left = ds.params(0)
+    img = Image.open(ds.paths[0]).convert("RGB").resize((48, 48), pil_filter)  # the quick images are 64 px
+    ref = img.rotate(angle, resample=pil_filter, fillcolor=(0, 0, 0)).crop((left, top, left + 40, top + 40))
+    np.testing.assert_array_equal(ds[0]["image"].permute(1, 2, 0).numpy(), np.asarray(ref))
+
+
 def test_bad_options(quick_root, quick_category):
     with pytest.raises(PadimError, match="needs a crop"):
         RdMVTecDataset(quick_root, quick_category, crop=None)

@@ -32,7 +32,7 @@ def _as_shown(path: Path) -> torch.Tensor:
     with Image.open(path) as im:
         img = ImageOps.exif_transpose(im).convert("RGB")
     assert img.size == (32, 48)
-    img = resize_crop(img, SIZE, None, Image.BILINEAR)
+    img = resize_crop(img, SIZE, None, Image.BICUBIC)  # the loaders' default interpolation
     return torch.from_numpy(np.array(img)).permute(2, 0, 1)
 
 

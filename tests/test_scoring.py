@@ -1,11 +1,13 @@
 """Mahalanobis maps, blur and upsampling against scipy / scikit-image."""
 
 import numpy as np
+import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 from skimage.transform import resize
 
+from padim_utils.errors import PadimError
 from padim_utils.scoring import anomaly_maps, gaussian_blur, image_scores, mahalanobis
 
 
@@ -40,9 +42,45 @@ def test_blur_on_tiny_maps_matches_scipy():
 
 def test_anomaly_maps_upsample_like_skimage_bilinear():
     dist = np.random.default_rng(3).random((2, 7, 7)).astype(np.float32)
-    out = anomaly_maps(torch.from_numpy(dist), 28, sigma=0).numpy()
+    out = anomaly_maps(torch.from_numpy(dist), 28, sigma=0, interpolation="bilinear").numpy()
     ref = np.stack([resize(m, (28, 28), order=1, mode="edge", anti_aliasing=False) for m in dist])
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def _cubic_resize_reference(m: np.ndarray, out: int, a: float = -0.75) -> np.ndarray:
+    """Keys' cubic convolution (a = -0.75), pixel centres aligned, edge pixels repeated: bicubic resizing
+    written out in numpy, one axis after the other."""
+    def weights(t):
+        t = np.abs(t)
+        return np.where(t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1,
+                        np.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, 0.0))
+
+    def along_rows(x):  # (n, w) -> (out, w)
+        n = x.shape[0]
+        src = (np.arange(out) + 0.5) * n / out - 0.5
+        base = np.floor(src).astype(int)
+        res = np.zeros((out, x.shape[1]))
+        for k in range(-1, 3):
+            res += weights(src - (base + k))[:, None] * x[np.clip(base + k, 0, n - 1)]
+        return res
+
+    return along_rows(along_rows(m.astype(np.float64)).T).T
+
+
+def test_anomaly_maps_bicubic_matches_cubic_convolution_and_never_goes_below_zero():
+    dist = np.random.default_rng(4).random((2, 7, 7)).astype(np.float32)
+    dist[:, 3, 3] = 25.0  # a sharp peak: the cubic kernel undershoots beside it
+    out = anomaly_maps(torch.from_numpy(dist), 28, sigma=0, interpolation="bicubic").numpy()
+    ref = np.stack([_cubic_resize_reference(m, 28) for m in dist])
+    assert ref.min() < -0.5  # the reference does go negative here ...
+    np.testing.assert_allclose(out, np.maximum(ref, 0), rtol=1e-5, atol=1e-5)  # ... ours is clamped at 0
+    assert out.min() == 0.0
+    bilinear = anomaly_maps(torch.from_numpy(dist), 28, sigma=0, interpolation="bilinear").numpy()
+    assert np.abs(out - bilinear).max() > 1.0  # the two interpolations do differ
+    assert anomaly_maps(torch.from_numpy(dist), 28).numpy() == pytest.approx(
+        anomaly_maps(torch.from_numpy(dist), 28, interpolation="bicubic").numpy())  # the paper's by default
+    with pytest.raises(PadimError, match="^interpolation must be one of bicubic, bilinear, got 'area'$"):
+        anomaly_maps(torch.from_numpy(dist), 28, interpolation="area")
 
 
 def test_image_score_is_map_max():

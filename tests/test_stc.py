@@ -213,8 +213,10 @@ def test_items_like_mvtec(stc_root):
     assert (train.image_size, train.crop, test.image_size, test.crop) == (64, None, 48, 40)
 
 
-def test_test_split_round_trip(stc_root):
-    ds = STCDataset(stc_root, "01", "test", image_size=80)
+@pytest.mark.parametrize("interpolation, pil_filter", [("bicubic", Image.BICUBIC), ("bilinear", Image.BILINEAR)])
+def test_test_split_round_trip(stc_root, interpolation, pil_filter):
+    ds = STCDataset(stc_root, "01", "test", image_size=80, interpolation=interpolation)
+    assert ds.interpolation == interpolation
     masks = [np.load(stc_root / "testing" / "test_pixel_mask" / f"01_{c:04d}.npy") for c in (1, 2, 3)]
     labels = np.concatenate([np.load(stc_root / "testing" / "test_frame_mask" / f"01_{c:04d}.npy")
                              for c in (1, 2, 3)])
@@ -227,7 +229,7 @@ def test_test_split_round_trip(stc_root):
         np.testing.assert_array_equal(item["mask"].numpy(), _nearest(full, 80))
         assert set(np.unique(item["mask"].numpy())) <= {0, 1}
         assert item["label"] == int(full.any())
-        jpg = Image.open(ds.paths[i]).convert("RGB").resize((80, 80), Image.BILINEAR)
+        jpg = Image.open(ds.paths[i]).convert("RGB").resize((80, 80), pil_filter)
         np.testing.assert_array_equal(item["image"].permute(1, 2, 0).numpy(), np.asarray(jpg))
 
 

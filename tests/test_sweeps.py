@@ -43,7 +43,7 @@ def test_receptive_field_bounds_what_a_unit_sees():
 @pytest.fixture(scope="module")
 def caches(quick_root):
     cfg = preset("quick").replace(device="cpu")
-    kw = dict(image_size=cfg.image_size, crop=cfg.crop)
+    kw = dict(image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
     train = FeatureCache.compute(MVTecDataset(quick_root, "bottle_syn", "train", **kw), cfg, progress=False)
     test = FeatureCache.compute(MVTecDataset(quick_root, "bottle_syn", "test", **kw), cfg, progress=False)
     return cfg, train, test

@@ -1,0 +1,322 @@
+"""PaDiM end to end, three ways, in one run: this package, anomalib's Padim, and the forward pass alone.
+
+On the same images, the same backbone weights and the same channel subset:
+
+  ours      padim_utils.Padim.fit + predict_dataset (streaming float64 statistics, Cholesky,
+            batched Mahalanobis, separable blur);
+  anomalib  anomalib 2.x's `PadimModel` torch module (install with `pip install -e '.[bench]'`):
+            its feature extractor (given the same ImageNet classifier module, with the same
+            weights), its memory bank of every training embedding, `MultiVariateGaussian.fit`,
+            its anomaly-map generator; its random channel index is set to ours;
+  forward   decoding, normalising and the backbone forward pass over the same training and
+            test images and nothing else: the floor no PaDiM can beat.
+
+Every (setup, N, method) runs in a fresh subprocess, so each peak RSS is its own
+(`/proc/self/clear_refs` before, `VmHWM` after) and no run warms another's caches.
+N training images are the category's training set cycled to length N (timings do not
+depend on the pixels); accuracy is reported where N is the real training set. Setups:
+
+  lite0   offline_lite0 (real ImageNet weights, work offline): the accuracy comparison
+  r18     resnet18, layers 1-3, d = 100, 256 -> crop 224 (random-init weights where the
+          ImageNet ones are not in TORCH_HOME: same timings, accuracy not reported)
+  wr50    wide_resnet50_2, layers 1-3, d = 550 (same rule)
+
+    python benchmarks/bench_pipeline.py                                # CPU: lite0 and r18 at N = 209
+    python benchmarks/bench_pipeline.py --setups lite0 r18 wr50 --n 200 1000 3629 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mvtec_ad"
+METHODS = ("ours", "anomalib", "forward", "ours_nchw", "forward_nchw")
+DEFAULT_METHODS = ("ours", "anomalib", "forward")
+SETUPS = {
+    "lite0": {"preset": "offline_lite0"},
+    "r18": {"preset": "paper_r18"},
+    "wr50": {"preset": "paper_wr50"},
+}
+
+
+# ---------------------------------------------------------------------------- one measurement (subprocess)
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := current RSS
+    except OSError:
+        pass
+
+
+def _config(job: dict):
+    from padim_utils import backbones
+    from padim_utils.config import preset
+
+    cfg = preset(SETUPS[job["setup"]]["preset"]).replace(device=job["device"])
+    pretrained = backbones.weights_status(cfg.backbone).startswith(("offline", "cached"))
+    return cfg.replace(pretrained=pretrained), pretrained
+
+
+def _datasets(job: dict, cfg):
+    from torch.utils.data import Subset
+
+    from padim_utils.datasets import open_dataset
+
+    kw = {"image_size": cfg.image_size, "crop": cfg.crop}
+    if "interpolation" in {f for f in cfg.to_dict()}:
+        kw["interpolation"] = cfg.interpolation
+    train = open_dataset("mvtec", job["data"], job["category"], "train", **kw)
+    test = open_dataset("mvtec", job["data"], job["category"], "test", **kw)
+    real_n = len(train)
+    if job["n"] != real_n:
+        train = Subset(train, [i % real_n for i in range(job["n"])])
+    return train, test, real_n
+
+
+def _loader(model, data):
+    """The DataLoader Padim itself uses for this device (same decoding cost for every method)."""
+    return model.loader(data)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _run_ours(model, train, test):
+    t = time.perf_counter()
+    model.fit(train, progress=False)
+    _sync(model.device)
+    fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    result = model.predict_dataset(test, progress=False)
+    _sync(model.device)
+    return fit_s, time.perf_counter() - t, result
+
+
+def _run_anomalib(model, train, test):
+    import torch
+    from anomalib.models.image.padim.torch_model import PadimModel
+
+    from padim_utils.backbones import build_backbone
+
+    torch.manual_seed(0)  # random-init backbones: the same weights as ours (built after the same seed)
+    classifier = build_backbone(model.config.backbone, model.config.pretrained).eval()
+    layers = list(model.extractor.layers)
+    if model.config.backbone == "efficientnet_lite0":
+        # timm's network: anomalib's timm extractor (features_only), then our weights loaded into it
+        core = PadimModel(backbone="tf_efficientnet_lite0", layers=layers, pre_trained=False, n_features=model.d)
+        missing, _ = core.feature_extractor.feature_extractor.load_state_dict(classifier.state_dict(), strict=False)
+        if missing:
+            raise RuntimeError(f"anomalib's lite0 extractor did not get weights for {missing[:3]} ...")
+    else:  # torchvision's network: anomalib's path for an nn.Module backbone (create_feature_extractor)
+        core = PadimModel(backbone=classifier, layers=layers, pre_trained=False, n_features=model.d)
+    core = core.to(model.device)
+    core.idx = model.reducer.index.to(model.device)  # the same random channels as ours
+    core.train()
+    t = time.perf_counter()
+    for batch in _loader(model, train):
+        x = model.extractor.normalize(batch["image"].to(model.device, non_blocking=True))  # (B, 3, S, S)
+        core(x)
+    core.fit()
+    _sync(model.device)
+    fit_s = time.perf_counter() - t
+    core.eval()
+    maps, scores, labels, masks = [], [], [], []
+    t = time.perf_counter()
+    for batch in _loader(model, test):
+        x = model.extractor.normalize(batch["image"].to(model.device, non_blocking=True))
+        out = core(x)
+        maps.append(out.anomaly_map[:, 0].float().cpu())  # (B, S, S)
+        scores.append(out.pred_score.float().cpu().reshape(-1))
+        labels += [int(v) for v in batch["label"]]
+        masks.append(batch["mask"])
+    _sync(model.device)
+    predict_s = time.perf_counter() - t
+    result = {"maps": torch.cat(maps), "scores": torch.cat(scores), "labels": torch.tensor(labels),
+              "masks": torch.cat(masks)}
+    return fit_s, predict_s, result
+
+
+def _run_forward(model, train, test):
+    times = []
+    for data in (train, test):
+        t = time.perf_counter()
+        for batch in _loader(model, data):
+            model.forward_layers(batch["image"])
+        _sync(model.device)
+        times.append(time.perf_counter() - t)
+    return times[0], times[1], None
+
+
+def worker(job: dict) -> dict:
+    import torch
+
+    from padim_utils.experiment import device_name
+    from padim_utils.metrics import evaluate
+    from padim_utils.model import Padim
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    cfg, pretrained = _config(job)
+    train, test, real_n = _datasets(job, cfg)
+    torch.manual_seed(0)  # random-init backbones: the same weights in every subprocess
+    model = Padim(cfg)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    _reset_peak_rss()
+    rss_before = _status_kib("VmRSS")
+    method = job["method"]
+    if method.endswith("_nchw"):  # the same run in the NCHW layout: what channels-last gains
+        model.extractor.use_channels_last(False)
+        method = method[: -len("_nchw")]
+    run = {"ours": _run_ours, "anomalib": _run_anomalib, "forward": _run_forward}[method]
+    fit_s, predict_s, result = run(model, train, test)
+    out = {**job, "backbone": cfg.backbone, "d": model.d, "pretrained": pretrained, "out_size": cfg.out_size,
+           "n_test": len(test), "fit_s": fit_s, "predict_s": predict_s,
+           "fit_images_per_s": job["n"] / fit_s, "predict_images_per_s": len(test) / predict_s,
+           "peak_rss_gib": _status_kib("VmHWM") / 2**20, "rss_before_gib": rss_before / 2**20,
+           "peak_gpu_gib": (torch.cuda.max_memory_allocated(model.device) / 2**30
+                            if model.device.type == "cuda" else None),
+           "device_name": device_name(model.device), "threads": torch.get_num_threads()}
+    if result is not None and pretrained and job["n"] == real_n:
+        m = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
+        out.update({k: float(m[k]) for k in ("image_auroc", "pixel_auroc", "pixel_aupro")})
+        out["maps_checksum"] = float(result["maps"].double().sum())
+    return out
+
+
+# ---------------------------------------------------------------------------- the driver
+def run_job(job: dict) -> dict:
+    env = dict(os.environ, PADIM_PROGRESS="0")
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True,
+                          text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {**job, "error": tail}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _f(v, spec=".2f"):
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(report: dict) -> str:
+    rows = report["runs"]
+    lines = [f"Machine: {report['machine']} · torch {report['torch']} · {report['date']}", "",
+             "| setup | N | method | fit (s) | predict (s) | fit img/s | predict img/s | peak RSS (GiB) "
+             "| peak GPU (GiB) | image AUROC | pixel AUROC | AU-PRO |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['setup']} | {r['n']} | {r['method']} | error: {r['error']} |||||||||")
+            continue
+        lines.append(f"| {r['setup']} ({r['backbone']}, d={r['d']}{'' if r['pretrained'] else ', random-init'}) "
+                     f"| {r['n']} | {r['method']} | {_f(r['fit_s'])} | {_f(r['predict_s'])} "
+                     f"| {_f(r['fit_images_per_s'], '.1f')} | {_f(r['predict_images_per_s'], '.1f')} "
+                     f"| {_f(r['peak_rss_gib'])} | {_f(r['peak_gpu_gib'])} | {_f(r.get('image_auroc'), '.3f')} "
+                     f"| {_f(r.get('pixel_auroc'), '.3f')} | {_f(r.get('pixel_aupro'), '.3f')} |")
+    lines += ["", "| setup | N | anomalib / ours, fit | anomalib / ours, predict | ours / forward, end to end "
+              "| anomalib / ours, peak memory |", "|---|---:|---:|---:|---:|---:|"]
+    for key, r in report["ratios"].items():
+        lines.append(f"| {r['setup']} | {r['n']} | {_f(r['fit_anomalib_over_ours'])}× "
+                     f"| {_f(r['predict_anomalib_over_ours'])}× | {_f(r['end_to_end_ours_over_forward'])}× "
+                     f"| {_f(r['memory_anomalib_over_ours'])}× |")
+    return "\n".join(lines) + "\n"
+
+
+def ratios(runs: list[dict]) -> dict:
+    out = {}
+    by = {(r["setup"], r["n"], r["method"]): r for r in runs if "error" not in r}
+    for (setup, n, method), ours in by.items():
+        if method != "ours":
+            continue
+        an, fw = by.get((setup, n, "anomalib")), by.get((setup, n, "forward"))
+        mem = "peak_gpu_gib" if ours["peak_gpu_gib"] is not None else "peak_rss_gib"
+        out[f"{setup}-{n}"] = {
+            "setup": setup, "n": n,
+            "fit_anomalib_over_ours": an and an["fit_s"] / ours["fit_s"],
+            "predict_anomalib_over_ours": an and an["predict_s"] / ours["predict_s"],
+            "end_to_end_ours_over_forward": fw and (ours["fit_s"] + ours["predict_s"]) / (fw["fit_s"] + fw["predict_s"]),
+            "memory_anomalib_over_ours": an and an[mem] / ours[mem],
+        }
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="MVTec AD root (default: ../shared/data/mvtec_ad)")
+    p.add_argument("--category", default="bottle")
+    p.add_argument("--setups", nargs="+", default=["lite0", "r18"], choices=list(SETUPS))
+    p.add_argument("--n", nargs="+", type=int, default=None, help="training-set sizes (default: the real one)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS,
+                   help="*_nchw: the same without the channels-last layout")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--out-dir", default=str(HERE / "results"))
+    p.add_argument("--tag", default=None, help="suffix of the result files (default: the device)")
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    data = Path(args.data)
+    if not (data / args.category / "train").is_dir():
+        sys.exit(f"bench_pipeline: no MVTec AD category {args.category!r} under {data}; pass --data")
+    sys.path.insert(0, str(HERE.parent))
+    from padim_utils.data import MVTecDataset
+    from padim_utils.experiment import cpu_name
+    import torch
+
+    threads = args.threads or os.cpu_count()
+    ns = args.n or [len(MVTecDataset(data, args.category, "train", image_size=64, crop=None))]
+    runs = []
+    for setup in args.setups:
+        for n in ns:
+            for method in args.methods:
+                job = {"setup": setup, "n": n, "method": method, "device": args.device, "threads": threads,
+                       "data": str(data), "category": args.category}
+                r = run_job(job)
+                runs.append(r)
+                msg = r.get("error") or f"fit {r['fit_s']:.2f} s, predict {r['predict_s']:.2f} s, " \
+                                        f"peak RSS {r['peak_rss_gib']:.2f} GiB"
+                print(f"{setup:6s} N={n:5d} {method:9s} {msg}", flush=True)
+    machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {threads} threads"
+    report = {"machine": machine, "platform": platform.platform(), "python": platform.python_version(),
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "category": args.category,
+              "runs": runs, "ratios": ratios(runs)}
+    try:
+        import anomalib
+
+        report["anomalib"] = anomalib.__version__
+    except ImportError:
+        report["anomalib"] = None
+    from padim_utils.files import write_json, write_text
+
+    out = Path(args.out_dir)
+    tag = args.tag or args.device
+    write_json(out / f"pipeline_{tag}.json", report)
+    write_text(out / f"pipeline_{tag}.md", markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
