@@ -41,8 +41,8 @@ __all__ = ["TABLES", "PAPER_BACKBONES", "OFFLINE_BACKBONE", "reproduce", "load_t
            "choose_backbones", "backbone_label", "parse_tables", "default_out", "run_plan", "run_key"]
 
 TABLES = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
-#: The studies (kinds of unit) each table reads.
-TABLE_STUDIES = {"I": ("layers",), "II": ("reduction",), "III": ("mvtec",), "IV": ("stc",), "V": ("mvtec",),
+#: The studies (kinds of unit) each table reads; "interpolation": mvtec units with the preset's other interpolation.
+TABLE_STUDIES = {"I": ("layers",), "II": ("reduction",), "III": ("mvtec", "interpolation"), "IV": ("stc",), "V": ("mvtec",),
                  "VI": ("rd",), "VII": ("cost",), "VIII": ("cost", "stc")}
 #: The backbones the paper reports each table with.
 PAPER_BACKBONES = {"I": ("resnet18",), "II": ("resnet18",), "III": ("resnet18", "wide_resnet50_2"),
@@ -161,6 +161,8 @@ def make_plan(tables, backbones: dict[str, tuple[str, ...]], seeds: int, sources
                 units += [Unit("reduction", b, c, s, k) for s in REDUCTION_SETTINGS for k in _seeds(s, False, seeds)]
             if (b, "mvtec") in studies:
                 units += [Unit("mvtec", b, c, "main", k) for k in _seeds("main", random, seeds)]
+            if (b, "interpolation") in studies:
+                units += [Unit("mvtec", b, c, other_interpolation(b, quick), k) for k in _seeds("main", random, seeds)]
         if (b, "rd") in studies:
             units += [Unit("rd", b, c, f"rd{r}", k) for c in sources.categories for r in RD_DRAWS
                       for k in _seeds("rd", random, seeds)]
@@ -169,6 +171,11 @@ def make_plan(tables, backbones: dict[str, tuple[str, ...]], seeds: int, sources
         if (b, "cost") in studies:
             units += [Unit("cost", b, c, "main") for c in sources.categories]
     return units
+
+
+def other_interpolation(backbone: str, quick: bool) -> str:
+    """The interpolation Table III compares with: bicubic (the paper's) for a bilinear preset, else bilinear."""
+    return "bilinear" if base_config(backbone, quick).interpolation == "bicubic" else "bicubic"
 
 
 # ---------------------------------------------------------------------------- running it
@@ -239,7 +246,8 @@ def reproduce(tables="all", out=None, quick: bool = False, seeds: int | None = N
     seconds = time.perf_counter() - start
     info = {"seeds": seeds, "quick": quick, "sources": sources.to_dict(), "units": len(units), "results": str(folder),
             "computed": computed, "seconds": seconds, "backbones": {t: list(b) for t, b in backbones.items()},
-            "labels": {b: backbone_label(b) for bs in backbones.values() for b in bs}}
+            "labels": {b: backbone_label(b) for bs in backbones.values() for b in bs},
+            "interpolation": {b: base_config(b, quick).interpolation for bs in backbones.values() for b in bs}}
     written = write_tables(out, ids, results, info)
     print(f"{len(units)} units ({computed} computed now, {len(units) - computed} found) in {seconds:.0f} s; "
           f"{len(written)} table(s) -> {out / 'README.md'}")

@@ -9,7 +9,9 @@ a run resumable. The studies, and which of the paper's tables read them:
                           joint_gaussian_1_2_3 (one Gaussian over all three); every channel kept
     reduction  II         none_448 (every channel), random_100, pca_100, random_200, pca_200: the
                           paper's d for ResNet18's 448 channels, scaled to our channel count
-    mvtec      III, V     main: the backbone's preset (random d channels) on one MVTec AD category
+    mvtec      III, V     main: the backbone's preset (random d channels) on one MVTec AD category;
+                          III also "bicubic" or "bilinear": the same with the other interpolation
+                          (image resize and map upsampling) than the preset's
     stc        IV, VIII   main: the same on one STC scene (frames resized, never cropped)
     rd         VI         rd0 ... rd4: the same on Rd-MVTec, one random rotation + crop per draw
     cost       VII, VIII  main: the whole pipeline from the image files, timed, peak memory
@@ -28,7 +30,7 @@ import torch
 
 from . import __version__
 from .ablations import select_layers
-from .config import PadimConfig, preset
+from .config import INTERPOLATIONS, PadimConfig, preset
 from .errors import PadimError
 from .experiment import device_name, evaluate_cached, peak_memory_bytes, reset_peak_memory
 from .features import FeatureCache
@@ -117,6 +119,8 @@ class Context:
     def config(self, unit: Unit) -> PadimConfig:
         """The unit's config before its setting: geometry per study, its seed."""
         cfg = base_config(unit.backbone, self.quick, self.device).replace(seed=unit.seed)
+        if unit.study == "mvtec" and unit.setting in INTERPOLATIONS:
+            cfg = cfg.replace(interpolation=unit.setting)
         if unit.study == "stc":
             return cfg.replace(crop=None)  # the paper: STC frames resized to 256, no crop
         if unit.study == "rd":
@@ -130,22 +134,23 @@ class Context:
             from .stc import STCDataset
 
             return STCDataset(s.stc_root, unit.category, split, image_size=cfg.image_size, crop=cfg.crop,
-                              frames_per_video=s.frames_per_video)
+                              interpolation=cfg.interpolation, frames_per_video=s.frames_per_video)
         if unit.study == "rd":
             from .rd_mvtec import RdMVTecDataset
 
             return RdMVTecDataset(s.mvtec_root, unit.category, split, image_size=cfg.image_size, crop=cfg.crop,
-                                  seed=int(unit.setting.removeprefix("rd")))
+                                  interpolation=cfg.interpolation, seed=int(unit.setting.removeprefix("rd")))
         from .data import MVTecDataset
 
-        return MVTecDataset(s.mvtec_root, unit.category, split, image_size=cfg.image_size, crop=cfg.crop)
+        return MVTecDataset(s.mvtec_root, unit.category, split, image_size=cfg.image_size, crop=cfg.crop,
+                            interpolation=cfg.interpolation)
 
     def caches(self, unit: Unit, cfg: PadimConfig) -> tuple[FeatureCache, FeatureCache]:
         """(train, test) layer outputs of the unit's data, computed once per backbone, geometry and data."""
         data = unit.setting if unit.study == "rd" else "stc" if unit.study == "stc" else "mvtec"
         out = []
         for split in ("train", "test"):
-            key = (cfg.backbone, cfg.layers, cfg.image_size, cfg.crop, data, unit.category, split)
+            key = (cfg.backbone, cfg.layers, cfg.image_size, cfg.crop, cfg.interpolation, data, unit.category, split)
             if key not in self._caches:
                 self._caches[key] = FeatureCache.compute(self.dataset(unit, split, cfg), cfg, progress=False)
                 while len(self._caches) > self.keep:

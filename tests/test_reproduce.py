@@ -19,7 +19,7 @@ from conftest import REPO
 from padim_utils import cli
 from padim_utils import reproduce as rp
 from padim_utils.errors import PadimError
-from padim_utils.reproduce_tables import mean_sem, table_markdown
+from padim_utils.reproduce_tables import explain_gaps, mean_sem, table_markdown
 from padim_utils.reproduce_units import Unit
 
 PAPER_FILE = REPO / "padim_utils" / "paper_results.json"
@@ -118,7 +118,7 @@ def test_every_published_number_is_the_paper_files(quick_run):
             assert at(p["source"]) == p["value"], (t, p)
     # a few by hand, from the paper (Defard et al., 2020)
     assert _row(tables["I"], setting="layers 1+2+3, one joint Gaussian")["paper"][0]["value"] == 0.971
-    mean = _row(tables["III"], group="all")
+    mean = _row(tables["III"], group="all", interpolation="bilinear")
     assert {(p["model"], p["metric"]): p["value"] for p in mean["paper"]}[("PaDiM-WR50-Rd550", "pixel_aupro")] == 0.921
     assert [p["value"] for p in _row(tables["IV"], scene="mean of 2")["paper"]] == [0.912, 0.899]
     assert [p["value"] for p in _row(tables["VI"], group="all")["paper"]] == [0.922, 0.731]
@@ -140,7 +140,7 @@ def test_table_numbers_are_the_units_mean_and_sem(quick_run):
                 for s in seeds]
 
     v = per_seed("mvtec", "main", "pixel_aupro")
-    ours = _row(tables["III"], group="all")["ours"]["pixel_aupro"]
+    ours = _row(tables["III"], group="all", interpolation="bilinear")["ours"]["pixel_aupro"]
     assert len(v) == 2 and ours["n"] == 2
     assert ours["mean"] == pytest.approx(np.mean(v), abs=1e-12)
     assert ours["sem"] == pytest.approx(scipy.stats.sem(v), abs=1e-12)
@@ -156,7 +156,15 @@ def test_table_numbers_are_the_units_mean_and_sem(quick_run):
     assert ours["n"] == 5 and ours["sem"] == pytest.approx(scipy.stats.sem(draws), abs=1e-12)
     # Table V reads the same units as Table III
     assert _row(tables["V"], category="bottle_syn")["ours"]["image_auroc"]["values"] == \
-        [r["image_auroc"] for u, r in sorted(results.items()) if u.study == "mvtec" and u.category == "bottle_syn"]
+        [r["image_auroc"] for u, r in sorted(results.items())
+         if (u.study, u.category, u.setting) == ("mvtec", "bottle_syn", "main")]
+    # Table III's last row: the same units with bicubic resizing and upsampling instead of the preset's bilinear
+    v = per_seed("mvtec", "bicubic", "pixel_auroc")
+    ours = _row(tables["III"], group="all", interpolation="bicubic")["ours"]["pixel_auroc"]
+    assert ours["mean"] == pytest.approx(np.mean(v), abs=1e-12) and ours["n"] == 2
+    assert {r["config"]["interpolation"] for u, r in results.items() if u.setting == "bicubic"} == {"bicubic"}
+    assert {r["config"]["interpolation"] for u, r in results.items() if u.setting == "main"} == {"bilinear"}
+    assert any("bicubic" in why for why in explain_gaps(tables["III"]))
 
 
 def test_second_run_computes_nothing(quick_run, monkeypatch):
@@ -238,12 +246,13 @@ def test_plan_shares_units_between_tables(data_home):
     sources = rp.find_sources(True)
     backbones = {t: ("efficientnet_lite0",) for t in rp.TABLES}
     both = rp.make_plan(("III", "V"), backbones, 3, sources, quick=True)
-    assert both == rp.make_plan(("III",), backbones, 3, sources, quick=True)
-    assert len(both) == len(sources.categories) * 3
+    assert both == rp.make_plan(("III",), backbones, 3, sources, quick=True)  # V reads III's units
+    assert len(both) == len(sources.categories) * 3 * 2  # the preset's interpolation and the other one
+    assert set(rp.make_plan(("V",), backbones, 3, sources, quick=True)) < set(both)
     plan = rp.make_plan(rp.TABLES, backbones, 3, sources, quick=True)
     assert len(plan) == len(set(plan))
     n_cat, n_scene = len(sources.categories), len(sources.scenes)
-    expected = n_cat * (5 + (3 + 2 * 3) + 3 + 5 * 3 + 1) + n_scene * 3  # I, II, III/V, VI, VII; IV
+    expected = n_cat * (5 + (3 + 2 * 3) + 2 * 3 + 5 * 3 + 1) + n_scene * 3  # I, II, III/V, VI, VII; IV
     assert len(plan) == expected
 
 
@@ -282,10 +291,11 @@ def test_a_run_on_other_data_is_kept_apart(quick_run, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(rp, "run_unit", lambda unit, ctx: calls.append(unit) or REAL_RUN_UNIT(unit, ctx))
     tables = rp.reproduce("III", out=out, quick=True, data=other, device="cpu", progress=False)
-    assert len(calls) == 2  # bottle_syn, 2 seeds: nothing taken from the first run's folder
+    assert len(calls) == 4  # bottle_syn, 2 seeds, 2 interpolations: nothing taken from the first run's folder
     assert sorted(p.name for p in (out / "results").iterdir()) == sorted([rp.run_key(True, rp.find_sources(True)),
                                                                           rp.run_key(True, rp.find_sources(True, other))])
-    assert [r["labels"]["category"] for r in tables["III"]["rows"]] == ["bottle_syn", "mean of 1", "mean of 1"]
+    assert [r["labels"]["category"] for r in tables["III"]["rows"]] == ["bottle_syn", "mean of 1", "mean of 1",
+                                                                        "mean of 1"]
 
 
 def test_figures_have_titles_labels_and_the_paper(quick_run):
