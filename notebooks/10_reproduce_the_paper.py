@@ -20,8 +20,8 @@
 # honestly (our mean ± SEM over seeds beside each published number, and where that number comes from),
 # and to explain each gap: another backbone, other data, fewer seeds, smaller images, another machine.
 #
-# *Needs:* 06 (the benchmark), 07 (STC), 08 (the ablations). *Time:* about 5 min of computing on the
-# embedded data on a 2-core CPU (about a minute with `PADIM_QUICK=1`), seconds when the results are
+# *Needs:* 06 (the benchmark), 07 (STC), 08 (the ablations). *Time:* about 4 min of computing on the
+# embedded data on a 2-core CPU (under a minute with `PADIM_QUICK=1`), seconds when the results are
 # already there; with all 15 MVTec AD categories, hours on a CPU.
 #
 # The paper (Defard et al., 2020, [arXiv 2011.08785](https://arxiv.org/abs/2011.08785)) backs its claims

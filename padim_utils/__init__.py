@@ -17,6 +17,8 @@ Modules, in the order of the method:
     features   FeatureCache: layer outputs computed once, re-fit in seconds
     experiment run_benchmark: fit + predict + metrics, one record per category
     paper      the paper's published numbers and tables in its format
+    reproduce  `padim reproduce`: the paper's Tables I-VIII re-run, resumable (units: reproduce_units,
+               tables: reproduce_tables)
     plots      figures
     course     what the notebooks start with (env settings, data, show_source, check_exercise)
     cli        the `padim` command

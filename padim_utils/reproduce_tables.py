@@ -31,7 +31,8 @@ from .files import write_json, write_text
 from .paper import CITATION, category_group, paper_results
 from .reproduce_units import LAYER_SETTINGS, REDUCTION_SETTINGS, Unit
 
-__all__ = ["mean_sem", "paper_lookup", "build_table", "table_markdown", "write_tables", "gaps", "explain_gaps", "TITLES"]
+__all__ = ["mean_sem", "paper_lookup", "build_table", "table_markdown", "write_tables", "gaps", "explain_gaps",
+           "TITLES"]
 
 TITLES = {
     "I": "Which layers? Each layer alone, the sum of the three single-layer maps, one joint Gaussian",
@@ -103,7 +104,7 @@ def _collect(results: dict[Unit, dict], study: str, backbone: str, by_draw: bool
     for key, reps in grouped.items():
         out[key] = {}
         for rep, records in reps.items():
-            out[key][rep] = {k: (None if any(r.get(k) is None for r in records) else float(np.mean([r[k] for r in records])))
+            out[key][rep] = {k: None if any(r[k] is None for r in records) else float(np.mean([r[k] for r in records]))
                              for k in _COLUMNS if all(k in r for r in records)}
             out[key][rep]["record"] = records[0]
     return out
@@ -172,13 +173,15 @@ def _table_layers(results, info, backbones, categories):
         data = _collect(results, "layers", b)
         for s in LAYER_SETTINGS:
             rec = _first_record(data, s, categories)
-            ours = "+".join(rec.get("layers", [])) + f" ({rec.get('channels' if s == 'sum_of_3_maps' else 'd', '?')} ch)"
+            width = rec.get("channels" if s == "sum_of_3_maps" else "d", "?")
+            ours = "+".join(rec.get("layers", [])) + f" ({width} ch)"
             paper = [_paper("PaDiM-R18 (all 448 channels)", m, f"ablation_layers_r18_all448/{s}/{i}")
                      for i, m in enumerate(metrics)]
             per_category = {c: {m: (_values(data, s, [c], m) or [None])[0] for m in metrics} for c in categories}
             rows.append(_row({"setting": _LAYER_LABELS[s], "our layers": ours}, b, info, info["sources"]["mvtec"],
                              {m: _values(data, s, categories, m) for m in metrics}, paper, per_category=per_category))
-    notes = ["Every channel of the layers used (no reduction), one Gaussian per patch position, as the paper's Table I.",
+    notes = ["Every channel of the layers used (no reduction), one Gaussian per patch position, as the paper's "
+             "Table I.",
              "The paper's layer i is our i-th hooked layer (on EfficientNet-Lite0: blocks.1, blocks.2, blocks.4, "
              "strides 4, 8, 16 like ResNet's layers 1-3). Our numbers are the mean over the categories; "
              "per_category in the JSON."]
@@ -220,8 +223,8 @@ def _table_mvtec(metrics, models, study="mvtec", by_draw=False, interpolation=Fa
                 for r in block:
                     r["labels"]["interpolation"] = info["interpolation"][b]
                 for other in sorted({s for s, _ in data} - {"main"}):
-                    block.append(_row({"group": "all", "category": f"mean of {len(categories)}", "interpolation": other},
-                                      b, info, info["sources"]["mvtec"],
+                    labels = {"group": "all", "category": f"mean of {len(categories)}", "interpolation": other}
+                    block.append(_row(labels, b, info, info["sources"]["mvtec"],
                                       {m: _values(data, other, categories, m) for m in metrics}, paper_for("mean")))
             rows += block
         notes = ["Each row: the backbone's preset (random d channels), mean ± SEM over the seeds; a group's mean "
@@ -256,7 +259,8 @@ def _table_stc(results, info, backbones, categories):
 
 
 def _table_time(results, info, backbones, categories):
-    metrics, models, rows = ("seconds_per_image", "fit_seconds"), ("PaDiM-R18-Rd100", "PaDiM-WR50-Rd550", "SPADE-WR50"), []
+    metrics, rows = ("seconds_per_image", "fit_seconds"), []
+    models = ("PaDiM-R18-Rd100", "PaDiM-WR50-Rd550", "SPADE-WR50")
     for b in backbones:
         data = _collect(results, "cost", b)
         machine = _first_record(data, "main", categories).get("device_name", "?")
@@ -313,7 +317,8 @@ def _spread(table: str, seeds: int) -> str:
         return f"mean ± SEM over the 5 random preprocessings, each the mean over {seeds} channel seed(s)"
     if table in ("I", "VII", "VIII"):
         return "one run per setting (no random choice), so no ±"
-    return f"mean ± SEM over {seeds} seed(s) of the random channel choice; no ± where a setting is deterministic (n = 1)"
+    return (f"mean ± SEM over {seeds} seed(s) of the random channel choice; no ± where a setting is deterministic "
+            "(n = 1)")
 
 
 def build_table(table: str, results: dict[Unit, dict], info: dict) -> dict:
@@ -328,10 +333,11 @@ def build_table(table: str, results: dict[Unit, dict], info: dict) -> dict:
         provenance.append(f"{extra.split('/')[0]}: {paper_lookup(extra)}")
     return {"table": table, "title": TITLES[table], "citation": CITATION,
             "paper": f"Table {table} of {CITATION}",
-            "columns": [{"key": k, "name": _COLUMNS[k][0], "unit": _COLUMNS[k][1], "fmt": _COLUMNS[k][2]} for k in metrics],
+            "columns": [dict(zip(("key", "name", "unit", "fmt"), (k, *_COLUMNS[k]))) for k in metrics],
             "labels": labels, "paper_models": models, "rows": rows, "provenance": provenance, "notes": notes,
             "spread": _spread(table, info["seeds"]),
-            "run": {"seeds": info["seeds"], "quick": info["quick"], "backbones": {b: info["labels"][b] for b in backbones},
+            "run": {"seeds": info["seeds"], "quick": info["quick"],
+                    "backbones": {b: info["labels"][b] for b in backbones},
                     "interpolation": {b: info["interpolation"][b] for b in backbones},
                     "data": {"mvtec": info["sources"]["mvtec"], "stc": info["sources"]["stc"]}}}
 
@@ -373,7 +379,8 @@ def explain_gaps(table: dict) -> list[str]:
     bilinear = [b for b, i in run.get("interpolation", {}).items() if i != "bicubic"]
     if bilinear and t not in ("VII", "VIII"):
         why.append(f"bilinear image resizing and map upsampling ({', '.join(bilinear)}'s preset, anomalib's choice) "
-                   "where the paper uses bicubic" + ("; the last row shows the same run with bicubic" if t == "III" else ""))
+                   "where the paper uses bicubic"
+                   + ("; the last row shows the same run with bicubic" if t == "III" else ""))
     if t in ("II", "III", "IV", "V", "VI") and run["seeds"] < 10:
         why.append(f"fewer seeds: {run['seeds']} random channel choices where the paper averages 10 random "
                    "models (a wider SEM; the mean itself is not biased)")
@@ -413,7 +420,8 @@ def table_markdown(table: dict) -> str:
         for m in table["paper_models"]:
             if any(p["model"] == m and p["metric"] == c["key"] and p["value"] is not None for r in table["rows"]
                    for p in r["paper"]):
-                cols.append((f"{c['name']}{unit}: paper {m}", lambda r, c=c, m=m: _paper_cell(r, m, c["key"], c["fmt"])))
+                cols.append((f"{c['name']}{unit}: paper {m}",
+                             lambda r, c=c, m=m: _paper_cell(r, m, c["key"], c["fmt"])))
     header = [*table["labels"], "backbone", *(h for h, _ in cols)]
     lines = [f"## Table {table['table']} · {table['title']}", ""]
     run = table["run"]
