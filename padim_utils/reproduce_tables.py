@@ -228,8 +228,10 @@ def _table_mvtec(metrics, models, study="mvtec", by_draw=False, interpolation=Fa
                                       {m: _values(data, other, categories, m) for m in metrics}, paper_for("mean")))
             rows += block
         notes = ["Each row: the backbone's preset (random d channels), mean ± SEM over the seeds; a group's mean "
-                 "averages its categories seed by seed. The embedded synthetic categories count as the group "
-                 "they imitate (carpet_syn: textures, bottle_syn: objects) and have no published value."]
+                 "averages its categories seed by seed."]
+        if any(c.endswith("_syn") for c in categories):
+            notes.append("The embedded synthetic categories count as the group they imitate (carpet_syn: textures, "
+                         "bottle_syn: objects) and have no published value.")
         if interpolation:
             notes.append("interpolation: how images are resized and patch distances upsampled to the map; the paper "
                          "uses bicubic, anomalib (and our offline preset) bilinear. The last row repeats the mean of "
@@ -339,6 +341,7 @@ def build_table(table: str, results: dict[Unit, dict], info: dict) -> dict:
             "run": {"seeds": info["seeds"], "quick": info["quick"],
                     "backbones": {b: info["labels"][b] for b in backbones},
                     "interpolation": {b: info["interpolation"][b] for b in backbones},
+                    "categories": info["sources"]["categories"],
                     "data": {"mvtec": info["sources"]["mvtec"], "stc": info["sources"]["stc"]}}}
 
 
@@ -374,8 +377,10 @@ def explain_gaps(table: dict) -> list[str]:
     if run["quick"]:
         why.append("quick mode: 64 px images and a few training images per category (the paper: 224 px crops "
                    "of 256 px images and 60-400 training images), so the covariances rest mostly on eps")
-    elif data == "MVTec AD" and t != "IV":
-        why.append("our means cover only the MVTec AD categories present here; the paper's cover all 15")
+    elif data == "MVTec AD" and t != "IV" and len(run.get("categories", ())) < 15:
+        n = len(run["categories"])
+        why.append(f"our means cover {n} MVTec AD categor{'y' if n == 1 else 'ies'} (those present here); "
+                   "the paper's cover all 15")
     bilinear = [b for b, i in run.get("interpolation", {}).items() if i != "bicubic"]
     if bilinear and t not in ("VII", "VIII"):
         why.append(f"bilinear image resizing and map upsampling ({', '.join(bilinear)}'s preset, anomalib's choice) "
