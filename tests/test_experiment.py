@@ -21,3 +21,18 @@ def test_quick_pipeline_detects_the_embedded_defects(quick_root, category):
         assert record[key] >= floor, f"{category}: {key} = {record[key]:.3f} < {floor}"
     assert record["d"] == 32 and record["n_train"] == 8
     assert f"| {category} | efficientnet_lite0 | 32 | {record['image_auroc']:.3f} |" in results_table([record])
+
+
+def test_reset_peak_memory_starts_the_peak_afresh():
+    import numpy as np
+    import torch
+
+    from padim_utils.experiment import peak_memory_bytes, reset_peak_memory
+
+    cpu = torch.device("cpu")
+    big = np.ones(250_000_000 // 8)  # 250 MB, every page touched
+    del big
+    before = peak_memory_bytes(cpu)
+    if not reset_peak_memory(cpu):
+        pytest.skip("/proc/self/clear_refs cannot be written here: the peak is the whole process's")
+    assert peak_memory_bytes(cpu) < before - 200e6
