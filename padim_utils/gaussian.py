@@ -43,7 +43,8 @@ class GaussianStats:
         b, d, h, w = emb.shape
         if d != self.d or h * w != self.P:
             raise PadimError(f"embedding of shape {tuple(emb.shape)} does not match the fit ({self.d} x {self.P})")
-        x = emb.reshape(b, d, h * w).permute(2, 0, 1)  # (P, B, d), a strided view
+        # (P, B, d), a view: each d-vector is contiguous when emb is channels-last, as the Reducer returns it
+        x = emb.permute(2, 3, 0, 1).reshape(h * w, b, d)
         for s in range(0, self.P, self.chunk):
             # a contiguous float64 copy: the batched matmul below is ~10x slower on the strided layout
             xs = x[s : s + self.chunk].to(torch.float64, memory_format=torch.contiguous_format)  # (p, B, d)

@@ -61,13 +61,15 @@ class Reducer:
         return self.kind == "pca" and self.projection is None
 
     def __call__(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """[(B, C_i, H_i, W_i)] -> (B, d, H_1, W_1)."""
+        """[(B, C_i, H_i, W_i)] -> (B, d, H_1, W_1), channels-last in memory for "random"."""
         if self.kind == "random":
             picked, start = [], 0
             index = self.index.to(features[0].device)
             for f, c in zip(features, self.channels):
                 local = index[(index >= start) & (index < start + c)] - start
-                picked.append(f.index_select(1, local))
+                # gathered along the last axis of the (B, H, W, C) view: the result is channels-last,
+                # so every patch's d-vector is contiguous for the Gaussian fit and the distances
+                picked.append(f.movedim(1, -1).index_select(-1, local).movedim(-1, 1))  # (B, k_i, H_i, W_i)
                 start += c
             return embed(picked)
         emb = embed(features)  # (B, C, H, W)

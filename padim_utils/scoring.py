@@ -26,7 +26,7 @@ def mahalanobis(emb: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor, 
     chunk as batched matrix products in the precision's dtype.
     """
     b, d, h, w = emb.shape
-    x = emb.reshape(b, d, h * w).permute(2, 0, 1).to(precision.dtype)  # (P, B, d)
+    x = emb.permute(2, 3, 0, 1).reshape(h * w, b, d).to(precision.dtype)  # (P, B, d): a view if channels-last
     out = torch.empty(h * w, b, dtype=precision.dtype, device=emb.device)  # (P, B)
     for s in range(0, h * w, chunk):
         # a contiguous (p, B, d) difference: the batched matmul is several times slower on the strided view
