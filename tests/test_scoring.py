@@ -83,6 +83,20 @@ def test_anomaly_maps_bicubic_matches_cubic_convolution_and_never_goes_below_zer
         anomaly_maps(torch.from_numpy(dist), 28, interpolation="area")
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_anomaly_maps_with_blur_equal_resize_then_scipy_blur(interpolation):
+    """The fused matrix form (resize and blur as matrix products) against resizing then scipy's filter."""
+    dist = np.random.default_rng(5).random((3, 9, 9)).astype(np.float32) * 4
+    dist[:, 4, 4] = 30.0  # a sharp peak, so the bicubic clamp matters
+    out = anomaly_maps(torch.from_numpy(dist), 72, sigma=4.0, interpolation=interpolation).numpy()
+    if interpolation == "bilinear":
+        up = np.stack([resize(m, (72, 72), order=1, mode="edge", anti_aliasing=False) for m in dist])
+    else:
+        up = np.maximum(np.stack([_cubic_resize_reference(m, 72) for m in dist]), 0)
+    ref = np.stack([gaussian_filter(u.astype(np.float64), sigma=4.0, mode="reflect") for u in up])
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * ref.max())
+
+
 def test_image_score_is_map_max():
     maps = torch.rand(4, 9, 9)
     maps[2, 3, 4] = 7.0
