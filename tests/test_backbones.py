@@ -161,8 +161,10 @@ def test_lite0_truncated_forward_matches_full_timm_forward(lite0_model):
         lite0_model(x)  # the full classifier forward, head included
     for h in hooks:
         h.remove()
-    for layer, got in zip(fe.layers, fe(x)):
-        torch.testing.assert_close(got, captured[layer], rtol=0, atol=0)
+    fast = fe(x)  # channels-last: float rounding away
+    for layer, got, nchw in zip(fe.layers, fast, fe.use_channels_last(False)(x)):
+        torch.testing.assert_close(nchw, captured[layer], rtol=0, atol=0)
+        torch.testing.assert_close(got, captured[layer], rtol=1e-4, atol=1e-5 * float(captured[layer].abs().max()))
 
 
 # ---------------------------------------------------------------- lite0 weights
