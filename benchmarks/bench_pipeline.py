@@ -38,7 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mvtec_ad"
-METHODS = ("ours", "anomalib", "forward", "ours_nchw", "forward_nchw")
+METHODS = ("ours", "anomalib", "forward", "ours_nchw", "forward_nchw", "ours_compile", "forward_compile")
 DEFAULT_METHODS = ("ours", "anomalib", "forward")
 SETUPS = {
     "lite0": {"preset": "offline_lite0"},
@@ -179,7 +179,7 @@ def worker(job: dict) -> dict:
     cfg, pretrained = _config(job)
     train, test, real_n = _datasets(job, cfg)
     torch.manual_seed(0)  # random-init backbones: the same weights in every subprocess
-    model = Padim(cfg)
+    model = Padim(cfg, compile=job["method"].endswith("_compile"))
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     _reset_peak_rss()
@@ -187,7 +187,7 @@ def worker(job: dict) -> dict:
     method = job["method"]
     if method.endswith("_nchw"):  # the same run in the NCHW layout: what channels-last gains
         model.extractor.use_channels_last(False)
-        method = method[: -len("_nchw")]
+    method = method.split("_")[0]  # *_compile: the same run with torch.compile (its compilation timed in fit)
     run = {"ours": _run_ours, "anomalib": _run_anomalib, "forward": _run_forward}[method]
     fit_s, predict_s, result = run(model, train, test)
     out = {**job, "backbone": cfg.backbone, "d": model.d, "pretrained": pretrained, "out_size": cfg.out_size,
@@ -269,7 +269,7 @@ def main() -> None:
     p.add_argument("--setups", nargs="+", default=["lite0", "r18"], choices=list(SETUPS))
     p.add_argument("--n", nargs="+", type=int, default=None, help="training-set sizes (default: the real one)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS,
-                   help="*_nchw: the same without the channels-last layout")
+                   help="*_nchw: the same without the channels-last layout; *_compile: with torch.compile")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--out-dir", default=str(HERE / "results"))

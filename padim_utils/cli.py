@@ -57,6 +57,9 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto, cpu or cuda")
     g.add_argument("--dtype", help="float32, float64, bfloat16 or float16")
     g.add_argument("--seed", type=int)
+    g.add_argument("--compile", action="store_true",
+                   help="run the backbone through torch.compile: a one-off compilation (~25 s on a CPU), then a "
+                        "faster forward pass; worth it for thousands of images")
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -164,7 +167,7 @@ def cmd_fit(args) -> int:
     with distributed.process_group(cfg.device) as device:
         train = open_dataset(name, root, category, "train", image_size=cfg.image_size, crop=cfg.crop,
                              interpolation=cfg.interpolation, **options)
-        model = Padim(cfg, device=device)
+        model = Padim(cfg, device=device, compile=args.compile)
         _, seconds = timed(model.fit, train, progress=not args.quiet and distributed.is_main())
         with distributed.main_writes() as main_rank:
             if main_rank:
@@ -289,7 +292,8 @@ def cmd_benchmark(args) -> int:
     cfg = build_config(args)
     figures = Path(args.figures) if args.figures else None
     name, root, category, options = data_args(args)
-    record = run_benchmark(cfg, root, category, figures=figures, progress=not args.quiet, dataset=name, **options)
+    record = run_benchmark(cfg, root, category, figures=figures, progress=not args.quiet, dataset=name,
+                           compile=args.compile, **options)
     write_json(args.out, record)
     print(MARKDOWN_HEADER)
     print(markdown_row(record))

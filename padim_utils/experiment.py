@@ -71,13 +71,13 @@ def reset_peak_memory(device: torch.device) -> bool:
 
 
 def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = None,
-                  progress: bool = True, dataset: str = "mvtec", **options) -> dict:
+                  progress: bool = True, dataset: str = "mvtec", compile: bool = False, **options) -> dict:
     """Fit on the normal training images, predict the test set, compute every metric: the benchmark's record.
 
     ``dataset`` and ``options`` pick the data (`padim_utils.datasets.open_dataset`: mvtec, rd-mvtec, stc,
     btad, visa, folder). Without ground-truth masks (a folder dataset without ``mask_dir``) the pixel
     metrics are None and a note says so; for STC ``frame_auroc`` repeats ``image_auroc`` under the
-    paper's name.
+    paper's name. ``compile``: run the backbone through `torch.compile` (see `Padim`).
     """
     from .datasets import open_dataset
 
@@ -85,7 +85,7 @@ def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = 
     train = open_dataset(dataset, root, category, "train", **geometry, **options)
     test = open_dataset(dataset, root, category, "test", **geometry, **options)
     check_metrics_defined(test, f"{dataset} {category!r} in {root}")  # before the fit: which metrics are undefined
-    model = Padim(cfg)
+    model = Padim(cfg, compile=compile)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     _, fit_s = timed(model.fit, train, progress=progress)

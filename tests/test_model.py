@@ -142,3 +142,15 @@ def test_config_saved_as_json(fitted, tmp_path):
 
     with safe_open(str(fitted.save(tmp_path / "m.safetensors")), framework="pt") as f:
         assert json.loads(f.metadata()["config"])["d"] == 12
+
+
+@pytest.mark.slow  # torch.compile compiles the backbone first: ~20-30 s on a 2-core CPU
+def test_compiled_backbone_gives_the_eager_model(cfg, train, test_set):
+    eager = Padim(cfg).fit(train, progress=False)
+    compiled = Padim(cfg, compile=True).fit(train, progress=False)  # batch_size 3: the last batch is padded
+    assert len(train) % cfg.batch_size != 0, "a short last batch exercises the padding"
+    torch.testing.assert_close(compiled.mean, eager.mean, rtol=1e-4, atol=1e-5)
+    a = eager.predict_dataset(test_set, progress=False)
+    b = compiled.predict_dataset(test_set, progress=False)
+    torch.testing.assert_close(b["maps"], a["maps"], rtol=1e-3, atol=1e-3 * float(a["maps"].max()))
+    assert b["maps"].shape == a["maps"].shape
