@@ -8,7 +8,9 @@ A run is a plan: a list of units (study, backbone, category, setting, seed; see
 present. Each unit's result is written to OUT/results/<run key>/... as soon as it is done
 (the run key names the mode and the data, so runs on other data never mix), so a run that
 is interrupted continues where it stopped; units whose result exists are skipped, and a
-run with more seeds or more categories computes only what is new.
+run with more seeds or more categories computes only what is new. The backbone's layer outputs are
+kept on disk as well (OUT/results/<run key>/features/, the newest few), so an interrupted run does not
+run the backbone again over the category it stopped in.
 One progress bar (with an ETA) covers the units still to compute. Then every table is
 written as markdown, JSON and a figure beside the paper's published numbers
 (`paper_results.json`, with its provenance), and OUT/README.md indexes them.
@@ -242,7 +244,8 @@ def reproduce(tables="all", out=None, quick: bool = False, seeds: int | None = N
     backbones = {t: choose_backbones(t, backbone) for t in ids}
     units = make_plan(ids, backbones, seeds, sources, quick)
     start = time.perf_counter()
-    results, computed = run_plan(units, folder, Context(sources, quick, device), progress)
+    ctx = Context(sources, quick, device, feature_dir=folder / "features")
+    results, computed = run_plan(units, folder, ctx, progress)
     seconds = time.perf_counter() - start
     info = {"seeds": seeds, "quick": quick, "sources": sources.to_dict(), "units": len(units), "results": str(folder),
             "computed": computed, "seconds": seconds, "backbones": {t: list(b) for t, b in backbones.items()},

@@ -22,6 +22,7 @@ geometry) once per run (`Context.caches`); the seeds only change which random ch
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,10 +112,14 @@ def rd_crop(image_size: int) -> int:
 class Context:
     """What units share during one run: the data, the device and the backbone's cached layer outputs."""
 
-    def __init__(self, sources: Sources, quick: bool, device: str = "auto", keep: int = 4):
+    def __init__(self, sources: Sources, quick: bool, device: str = "auto", keep: int = 4,
+                 feature_dir: Path | None = None):
         self.sources, self.quick, self.device = sources, quick, device
         self.keep = keep  # feature caches kept in memory (the plan orders units so neighbours share them)
         self._caches: OrderedDict[tuple, FeatureCache] = OrderedDict()
+        # The same caches on disk (the `keep` newest files), so a run interrupted inside a category
+        # does not run the backbone over that category again.
+        self.feature_dir = feature_dir
 
     def config(self, unit: Unit) -> PadimConfig:
         """The unit's config before its setting: geometry per study, its seed."""
@@ -152,7 +157,7 @@ class Context:
         for split in ("train", "test"):
             key = (cfg.backbone, cfg.layers, cfg.image_size, cfg.crop, cfg.interpolation, data, unit.category, split)
             if key not in self._caches:
-                self._caches[key] = FeatureCache.compute(self.dataset(unit, split, cfg), cfg, progress=False)
+                self._caches[key] = self._load_or_compute(key, unit, split, cfg)
                 while len(self._caches) > self.keep:
                     self._caches.popitem(last=False)
             self._caches.move_to_end(key)
@@ -162,6 +167,25 @@ class Context:
     def clear(self) -> None:
         """Drop every cached feature (before a unit that measures peak memory)."""
         self._caches.clear()
+
+    def _load_or_compute(self, key: tuple, unit: Unit, split: str, cfg: PadimConfig) -> FeatureCache:
+        """The layer outputs for `key`: read from `feature_dir` when an earlier run saved them, else computed
+        (and saved there, atomically, the oldest files beyond `keep` removed)."""
+        if self.feature_dir is None:
+            return FeatureCache.compute(self.dataset(unit, split, cfg), cfg, progress=False)
+        path = self.feature_dir / (hashlib.sha256(repr(key).encode()).hexdigest()[:16] + ".safetensors")
+        if path.is_file():
+            try:
+                cache = FeatureCache.load(path)
+                cache.check_config(cfg)
+                return cache
+            except PadimError:
+                path.unlink(missing_ok=True)  # unreadable or stale: compute it again
+        cache = FeatureCache.compute(self.dataset(unit, split, cfg), cfg, progress=False)
+        cache.save(path)
+        for old in sorted(self.feature_dir.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return cache
 
 
 # ---------------------------------------------------------------------------- one unit

@@ -197,11 +197,19 @@ def test_interrupted_run_keeps_finished_units(data_home, tmp_path, monkeypatch):
     saved = _results(out)
     assert sorted(saved) == sorted(calls[:2]) and not (out / "table_I.json").exists()
 
+    # the first category's layer outputs were saved before the interruption: the rerun reads them
+    from padim_utils.features import FeatureCache
+
+    computed, real_compute = [], FeatureCache.compute.__func__
+    monkeypatch.setattr(FeatureCache, "compute", classmethod(
+        lambda cls, dataset, *a, **k: computed.append(dataset.category) or real_compute(cls, dataset, *a, **k)))
     again = []
     monkeypatch.setattr(rp, "run_unit", lambda unit, ctx: again.append(unit) or real(unit, ctx))
     tables = rp.reproduce("I", out=out, quick=True, device="cpu", progress=False)
     assert len(again) == 10 - 2 and not set(again) & set(saved)  # 2 categories x 5 settings, minus the saved 2
     assert len(_results(out)) == 10 and len(tables["I"]["rows"]) == 5
+    assert calls[0].category not in computed, "the interrupted category's features are read back from disk"
+    assert computed == [c for c in {u.category: None for u in again} if c != calls[0].category] * 2  # train, test
 
 
 # ---------------------------------------------------------------------------- pieces
