@@ -56,14 +56,6 @@ def _status_kib(key: str) -> int:
     return 0
 
 
-def _reset_peak_rss() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # VmHWM := current RSS
-    except OSError:
-        pass
-
-
 def _config(job: dict):
     from padim_utils import backbones
     from padim_utils.config import preset
@@ -78,9 +70,7 @@ def _datasets(job: dict, cfg):
 
     from padim_utils.datasets import open_dataset
 
-    kw = {"image_size": cfg.image_size, "crop": cfg.crop}
-    if "interpolation" in {f for f in cfg.to_dict()}:
-        kw["interpolation"] = cfg.interpolation
+    kw = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
     train = open_dataset("mvtec", job["data"], job["category"], "train", **kw)
     test = open_dataset("mvtec", job["data"], job["category"], "test", **kw)
     real_n = len(train)
@@ -89,27 +79,12 @@ def _datasets(job: dict, cfg):
     return train, test, real_n
 
 
-def _loader(model, data):
-    """The DataLoader Padim itself uses for this device (same decoding cost for every method)."""
-    return model.loader(data)
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _run_ours(model, train, test):
-    t = time.perf_counter()
-    model.fit(train, progress=False)
-    _sync(model.device)
-    fit_s = time.perf_counter() - t
-    t = time.perf_counter()
-    result = model.predict_dataset(test, progress=False)
-    _sync(model.device)
-    return fit_s, time.perf_counter() - t, result
+    from padim_utils.model import timed
+
+    _, fit_s = timed(model.fit, train, progress=False)
+    result, predict_s = timed(model.predict_dataset, test, progress=False)
+    return fit_s, predict_s, result
 
 
 def _run_anomalib(model, train, test):
@@ -117,6 +92,7 @@ def _run_anomalib(model, train, test):
     from anomalib.models.image.padim.torch_model import PadimModel
 
     from padim_utils.backbones import build_backbone
+    from padim_utils.model import timed
 
     torch.manual_seed(0)  # random-init backbones: the same weights as ours (built after the same seed)
     classifier = build_backbone(model.config.backbone, model.config.pretrained).eval()
@@ -131,46 +107,45 @@ def _run_anomalib(model, train, test):
         core = PadimModel(backbone=classifier, layers=layers, pre_trained=False, n_features=model.d)
     core = core.to(model.device)
     core.idx = model.reducer.index.to(model.device)  # the same random channels as ours
-    core.train()
-    t = time.perf_counter()
-    for batch in _loader(model, train):
-        x = model.extractor.normalize(batch["image"].to(model.device, non_blocking=True))  # (B, 3, S, S)
-        core(x)
-    core.fit()
-    _sync(model.device)
-    fit_s = time.perf_counter() - t
-    core.eval()
+    loader = model.loader  # the DataLoader Padim itself uses on this device: the same decoding cost
+
+    def fit():
+        core.train()
+        for batch in loader(train):
+            core(model.extractor.normalize(batch["image"].to(model.device, non_blocking=True)))  # (B, 3, S, S)
+        core.fit()
+
+    def predict():
+        core.eval()
+        for batch in loader(test):
+            out = core(model.extractor.normalize(batch["image"].to(model.device, non_blocking=True)))
+            maps.append(out.anomaly_map[:, 0].float().cpu())  # (B, S, S)
+            scores.append(out.pred_score.float().cpu().reshape(-1))
+            labels.extend(int(v) for v in batch["label"])
+            masks.append(batch["mask"])
+
     maps, scores, labels, masks = [], [], [], []
-    t = time.perf_counter()
-    for batch in _loader(model, test):
-        x = model.extractor.normalize(batch["image"].to(model.device, non_blocking=True))
-        out = core(x)
-        maps.append(out.anomaly_map[:, 0].float().cpu())  # (B, S, S)
-        scores.append(out.pred_score.float().cpu().reshape(-1))
-        labels += [int(v) for v in batch["label"]]
-        masks.append(batch["mask"])
-    _sync(model.device)
-    predict_s = time.perf_counter() - t
+    _, fit_s = timed(fit)
+    _, predict_s = timed(predict)
     result = {"maps": torch.cat(maps), "scores": torch.cat(scores), "labels": torch.tensor(labels),
               "masks": torch.cat(masks)}
     return fit_s, predict_s, result
 
 
 def _run_forward(model, train, test):
-    times = []
-    for data in (train, test):
-        t = time.perf_counter()
-        for batch in _loader(model, data):
+    from padim_utils.model import timed
+
+    def forward(data):
+        for batch in model.loader(data):
             model.forward_layers(batch["image"])
-        _sync(model.device)
-        times.append(time.perf_counter() - t)
-    return times[0], times[1], None
+
+    return timed(forward, train)[1], timed(forward, test)[1], None
 
 
 def worker(job: dict) -> dict:
     import torch
 
-    from padim_utils.experiment import device_name
+    from padim_utils.experiment import device_name, reset_peak_memory
     from padim_utils.metrics import evaluate
     from padim_utils.model import Padim
 
@@ -180,9 +155,8 @@ def worker(job: dict) -> dict:
     train, test, real_n = _datasets(job, cfg)
     torch.manual_seed(0)  # random-init backbones: the same weights in every subprocess
     model = Padim(cfg, compile=job["method"].endswith("_compile"))
-    if model.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(model.device)
-    _reset_peak_rss()
+    for device in {torch.device("cpu"), model.device}:  # peak RSS (VmHWM) and, on a GPU, torch's peak
+        reset_peak_memory(device)
     rss_before = _status_kib("VmRSS")
     method = job["method"]
     if method.endswith("_nchw"):  # the same run in the NCHW layout: what channels-last gains

@@ -11,6 +11,8 @@ Gaussian of sigma = 4 pixels, and the image score is the map's maximum.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -51,6 +53,7 @@ def _reflect_index(n: int, radius: int, device) -> torch.Tensor:
     return torch.where(i >= n, period - 1 - i, i)
 
 
+@functools.lru_cache(maxsize=32)  # built once per size, sigma, dtype and device
 def _reflect_blur_matrix(n: int, sigma: float, dtype, device) -> torch.Tensor:
     """(n, n) matrix G with G @ x = the 1-D Gaussian blur of x with scipy's 'reflect' edges."""
     k = gaussian_kernel1d(sigma, dtype=torch.float64)
@@ -61,6 +64,7 @@ def _reflect_blur_matrix(n: int, sigma: float, dtype, device) -> torch.Tensor:
     return g.to(dtype=dtype, device=device)
 
 
+@functools.lru_cache(maxsize=32)
 def _resize_matrix(n_in: int, n_out: int, mode: str, dtype, device) -> torch.Tensor:
     """(n_out, n_in) matrix U with U @ x = x resized by F.interpolate(mode, align_corners=False) along one axis.
 
@@ -69,19 +73,6 @@ def _resize_matrix(n_in: int, n_out: int, mode: str, dtype, device) -> torch.Ten
     eye = torch.eye(n_in, dtype=torch.float64)[None, None]  # (1, 1, n_in, n_in)
     u = F.interpolate(eye, size=(n_out, n_in), mode=mode, align_corners=False)[0, 0]
     return u.to(dtype=dtype, device=device)
-
-
-_MATRICES: dict = {}
-
-
-def _matrix(kind: str, *args) -> torch.Tensor:
-    """The resize / blur matrices, built once per shape, mode, sigma, dtype and device."""
-    key = (kind, *args)
-    if key not in _MATRICES:
-        if len(_MATRICES) > 64:
-            _MATRICES.clear()
-        _MATRICES[key] = (_reflect_blur_matrix if kind == "blur" else _resize_matrix)(*args)
-    return _MATRICES[key]
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
@@ -93,8 +84,8 @@ def gaussian_blur(maps: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
     if sigma <= 0:
         return maps
     _, h, w = maps.shape
-    g_h = _matrix("blur", h, float(sigma), maps.dtype, maps.device)  # (H, H)
-    g_w = _matrix("blur", w, float(sigma), maps.dtype, maps.device)  # (W, W)
+    g_h = _reflect_blur_matrix(h, float(sigma), maps.dtype, maps.device)  # (H, H)
+    g_w = _reflect_blur_matrix(w, float(sigma), maps.dtype, maps.device)  # (W, W)
     return g_h @ maps @ g_w.T  # (B, H, W)
 
 
@@ -111,10 +102,10 @@ def anomaly_maps(distances: torch.Tensor, out_size: int, sigma: float = 4.0,
         raise PadimError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
     d = distances.float()  # (B, h, w)
     _, h, w = d.shape
-    u_h = _matrix("resize", h, out_size, interpolation, d.dtype, d.device)  # (S, h)
-    u_w = _matrix("resize", w, out_size, interpolation, d.dtype, d.device)  # (S, w)
+    u_h = _resize_matrix(h, out_size, interpolation, d.dtype, d.device)  # (S, h)
+    u_w = _resize_matrix(w, out_size, interpolation, d.dtype, d.device)  # (S, w)
     if interpolation == "bilinear" and sigma > 0:
-        g = _matrix("blur", out_size, float(sigma), d.dtype, d.device)  # (S, S)
+        g = _reflect_blur_matrix(out_size, float(sigma), d.dtype, d.device)  # (S, S)
         return (g @ u_h) @ d @ (g @ u_w).T  # (B, S, S)
     up = u_h @ d @ u_w.T  # (B, S, S), as F.interpolate gives it
     if interpolation == "bicubic":
