@@ -56,7 +56,13 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--device", help="auto, cpu or cuda")
     g.add_argument("--dtype", help="float32, float64, bfloat16 or float16")
+    g.add_argument("--stats-dtype", choices=("auto", "float64", "float32"),
+                   help="arithmetic of the Gaussian statistics: auto (float64 on CPUs and data-centre GPUs, "
+                        "float32 products on other GPUs; default), float64 or float32")
     g.add_argument("--seed", type=int)
+    g.add_argument("--cache", metavar="DIR",
+                   help="keep decoded, resized images in DIR (keyed by file content and geometry), so that a "
+                        "re-run decodes nothing; the same as PADIM_CACHE=DIR")
     g.add_argument("--compile", action="store_true",
                    help="run the backbone through torch.compile: a one-off compilation (~25 s on a CPU), then a "
                         "faster forward pass; worth it for thousands of images")
@@ -98,7 +104,7 @@ def build_config(args):
     cfg = preset(args.config)
     changes = {}
     for name in ("backbone", "d", "reduction", "image_size", "interpolation", "batch_size", "device", "dtype",
-                 "seed"):
+                 "stats_dtype", "seed"):
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
@@ -437,6 +443,11 @@ def check_arguments(args) -> None:
     seed = getattr(args, "seed", None)
     if seed is not None and not 0 <= seed < 2**64:
         raise PadimError(f"--seed must be an integer from 0 to 2**64 - 1, got {seed}")
+    if getattr(args, "cache", None):
+        from .imagecache import set_cache_dir
+
+        check_output_dir(args.cache, "--cache")
+        set_cache_dir(args.cache)
 
 
 def _terminate(signum, frame):

@@ -36,6 +36,7 @@ from .errors import PadimError
 REDUCTIONS = ("random", "pca", "none")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+STATS_DTYPES = ("auto", "float64", "float32")
 INTERPOLATIONS = ("bicubic", "bilinear")
 #: Smallest image side the pipeline accepts: a stride-16 layer then still has a 2 x 2 grid.
 MIN_IMAGE_SIZE = 32
@@ -81,6 +82,10 @@ class PadimConfig:
     device : "auto" (cuda when available), "cpu" or "cuda".
     dtype : dtype of the backbone forward pass and of the distance computation;
         the Gaussian statistics are always accumulated in float64.
+    stats_dtype : arithmetic of the Gaussian statistics' products: "auto" (float64
+        on the CPU and on data-centre GPUs, float32 products of float64-centred rows
+        on GPUs whose float64 is 32-64x slower), "float64" or "float32"; equal to
+        float64 within 1e-6 relative either way (`gaussian.scatter_dtype`).
     seed : seeds the random channel subset (a `torch.Generator`, never `random`).
     position_chunk : positions per chunk when inverting covariances and scoring,
         bounds memory to about position_chunk * d * d * 8 bytes.
@@ -100,6 +105,7 @@ class PadimConfig:
     batch_size: int = 32
     device: str = "auto"
     dtype: str = "float32"
+    stats_dtype: str = "auto"
     seed: int = 0
     position_chunk: int = 512
     pretrained: bool = True
@@ -113,6 +119,8 @@ class PadimConfig:
             raise PadimError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.dtype not in DTYPES:
             raise PadimError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.stats_dtype not in STATS_DTYPES:
+            raise PadimError(f"stats_dtype must be one of {', '.join(STATS_DTYPES)}, got {self.stats_dtype!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise PadimError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.d < 1:

@@ -196,12 +196,12 @@ def all_reduce_stats(stats: GaussianStats) -> GaussianStats:
     """Merge every rank's partial fit into the full fit, in place on every rank; returns `stats`.
 
     Three all-reduces (sums): n, n_k mu_k, then M2_k + n_k (mu_k - mu)(mu_k - mu)^T chunk by chunk
-    of positions, in place in the (P, d, d) buffer, so memory stays at the buffer plus one (P, d) mean.
+    of positions, in place in the scatter's chunks, so memory stays at the buffer plus one (P, d) mean.
     The tensors must be on the backend's device (cuda for NCCL). No-op outside a process group.
     """
     if not active():
         return stats
-    if stats.m2 is None:
+    if stats.m2_chunks is None:
         raise PadimError("these Gaussian statistics were already finalized")
     device, n_k = stats.mean.device, stats.n
     n = torch.tensor([n_k], dtype=torch.int64, device=device)
@@ -212,8 +212,7 @@ def all_reduce_stats(stats: GaussianStats) -> GaussianStats:
     mu = stats.mean * n_k  # (P, d)
     _collective(dist.all_reduce, mu)
     mu /= n  # the global mean
-    for s in range(0, stats.P, stats.chunk):
-        m2 = stats.m2[s : s + stats.chunk]  # (p, d, d), a contiguous view: summed in place
+    for s, m2 in zip(range(0, stats.P, stats.chunk), stats.m2_chunks):  # (p, d, d) each: summed in place
         if n_k > 0:
             delta = stats.mean[s : s + stats.chunk] - mu[s : s + stats.chunk]  # (p, d)
             m2.baddbmm_(delta[:, :, None], delta[:, None, :], alpha=n_k)

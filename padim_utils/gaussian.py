@@ -7,7 +7,7 @@ embeddings of the N training images as N(mu_p, Sigma_p) with
 
 `GaussianStats` accumulates this *streaming*, batch by batch, without ever
 keeping the training embeddings: it stores the count n, the mean (P, d) and
-the centred scatter M2 = sum (x - mu)(x - mu)^T (P, d, d), all in float64, and
+the centred scatter M2 = sum (x - mu)(x - mu)^T (P, d, d) in float64, and
 merges a new batch with Chan et al.'s pairwise update
 
     delta = mu_b - mu_a,   M2 = M2_a + M2_b + delta delta^T * n_a n_b / n.
@@ -15,44 +15,95 @@ merges a new batch with Chan et al.'s pairwise update
 The same rule merges two partial fits (`merge`), e.g. fits of two halves of
 the data or of two GPUs, into exactly the full fit.
 
+Each batch costs one batched matrix product per chunk of positions: the
+batch's centred rows with Chan's term appended as one more row,
+
+    R = [x_1 - mu_b; ...; x_B - mu_b; sqrt(n_a n_b / n) * delta]   (B + 1, d)
+    M2 += R^T R
+
+The product runs in float64 where the device does float64 fast (CPUs,
+data-centre GPUs), else in float32 on rows centred in float64 and added to the
+float64 M2 (`scatter_dtype`): the statistics then equal the float64 ones to
+about 1e-7 relative, where float32 sums of raw moments would lose most digits.
+
 `finalize` turns the statistics into the mean and the *inverse* covariance
-(precision), computed position-chunk by position-chunk through a Cholesky
-factorisation, so peak memory stays at the (P, d, d) float64 buffer, the
-output and one chunk.
+(precision), computed chunk by chunk through a Cholesky factorisation. M2 is
+held as one tensor per chunk of positions, each freed once inverted, so the
+peak memory of finalize is the scatter itself plus one chunk, not scatter and
+precision side by side.
 """
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from .config import STATS_DTYPES
 from .errors import PadimError
 
+#: CUDA compute capabilities whose float64 rate is half their float32 rate (P100, V100, A100,
+#: H100/H200, B200). Other GPUs run float64 at 1/32 to 1/64 of float32.
+FAST_FLOAT64_GPUS = {(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)}
 
-def _map_chunks(fn, starts, device) -> list:
-    """fn(s) for every chunk start. On the CPU, one Python thread per torch thread, each running
-    torch single-threaded: batched Cholesky factorises one matrix at a time, so this keeps every
-    core busy (1.2-1.4x faster finalize on 2 cores); elsewhere a plain loop."""
+
+def scatter_dtype(device, requested: str = "auto") -> torch.dtype:
+    """The dtype of the scatter products: float64 or float32 as `requested`; "auto" takes float64 on
+    the CPU and on GPUs in `FAST_FLOAT64_GPUS`, float32 on other GPUs. M2 itself is always float64."""
+    if requested not in STATS_DTYPES:
+        raise PadimError(f"the Gaussian statistics' dtype must be one of {', '.join(STATS_DTYPES)}, "
+                         f"got {requested!r}")
+    if requested != "auto":
+        return getattr(torch, requested)
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.float64 if torch.cuda.get_device_capability(device) in FAST_FLOAT64_GPUS else torch.float32
+    return torch.float64
+
+
+def _map_chunks(fn, items) -> list:
+    """fn(item) for every item, on the CPU: one Python thread per torch thread, each running torch
+    single-threaded. Batched Cholesky factorises one matrix at a time, so this keeps every core busy
+    (1.2-1.4x faster finalize on 2 cores)."""
     threads = torch.get_num_threads()
-    if device.type != "cpu" or threads < 2:
-        return [fn(s) for s in starts]
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(threads) as pool:
-            return list(pool.map(fn, starts))
+            return list(pool.map(fn, items))
     finally:
         torch.set_num_threads(threads)
 
 
 class GaussianStats:
-    """Streaming per-position mean and covariance of (B, d, H, W) embeddings."""
+    """Streaming per-position mean and covariance of (B, d, H, W) embeddings.
 
-    def __init__(self, n_positions: int, d: int, device="cpu", chunk: int = 512):
+    `dtype`: the arithmetic of the scatter products, "auto" (see `scatter_dtype`), "float64" or
+    "float32"; the count, mean and M2 are float64 whatever it says.
+    """
+
+    def __init__(self, n_positions: int, d: int, device="cpu", chunk: int = 512, dtype: str = "auto"):
         self.P, self.d, self.chunk = n_positions, d, chunk
         self.n = 0
         self.mean = torch.zeros(n_positions, d, dtype=torch.float64, device=device)  # (P, d)
-        self.m2 = torch.zeros(n_positions, d, d, dtype=torch.float64, device=device)  # (P, d, d)
+        self.product_dtype = scatter_dtype(self.mean.device, dtype)
+        # M2, one (p, d, d) float64 tensor per chunk of positions: finalize frees each once inverted
+        self.m2_chunks: list[torch.Tensor] | None = [
+            torch.zeros(min(chunk, n_positions - s), d, d, dtype=torch.float64, device=device)
+            for s in range(0, n_positions, chunk)]
+
+    @property
+    def m2(self) -> torch.Tensor:
+        """The centred scatter (P, d, d), float64: the chunks side by side (a copy when there are
+        several; `m2_chunks` holds them without copying)."""
+        self._check_unconsumed()
+        return self.m2_chunks[0] if len(self.m2_chunks) == 1 else torch.cat(self.m2_chunks)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the statistics (mean and M2)."""
+        self._check_unconsumed()
+        return self.mean.nbytes + sum(m.nbytes for m in self.m2_chunks)
 
     @torch.no_grad()
     def update(self, emb: torch.Tensor) -> None:
@@ -60,45 +111,49 @@ class GaussianStats:
         b, d, h, w = emb.shape
         if d != self.d or h * w != self.P:
             raise PadimError(f"embedding of shape {tuple(emb.shape)} does not match the fit ({self.d} x {self.P})")
+        self._check_unconsumed()
+        na, n = self.n, self.n + b
         # (P, B, d), a view: each d-vector is contiguous when emb is channels-last, as the Reducer returns it
         x = emb.permute(2, 3, 0, 1).reshape(h * w, b, d)
-        for s in range(0, self.P, self.chunk):
-            # a contiguous float64 copy: the batched matmul below is ~10x slower on the strided layout
-            xs = x[s : s + self.chunk].to(torch.float64, memory_format=torch.contiguous_format)  # (p, B, d)
-            mb = xs.mean(1)  # (p, d)
-            xc = xs - mb[:, None, :]  # (p, B, d)
-            m2 = self.m2[s : s + self.chunk]
-            m2.baddbmm_(xc.transpose(1, 2), xc)  # += per-batch scatter
-            self._merge_means(s, mb, b, m2)
-        self.n += b
-
-    def _merge_means(self, s: int, mb: torch.Tensor, nb: int, m2: torch.Tensor) -> None:
-        """Chan's correction for positions s:s+p; m2 already holds M2_a + M2_b."""
-        na, n = self.n, self.n + nb
-        ma = self.mean[s : s + mb.shape[0]]
-        if na > 0:
-            delta = mb - ma  # (p, d)
-            m2.baddbmm_(delta[:, :, None], delta[:, None, :], alpha=na * nb / n)
-        ma.add_((mb - ma) * (nb / n))
+        for s, m2 in zip(range(0, self.P, self.chunk), self.m2_chunks):
+            p = m2.shape[0]
+            # (p, B [+1], d) float64 rows, contiguous: the batched matmul is ~10x slower on the strided view
+            rows = torch.empty(p, b + (na > 0), d, dtype=torch.float64, device=m2.device)
+            rows[:, :b] = x[s : s + p]
+            mb = rows[:, :b].mean(1)  # (p, d): the batch's means
+            ma = self.mean[s : s + p]  # (p, d): the means so far, updated in place
+            rows[:, :b] -= mb[:, None, :]  # the batch's centred rows
+            if na > 0:  # Chan's term sqrt(na nb / n) * delta as one more row: one product adds both
+                rows[:, b] = (mb - ma) * math.sqrt(na * b / n)
+            _add_scatter(m2, rows.to(self.product_dtype))
+            ma.add_((mb - ma) * (b / n))
+        self.n = n
 
     @torch.no_grad()
     def merge(self, other: "GaussianStats") -> "GaussianStats":
         """Fold another partial fit into this one (in place); returns self."""
         if (other.P, other.d) != (self.P, self.d):
             raise PadimError("cannot merge Gaussian fits of different shapes")
+        self._check_unconsumed()
+        other._check_unconsumed()
         if other.n == 0:
             return self
-        for s in range(0, self.P, self.chunk):
-            m2 = self.m2[s : s + self.chunk]
-            m2.add_(other.m2[s : s + self.chunk].to(m2.device))
-            self._merge_means(s, other.mean[s : s + self.chunk].to(m2.device), other.n, m2)
-        self.n += other.n
+        na, nb = self.n, other.n
+        theirs = other.m2  # (P, d, d)
+        for s, m2 in zip(range(0, self.P, self.chunk), self.m2_chunks):
+            m2.add_(theirs[s : s + self.chunk].to(m2.device))
+            ma, mb = self.mean[s : s + self.chunk], other.mean[s : s + self.chunk].to(m2.device)
+            if na > 0:
+                delta = mb - ma  # (p, d)
+                m2.baddbmm_(delta[:, :, None], delta[:, None, :], alpha=na * nb / (na + nb))
+            ma.add_((mb - ma) * (nb / (na + nb)))
+        self.n = na + nb
         return self
 
     def covariance(self, eps: float = 0.0) -> torch.Tensor:
         """(P, d, d) float64 covariance, unbiased (N - 1), plus eps * I. Allocates a copy."""
         self._check_n()
-        cov = self.m2 / (self.n - 1)
+        cov = torch.cat(self.m2_chunks) / (self.n - 1)
         cov.diagonal(dim1=-2, dim2=-1).add_(eps)
         return cov
 
@@ -106,35 +161,66 @@ class GaussianStats:
     def finalize(self, eps: float, dtype=torch.float32, keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (mean (P, d), precision (P, d, d)) in `dtype`.
 
-        By default this consumes the statistics: each chunk of the scatter
-        buffer is turned into its covariance in place, factorised, inverted and
-        written into the output, so peak memory is the float64 buffer, the
-        output and one chunk (Wide-ResNet50, d = 550, 64 x 64 grid: 9.9 + 5.0 GB
-        + ~0.3 GB). With `keep=True` each chunk is copied first, so the same
-        statistics can be finalised again, e.g. for several eps, without a re-fit.
+        By default this consumes the statistics: each chunk of the scatter is turned into its
+        covariance in place, factorised, inverted, and freed, so peak memory is the float64
+        scatter plus one chunk (Wide-ResNet50, d = 550, 56 x 56 grid: 7.1 GiB + ~0.6 GiB), and
+        then the precision (3.5 GiB in float32). With `keep=True` each chunk is copied first, so
+        the same statistics can be finalised again, e.g. for several eps, without a re-fit.
         """
         self._check_n()
-        precision = torch.empty(self.P, self.d, self.d, dtype=dtype, device=self.m2.device)
-        chunk = max(1, min(self.chunk, 128))
+        sub = max(1, min(self.chunk, 128))  # positions factorised at once
+        device = self.mean.device
 
-        def invert(s: int) -> bool:
-            m2 = self.m2[s : s + chunk]  # (p, d, d)
-            cov = m2 / (self.n - 1) if keep else m2.div_(self.n - 1)
-            cov.diagonal(dim1=-2, dim2=-1).add_(eps)
-            chol, info = torch.linalg.cholesky_ex(cov)
-            if bool((info != 0).any()):
-                return False
-            precision[s : s + chunk] = torch.cholesky_inverse(chol)
-            return True
+        def invert(m2: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            """Write the precision of a (p, d, d) scatter chunk into `out`; returns the (p,) Cholesky
+            info (0: positive definite)."""
+            infos = []
+            for s in range(0, m2.shape[0], sub):
+                cov = m2[s : s + sub] / (self.n - 1) if keep else m2[s : s + sub].div_(self.n - 1)
+                cov.diagonal(dim1=-2, dim2=-1).add_(eps)
+                chol, info = torch.linalg.cholesky_ex(cov)
+                out[s : s + sub] = torch.cholesky_inverse(chol)
+                infos.append(info)
+            return torch.cat(infos)
 
-        if not all(_map_chunks(invert, range(0, self.P, chunk), self.m2.device)):
-            raise PadimError("a covariance matrix is not positive definite; increase eps")
+        starts = range(0, self.P, self.chunk)
+        if device.type == "cpu" and torch.get_num_threads() > 1:  # chunks in parallel threads, one output
+            precision = torch.empty(self.P, self.d, self.d, dtype=dtype)  # (P, d, d)
+            infos = _map_chunks(lambda i: invert(self.m2_chunks[i], precision[starts[i] : starts[i] + self.chunk]),
+                                range(len(starts)))
+        else:  # one chunk at a time (GPUs), each scatter chunk freed as soon as it is inverted
+            outs, infos = [], []
+            for i in range(len(starts)):
+                outs.append(torch.empty(self.m2_chunks[i].shape, dtype=dtype, device=device))
+                infos.append(invert(self.m2_chunks[i], outs[-1]))
+                if not keep:
+                    self.m2_chunks[i] = None  # freed
+            precision = outs[0] if len(outs) == 1 else torch.cat(outs)  # (P, d, d)
         if not keep:
-            self.m2 = None  # consumed
+            self.m2_chunks = None  # consumed
+        if bool(torch.cat(infos).ne(0).any()):  # one host sync, not one per chunk
+            raise PadimError("a covariance matrix is not positive definite; increase eps")
         return self.mean.to(dtype), precision
 
-    def _check_n(self) -> None:
-        if self.m2 is None:
+    def _check_unconsumed(self) -> None:
+        if self.m2_chunks is None:
             raise PadimError("these Gaussian statistics were already finalized")
+
+    def _check_n(self) -> None:
+        self._check_unconsumed()
         if self.n < 2:
             raise PadimError(f"a Gaussian fit needs at least 2 training images, got {self.n}")
+
+
+def _add_scatter(m2: torch.Tensor, rows: torch.Tensor) -> None:
+    """m2 (p, d, d) float64 += rows^T rows for rows (p, k, d), in rows' dtype. A float32 product
+    runs in full float32 (never TF32, whatever the global setting), then is added in float64."""
+    if rows.dtype == torch.float64:
+        m2.baddbmm_(rows.transpose(1, 2), rows)
+        return
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        m2.add_(torch.bmm(rows.transpose(1, 2), rows))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32

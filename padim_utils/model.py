@@ -13,6 +13,7 @@ share of the images and sums the statistics across ranks (`distributed`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -22,15 +23,16 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from . import __version__, distributed
-from .backbones import embed, feature_extractor
+from .backbones import embed, feature_extractor, prefers_channels_last
 from .config import PadimConfig
-from .data import collate
+from .data import resize_crop_images
 from .errors import PadimError
 from .files import atomic_path
 from .gaussian import GaussianStats
+from .loader import BatchLoader, available_cores
 from .progress import progress_bar
 from .reduction import Reducer
 from .scoring import anomaly_maps, image_scores, mahalanobis
@@ -50,17 +52,26 @@ def resolve_device(name: str) -> torch.device:
 class Padim:
     """PaDiM anomaly detector (Defard et al., 2020)."""
 
-    def __init__(self, config: PadimConfig | None = None, device: str | None = None, compile: bool = False):
+    def __init__(self, config: PadimConfig | None = None, device: str | None = None, compile: bool = False,
+                 resize_on_device: bool = False):
         """`compile=True` runs the backbone through `torch.compile`: a one-off compilation (about 25 s for
         Lite0 on a 2-core CPU), then a forward pass 1.6x faster for Lite0 there (no gain for ResNet18);
-        worth it for EfficientNets and thousands of images. Results equal the eager ones to float rounding."""
+        worth it for EfficientNets and thousands of images. Results equal the eager ones to float rounding.
+
+        `resize_on_device=True`: the loader only decodes, and the images are resized and cropped on the
+        device (`data.resize_crop_images`, within 1 grey level of PIL's resize); every image of a batch
+        must then have the same size, as in MVTec AD's categories."""
         self.config = config or PadimConfig()
         self.device = resolve_device(device or self.config.device)
+        self.resize_on_device = resize_on_device
         self.extractor = feature_extractor(self.config.backbone, self.config.layers, self.config.pretrained)
         full = torch.float64 if self.config.dtype == "float64" else torch.float32  # half types: autocast
         self.extractor = self.extractor.to(self.device, dtype=full)
+        self.extractor.use_channels_last(prefers_channels_last(self.config.backbone, self.device))
         self._network = torch.compile(self.extractor) if compile else self.extractor
         self.reducer = Reducer(self.config.reduction, self.extractor.channels, self.config.d, self.config.seed)
+        cuda = self.device.type == "cuda"  # a GPU waits for decoding: every core decodes, pinned for the copy
+        self._loader = BatchLoader(self.config.batch_size, workers=available_cores() if cuda else 0, pin_memory=cuda)
         self.mean: torch.Tensor | None = None  # (P, d)
         self.precision: torch.Tensor | None = None  # (P, d, d)
         self.grid: tuple[int, int] | None = None  # (h, w) of the patch grid
@@ -73,7 +84,10 @@ class Padim:
 
     def forward_layers(self, images: torch.Tensor) -> list[torch.Tensor]:
         """uint8 (B, 3, S, S) on any device -> the backbone's layer outputs [(B, C_i, h_i, w_i)], float32."""
-        x = self.extractor.normalize(images.to(self.device, non_blocking=True))  # (B, 3, S, S) float32
+        images = images.to(self.device, non_blocking=True)  # (B, 3, H, W) uint8
+        if self.resize_on_device and tuple(images.shape[-2:]) != (self.config.out_size,) * 2:
+            images = resize_crop_images(images, self.config.image_size, self.config.crop, self.config.interpolation)
+        x = self.extractor.normalize(images)  # (B, 3, S, S) float32
         b = x.shape[0]
         if self._network is not self.extractor and b < self.config.batch_size:
             # a compiled network keeps one batch shape: pad the last, short batch (no recompilation)
@@ -105,12 +119,15 @@ class Padim:
         for batch in progress_bar(self.loader(data), desc, progress):
             yield self.forward_layers(batch["image"]), batch
 
-    def loader(self, data: Dataset) -> DataLoader:
+    def loader(self, data: Dataset):
         """Batches of uint8 images (and labels, masks, paths) in order, as this device wants them:
-        decoded by worker processes into pinned memory on a GPU, in this process on the CPU."""
-        cuda = self.device.type == "cuda"
-        return DataLoader(data, batch_size=self.config.batch_size, shuffle=False, collate_fn=collate,
-                          num_workers=min(8, os.cpu_count() or 1) if cuda else 0, pin_memory=cuda)
+        on a GPU decoded by one worker process per core, kept for the model's life (`loader.BatchLoader`),
+        into pinned memory; on the CPU in this process. With `resize_on_device`, images come at their
+        decoded size."""
+        if self.resize_on_device and getattr(data, "resize_on_load", False):
+            data = copy.copy(data)
+            data.resize_on_load = False
+        return self._loader(data)
 
     def _check_geometry(self, dataset: Dataset) -> None:
         size = getattr(dataset, "out_size", None)
@@ -134,19 +151,23 @@ class Padim:
         if self.reducer.kind == "pca":  # a first pass for the PCA directions
             self.reducer.fit_pca((embed(layers) for layers, _ in self._layer_batches(data, progress, "PCA pass")),
                                  merge=distributed.all_reduce_stats if sharded else None, device=self.device)
-        stats = None
+        stats, pending = None, []
         for layers, _ in self._layer_batches(data, progress, f"fit {self.config.backbone}"):
             emb = self.reducer(layers)  # (B, d, h, w)
             if stats is None:
                 self.grid = tuple(emb.shape[-2:])
-                stats = GaussianStats(emb.shape[-2] * emb.shape[-1], emb.shape[1], self.device,
-                                      chunk=self.config.position_chunk)
-            stats.update(emb)
+                stats = self._new_stats()
+                per_update = self._images_per_update()
+            pending.append(emb)
+            if sum(e.shape[0] for e in pending) >= per_update:  # one update for many images: fewer passes over M2
+                stats.update(torch.cat(pending) if len(pending) > 1 else emb)
+                pending = []
+        if pending:
+            stats.update(torch.cat(pending))
         if sharded:  # every rank joins, also one whose share was empty
             self.grid = distributed.agree_grid(self.grid, self.device)
             if stats is None:
-                stats = GaussianStats(self.grid[0] * self.grid[1], self.d, self.device,
-                                      chunk=self.config.position_chunk)
+                stats = self._new_stats()
             distributed.all_reduce_stats(stats)
         store = torch.float64 if self.config.dtype == "float64" else torch.float32
         mean, precision = stats.finalize(self.config.eps, dtype=store)
@@ -156,6 +177,19 @@ class Padim:
         self.mean, self.precision = mean, precision
         self.n_train = stats.n
         return self
+
+    def _new_stats(self) -> GaussianStats:
+        return GaussianStats(self.grid[0] * self.grid[1], self.d, self.device, chunk=self.config.position_chunk,
+                             dtype=self.config.stats_dtype)
+
+    def _images_per_update(self) -> int:
+        """Images per Gaussian update. On a GPU, 256 (its float64 products run 64 x 64 tiles: with the
+        loader's 32 images they idle, and M2 is read and written 8x as often), as far as 2 GiB of
+        buffered float32 embeddings allow; on the CPU one batch (no gain measured, memory kept low)."""
+        if self.device.type != "cuda":
+            return 1
+        per_image = self.grid[0] * self.grid[1] * self.d * 4  # bytes of one image's float32 embedding
+        return max(self.config.batch_size, min(256, 2**31 // per_image))
 
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
@@ -169,10 +203,13 @@ class Padim:
                              f"{self.grid}: use {self.config.out_size}px images")
         dist = mahalanobis(emb, self.mean, self.precision, chunk=self.config.position_chunk)  # (B, h, w)
         maps = anomaly_maps(dist, out_size, self.config.sigma, self.config.interpolation)  # (B, S, S)
-        bad = ~torch.isfinite(maps).flatten(1).all(1)  # (B,): a NaN or inf is never reported as a score
+        b = maps.shape[0]
+        # maps and scores leave the device together: one copy per batch, no other synchronisation
+        both = torch.cat([maps.flatten(1), image_scores(maps)[:, None]], 1).float().cpu()  # (B, S*S + 1)
+        bad = ~torch.isfinite(both).all(1)  # (B,): a NaN or inf is never reported as a score
         if bad.any():
             raise NonFiniteMapError(int(bad.nonzero()[0, 0]))
-        return maps.float().cpu(), image_scores(maps).float().cpu()
+        return both[:, :-1].reshape(b, out_size, out_size), both[:, -1]
 
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (B, 3, S, S) -> (maps (B, S, S), scores (B,)), float32 on the CPU."""
@@ -180,7 +217,8 @@ class Padim:
         if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
             raise PadimError(f"predict expects uint8 images of shape (B, 3, S, S), got {images.dtype} "
                              f"{tuple(images.shape)}")
-        return self._score_layers(self.forward_layers(images), images.shape[-1])
+        out_size = self.config.out_size if self.resize_on_device else images.shape[-1]
+        return self._score_layers(self.forward_layers(images), out_size)
 
     def predict_dataset(self, data, progress: bool = True) -> dict:
         """Maps and scores for every item of a dataset or FeatureCache, with its labels, masks and paths."""
@@ -298,7 +336,10 @@ _OLD_EFFB5_LAYERS = ["block7", "block20", "block26"]
 
 
 def _upgrade_config(raw: dict) -> dict:
-    """A config from a model file written before the `interpolation` field: what those versions did."""
+    """A config from a model file written before the `interpolation` or `stats_dtype` fields: what
+    those versions did."""
+    if "stats_dtype" not in raw:
+        raw = {**raw, "stats_dtype": "float64"}  # their products were float64 on every device
     if "interpolation" in raw:
         return raw
     raw = {**raw, "interpolation": "bilinear"}  # they resized images and upsampled maps bilinearly

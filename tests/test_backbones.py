@@ -135,15 +135,15 @@ def test_truncated_forward_matches_torchvision_reference(name):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = reference(x)
-    assert fe.channels_last  # the default layout
-    fast = fe(x)
-    exact = fe.use_channels_last(False)(x)
+    assert fe.channels_last  # the layout as built
+    fast = fe(x)  # batch norm folded, channels-last
+    exact = FeatureExtractor(name, copy.deepcopy(full), fold_bn=False).use_channels_last(False)(x)
     assert list(expected) == list(fe.layers)
     for layer, got, nchw in zip(fe.layers, fast, exact):
         assert got.std() > 0  # a meaningful comparison, not zeros against zeros
-        torch.testing.assert_close(nchw, expected[layer], rtol=0, atol=0)  # NCHW: the very same arithmetic
+        torch.testing.assert_close(nchw, expected[layer], rtol=0, atol=0)  # unfolded NCHW: the same arithmetic
         scale = float(expected[layer].abs().max())
-        torch.testing.assert_close(got, expected[layer], rtol=1e-4, atol=1e-5 * scale)  # NHWC: float rounding
+        torch.testing.assert_close(got, expected[layer], rtol=1e-4, atol=1e-5 * scale)  # float rounding
         assert got.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -161,10 +161,92 @@ def test_lite0_truncated_forward_matches_full_timm_forward(lite0_model):
         lite0_model(x)  # the full classifier forward, head included
     for h in hooks:
         h.remove()
-    fast = fe(x)  # channels-last: float rounding away
-    for layer, got, nchw in zip(fe.layers, fast, fe.use_channels_last(False)(x)):
+    fast = fe(x)  # batch norm folded, channels-last: float rounding away
+    plain = FeatureExtractor("efficientnet_lite0", copy.deepcopy(lite0_model), fold_bn=False).use_channels_last(False)
+    for layer, got, nchw in zip(fe.layers, fast, plain(x)):
         torch.testing.assert_close(nchw, captured[layer], rtol=0, atol=0)
         torch.testing.assert_close(got, captured[layer], rtol=1e-4, atol=1e-5 * float(captured[layer].abs().max()))
+
+
+def _randomise_batchnorm(model, seed):
+    """Random running statistics and affine parameters: folding identity-like BN (a fresh
+    network's) would prove little."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.3)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+    return model
+
+
+@pytest.mark.parametrize("name", available_backbones())
+def test_folded_batchnorm_computes_the_same_function(name):
+    torch.manual_seed(0)
+    full = _randomise_batchnorm(build_backbone(name, pretrained=False).eval(), seed=4).double()
+    plain = FeatureExtractor(name, copy.deepcopy(full), fold_bn=False)
+    folded = FeatureExtractor(name, copy.deepcopy(full))
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert n_bn > 10 and folded.folded_batchnorms == n_bn  # every BN of these networks follows a convolution
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    for got, want in zip(folded(x), plain(x)):
+        assert want.std() > 0.1
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12 * float(want.abs().max()))
+
+
+def test_fold_batchnorm_leaves_a_bn_that_reads_no_convolution_alone():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.BatchNorm2d(4),
+                              torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4)).eval()
+    _randomise_batchnorm(net, seed=6)
+    x = torch.randn(1, 3, 8, 8)
+    want = net(x)
+    assert bb.fold_batchnorm(net, x) == 1  # only conv -> BN; ReLU -> BN stays
+    assert isinstance(net[2], torch.nn.BatchNorm2d) and isinstance(net[4], torch.nn.Identity)
+    torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [31, 32, 33, 64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_pad_conv_equals_timm_conv2d_same(size, channels_last):
+    from timm.layers import Conv2dSame
+
+    torch.manual_seed(0)
+    for k, stride, groups in [(3, 2, 8), (5, 2, 8), (3, 1, 1), (3, 2, 1)]:
+        ref = Conv2dSame(8, 8, k, stride, groups=groups, bias=True).eval()
+        ours = bb.SamePadConv2d.replacing(ref)
+        x = torch.randn(2, 8, size, size)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)  # the same padded input
+
+
+def test_layout_policy_per_backbone_and_device():
+    assert all(bb.prefers_channels_last(n, "cpu") for n in available_backbones())
+    assert bb.prefers_channels_last("resnet18", "cuda") and bb.prefers_channels_last("wide_resnet50_2", "cuda:1")
+    assert not bb.prefers_channels_last("efficientnet_lite0", "cuda")  # cuDNN's NHWC depthwise: 27x slower
+    assert not bb.prefers_channels_last("efficientnet_b5", torch.device("cuda", 0))
+    assert not bb.prefers_channels_last("resnet18", "mps")  # unmeasured devices: PyTorch's default layout
+    with pytest.raises(PadimError, match="unknown backbone"):
+        bb.prefers_channels_last("vgg16", "cpu")
+
+
+def test_padim_takes_the_layout_of_its_device(monkeypatch):
+    from padim_utils import Padim, preset
+
+    cfg = preset("quick").replace(device="cpu")
+    assert Padim(cfg).extractor.channels_last
+    monkeypatch.setitem(bb.CHANNELS_LAST, "cpu", {**bb.CHANNELS_LAST["cpu"], "efficientnet_lite0": False})
+    model = Padim(cfg)
+    assert not model.extractor.channels_last
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    nchw = model.forward_layers(images)
+    assert all(f.is_contiguous() for f in nchw)
+    model.extractor.use_channels_last(True)
+    for a, b in zip(model.forward_layers(images), nchw):  # the two layouts: float rounding apart
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
 # ---------------------------------------------------------------- lite0 weights

@@ -113,3 +113,102 @@ def test_keep_finalises_the_same_statistics_for_several_eps():
     stats.finalize(0.01)  # the default consumes them
     with pytest.raises(PadimError, match="already finalized"):
         stats.finalize(0.01)
+
+
+# ---------------------------------------------------------------- the float32 product path, dtype="auto"
+def _rel(a, b):
+    """Largest per-position normwise relative difference of (P, ...) arrays."""
+    a, b = np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1)
+    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
+
+
+def _fit_dtype(x, batch, dtype, chunk=5):
+    n, d, h, w = x.shape
+    stats = GaussianStats(h * w, d, chunk=chunk, dtype=dtype)
+    for s in range(0, n, batch):
+        stats.update(torch.from_numpy(x[s : s + batch]).float())
+    return stats
+
+
+@pytest.mark.parametrize("batch", [7, 64, 300])
+def test_float32_products_equal_the_float64_statistics(batch):
+    # features like a CNN's: a large common offset, correlated channels, 300 images
+    x = _data(n=300, d=24, h=3, w=4, seed=8, loc=50.0).astype(np.float32).astype(np.float64)
+    f64, f32 = _fit_dtype(x, batch, "float64"), _fit_dtype(x, batch, "float32")
+    assert f32.product_dtype == torch.float32 and f64.product_dtype == torch.float64
+    ref = _np_cov(x)
+    assert _rel(f64.covariance().numpy(), ref) < 1e-12
+    assert _rel(f32.covariance().numpy(), ref) < 1e-6  # the issue's bound, against numpy's float64
+    np.testing.assert_allclose(f32.mean.numpy(), f64.mean.numpy(), rtol=1e-12)
+    # what the centring buys: raw float32 moments (sum x x^T - n mu mu^T) are far off here
+    flat = torch.from_numpy(x.reshape(300, 24, -1)).float().permute(2, 0, 1)  # (P, N, d)
+    raw = flat.transpose(1, 2) @ flat - 300 * flat.mean(1)[:, :, None] * flat.mean(1)[:, None, :]
+    assert _rel(raw.double().numpy() / 299, ref) > 1e-5  # misses the bound tenfold
+
+
+def test_float32_products_ignore_a_global_tf32_setting():
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        x = _data(n=40, seed=9)
+        stats = _fit_dtype(x, 16, "float32")
+        assert torch.backends.cuda.matmul.allow_tf32  # restored after each product
+        assert _rel(stats.covariance().numpy(), _np_cov(x.astype(np.float32).astype(np.float64))) < 1e-6
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_auto_takes_float64_on_the_cpu_and_data_centre_gpus(monkeypatch):
+    from padim_utils import gaussian
+
+    assert gaussian.scatter_dtype("cpu") == torch.float64
+    assert gaussian.scatter_dtype("cpu", "float32") == torch.float32
+    for capability, expected in [((9, 0), torch.float64), ((8, 0), torch.float64), ((7, 0), torch.float64),
+                                 ((8, 6), torch.float32), ((8, 9), torch.float32), ((12, 0), torch.float32),
+                                 ((7, 5), torch.float32)]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert gaussian.scatter_dtype("cuda") == expected, capability
+        assert gaussian.scatter_dtype("cuda", "float64") == torch.float64
+    with pytest.raises(PadimError, match="must be one of auto, float64, float32"):
+        gaussian.scatter_dtype("cpu", "bfloat16")
+
+
+def test_one_product_per_chunk_and_batch(monkeypatch):
+    # Chan's correction rides in the same product as the batch's scatter: one baddbmm_ per chunk
+    x = _data(n=12, seed=10)
+    calls = []
+    real = torch.Tensor.baddbmm_
+    monkeypatch.setattr(torch.Tensor, "baddbmm_", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    stats = _fit_dtype(x, 4, "float64", chunk=5)  # 12 positions: 3 chunks; 3 batches
+    assert len(calls) == 3 * 3
+    np.testing.assert_allclose(stats.covariance().numpy(), _np_cov(x.astype(np.float32).astype(np.float64)),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_update_does_not_modify_the_embeddings():
+    emb = torch.from_numpy(_data(n=1, seed=11))  # float64, one image: the chunk view is contiguous
+    before = emb.clone()
+    stats = GaussianStats(12, 5, chunk=5)
+    stats.update(emb)
+    stats.update(emb + 1)
+    assert torch.equal(emb, before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_finalize_frees_each_chunk_once_inverted(monkeypatch, threads):
+    x = _data(seed=12)
+    stats = _fit(x, [23], dtype=torch.float64)  # 12 positions in chunks of 5: 3 chunks
+    alive = []
+    real = torch.linalg.cholesky_ex
+    monkeypatch.setattr(torch.linalg, "cholesky_ex",
+                        lambda a: alive.append(sum(c is not None for c in stats.m2_chunks)) or real(a))
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _, precision = stats.finalize(0.01, dtype=torch.float64)
+    finally:
+        torch.set_num_threads(old)
+    np.testing.assert_allclose(precision.numpy(), np.linalg.inv(_np_cov(x) + 0.01 * np.eye(5)), rtol=1e-9)
+    assert stats.m2_chunks is None
+    if threads == 1:  # the one-chunk-at-a-time path (GPUs): the scatter shrinks as the precision grows
+        assert alive == [3, 2, 1]

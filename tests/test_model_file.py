@@ -57,6 +57,12 @@ def test_a_file_from_before_the_interpolation_field_loads_as_bilinear(saved, tmp
     assert torch.equal(maps, Padim.load(saved).predict_dataset(test, progress=False)["maps"])
 
 
+def test_a_file_from_before_the_stats_dtype_field_loads_as_float64_products(saved, tmp_path):
+    old = Padim.load(_edited(saved, tmp_path / "old.safetensors", drop_config=("stats_dtype",)))
+    assert old.config.stats_dtype == "float64"  # what every version before the field computed
+    assert old.config.replace(stats_dtype="auto") == Padim.load(saved).config
+
+
 def test_an_old_efficientnet_b5_file_keeps_the_layers_it_was_fitted_with(tmp_path):
     # Before the interpolation field, the B5 default layers were the paper's numbers read 0-based.
     from padim_utils.model import _read_metadata

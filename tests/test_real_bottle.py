@@ -30,3 +30,29 @@ def test_offline_lite0_on_real_bottle(bottle_root, reduction):
     assert record["d"] == (176 if reduction == "none" else 100)
     for key, floor in FLOORS[reduction].items():
         assert record[key] >= floor, f"{key} = {record[key]:.4f} < {floor} ({reduction})"
+
+
+@pytest.mark.slow
+def test_float32_statistics_and_distances_on_real_bottle(bottle_root):
+    """The float32 paths against float64 on real Lite0 features: the statistics' products (stats_dtype
+    "float32", what consumer GPUs run) within 1e-6, the default float32 distances within 1e-4."""
+    import torch
+
+    from padim_utils import Padim
+    from padim_utils.data import MVTecDataset
+    from padim_utils.features import FeatureCache
+    from padim_utils.scoring import mahalanobis
+
+    cfg = preset("offline_lite0").replace(device="cpu")
+    kw = dict(image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
+    train = FeatureCache.compute(MVTecDataset(bottle_root, "bottle", "train", **kw), cfg, progress=False)
+    test = FeatureCache.compute(MVTecDataset(bottle_root, "bottle", "test", **kw), cfg, progress=False)
+    ref = Padim(cfg.replace(dtype="float64", stats_dtype="float64")).fit(train, progress=False)
+    f32 = Padim(cfg.replace(dtype="float64", stats_dtype="float32")).fit(train, progress=False)
+    cov = lambda p: torch.linalg.inv(p)  # (P, d, d) covariance + eps I, float64
+    err = (cov(f32.precision) - cov(ref.precision)).flatten(1).norm(dim=1) / cov(ref.precision).flatten(1).norm(dim=1)
+    assert float(err.max()) < 1e-6
+    emb = torch.cat([ref.reducer(layers) for layers, _ in test.batches(32)])  # (83, d, h, w)
+    exact = mahalanobis(emb.double(), ref.mean, ref.precision)
+    fast = mahalanobis(emb, ref.mean.float(), ref.precision.float())  # the default (dtype="float32")
+    assert float(((fast.double() - exact).abs() / exact).max()) < 1e-4

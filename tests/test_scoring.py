@@ -103,3 +103,33 @@ def test_image_score_is_map_max():
     scores = image_scores(maps)
     assert scores[2] == 7.0
     np.testing.assert_array_equal(scores.numpy(), maps.numpy().reshape(4, -1).max(1))
+
+
+def _ill_conditioned(n_train=300, n_test=40, d=64, positions=6, seed=0):
+    """Embeddings whose covariances span 1e-3 .. 300 (condition ~3e4 after eps = 0.01, as real
+    Lite0 features on bottle: median 3.5e3, max 3.1e4), correlated channels, test points from the
+    same Gaussians and far outside them."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(positions, d, d, generator=g, dtype=torch.float64))  # (P, d, d)
+    scales = torch.logspace(-1.5, 1.25, d, dtype=torch.float64)  # std devs: variances 1e-3 .. 316
+    mu = torch.randn(positions, d, generator=g, dtype=torch.float64) * 5
+    z = torch.randn(positions, n_train + n_test, d, generator=g, dtype=torch.float64) * scales
+    x = mu[:, None] + z @ q.transpose(1, 2)  # (P, N, d)
+    x[:, n_train + n_test // 2 :] += 3 * scales[-1] * torch.randn(positions, 1, d, generator=g, dtype=torch.float64)
+    to_emb = lambda t: t.permute(1, 2, 0).reshape(t.shape[1], d, 2, positions // 2).float()  # (N, d, 2, 3)
+    return to_emb(x[:, :n_train]), to_emb(x[:, n_train:])
+
+
+def test_float32_distances_are_within_1e4_of_float64():
+    from padim_utils.gaussian import GaussianStats
+
+    train, test = _ill_conditioned()
+    stats = GaussianStats(6, 64)
+    stats.update(train)
+    mean, precision = stats.finalize(0.01, dtype=torch.float64)
+    cond = torch.linalg.cond(torch.linalg.inv(precision))
+    assert float(cond.max()) > 1e4  # as ill-conditioned as real features
+    ref = mahalanobis(test.double(), mean, precision)  # float64 throughout
+    got = mahalanobis(test, mean.float(), precision.float())  # what predict computes by default
+    assert got.dtype == torch.float32
+    assert float(((got.double() - ref).abs() / ref).max()) < 1e-4
