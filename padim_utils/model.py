@@ -53,14 +53,17 @@ class Padim:
     """PaDiM anomaly detector (Defard et al., 2020)."""
 
     def __init__(self, config: PadimConfig | None = None, device: str | None = None, compile: bool = False,
-                 resize_on_device: bool = False):
+                 resize_on_device: bool = False, workers: int | None = None):
         """`compile=True` runs the backbone through `torch.compile`: a one-off compilation (about 25 s for
         Lite0 on a 2-core CPU), then a forward pass 1.6x faster for Lite0 there (no gain for ResNet18);
         worth it for EfficientNets and thousands of images. Results equal the eager ones to float rounding.
 
         `resize_on_device=True`: the loader only decodes, and the images are resized and cropped on the
         device (`data.resize_crop_images`, within 1 grey level of PIL's resize); every image of a batch
-        must then have the same size, as in MVTec AD's categories."""
+        must then have the same size, as in MVTec AD's categories.
+
+        `workers`: processes decoding images, kept for the model's life; None takes one per core on a
+        GPU (which waits for decoding) and 0 on the CPU (decoding in this process, between batches)."""
         self.config = config or PadimConfig()
         self.device = resolve_device(device or self.config.device)
         self.resize_on_device = resize_on_device
@@ -71,7 +74,8 @@ class Padim:
         self._network = torch.compile(self.extractor) if compile else self.extractor
         self.reducer = Reducer(self.config.reduction, self.extractor.channels, self.config.d, self.config.seed)
         cuda = self.device.type == "cuda"  # a GPU waits for decoding: every core decodes, pinned for the copy
-        self._loader = BatchLoader(self.config.batch_size, workers=available_cores() if cuda else 0, pin_memory=cuda)
+        self.workers = (available_cores() if cuda else 0) if workers is None else workers
+        self._loader = BatchLoader(self.config.batch_size, workers=self.workers, pin_memory=cuda)
         self.mean: torch.Tensor | None = None  # (P, d)
         self.precision: torch.Tensor | None = None  # (P, d, d)
         self.grid: tuple[int, int] | None = None  # (h, w) of the patch grid

@@ -101,13 +101,10 @@ def test_fit_and_predict_with_workers_equal_in_process_decoding(quick_root, quic
     train = MVTecDataset(quick_root, quick_category, "train", **kw)
     test = MVTecDataset(quick_root, quick_category, "test", **kw)
     plain = Padim(cfg).fit(train, progress=False)
-    pooled = Padim(cfg)
-    pooled._loader = BatchLoader(cfg.batch_size, workers=2)  # what a GPU gets, here on the CPU
-    try:
-        pooled.fit(train, progress=False)
-        a, b = plain.predict_dataset(test, progress=False), pooled.predict_dataset(test, progress=False)
-    finally:
-        pooled._loader.close()
+    pooled = Padim(cfg, workers=2)  # what a GPU gets, here on the CPU
+    assert plain.workers == 0 and pooled.workers == 2
+    pooled.fit(train, progress=False)
+    a, b = plain.predict_dataset(test, progress=False), pooled.predict_dataset(test, progress=False)
     assert torch.equal(plain.precision, pooled.precision)
     assert torch.equal(a["maps"], b["maps"]) and a["paths"] == b["paths"] and torch.equal(a["masks"], b["masks"])
 
