@@ -168,8 +168,10 @@ class GaussianStats:
         the same statistics can be finalised again, e.g. for several eps, without a re-fit.
         """
         self._check_n()
-        sub = max(1, min(self.chunk, 128))  # positions factorised at once
         device = self.mean.device
+        # positions factorised at once: on the CPU few, so that a batch of factors stays in cache (1.5x
+        # faster than 128 for d = 100); on a GPU many, so that one call fills the device
+        sub = max(1, min(self.chunk, 16 if device.type == "cpu" else 128))
 
         def invert(m2: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             """Write the precision of a (p, d, d) scatter chunk into `out`; returns the (p,) Cholesky

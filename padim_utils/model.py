@@ -187,13 +187,13 @@ class Padim:
                              dtype=self.config.stats_dtype)
 
     def _images_per_update(self) -> int:
-        """Images per Gaussian update. On a GPU, 256 (its float64 products run 64 x 64 tiles: with the
-        loader's 32 images they idle, and M2 is read and written 8x as often), as far as 2 GiB of
-        buffered float32 embeddings allow; on the CPU one batch (no gain measured, memory kept low)."""
-        if self.device.type != "cuda":
-            return 1
+        """Images per Gaussian update: one product over many images reads and writes M2 once for all
+        of them. On a GPU 256 (its float64 products run 64 x 64 tiles, which 32 images leave idle), as
+        far as 2 GiB of buffered float32 embeddings allow; on the CPU 128 within 512 MiB (10-20 %
+        faster than one batch of 32 on 2 cores)."""
+        most, budget = (256, 2**31) if self.device.type == "cuda" else (128, 2**29)
         per_image = self.grid[0] * self.grid[1] * self.d * 4  # bytes of one image's float32 embedding
-        return max(self.config.batch_size, min(256, 2**31 // per_image))
+        return max(self.config.batch_size, min(most, budget // per_image))
 
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:

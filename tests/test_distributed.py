@@ -330,6 +330,7 @@ def _fit_and_watch(monkeypatch, n):
     with monkeypatch.context() as m:
         m.setattr(Reducer, "__call__", spy_reduce)
         m.setattr(GaussianStats, "update", spy_update)
+        m.setattr(Padim, "_images_per_update", lambda self: 4)  # two batches of 2 per update
         cfg = preset("quick").replace(d=8, batch_size=2, device="cpu")
         model = Padim(cfg).fit(_Images(n), progress=False)
     gc.collect()
@@ -339,12 +340,22 @@ def _fit_and_watch(monkeypatch, n):
 def test_fit_memory_does_not_grow_with_the_number_of_images(monkeypatch):
     model4, seen4, alive4 = _fit_and_watch(monkeypatch, 4)
     model16, seen16, alive16 = _fit_and_watch(monkeypatch, 16)
-    assert len(seen4) == 2 and len(seen16) == 8  # one update per batch of 2
+    assert len(seen4) == 1 and len(seen16) == 4  # one update per 4 images
     p, d = model4.mean.shape
     stats_bytes = 8 * (p * d + p * d * d)  # float64 mean (P, d) and scatter (P, d, d), nothing else
     layers = len(model4.reducer.channels)
-    # after every update: the statistics hold the same bytes, and only the current batch's embedding and
-    # layer outputs are alive (one embedding kept per batch would make this grow with N)
-    assert set(seen4) == set(seen16) == {(stats_bytes, 1 + layers)}
+    # after every update: the statistics hold the same bytes, and only the embeddings of the update's two
+    # batches and the current batch's layer outputs are alive (one embedding kept per batch would grow with N)
+    assert set(seen4) == set(seen16) == {(stats_bytes, 2 + layers)}
     assert alive4 == alive16 == 0  # nothing kept after the fit
     assert _held_bytes(model4) == _held_bytes(model16)  # the fitted model does not grow with N either
+
+
+def test_images_per_update_are_bounded_by_memory():
+    model = Padim(preset("quick").replace(device="cpu", d=8))
+    model.grid = (16, 16)
+    assert model._images_per_update() == 128  # tiny embeddings: the count cap
+    model.grid, model.reducer.d = (56, 56), 550  # Wide-ResNet50's embedding: 6.9 MB an image
+    assert model._images_per_update() == 2**29 // (56 * 56 * 550 * 4) == 77  # 512 MiB of float32 on the CPU
+    model.grid, model.reducer.d = (512, 512), 550
+    assert model._images_per_update() == model.config.batch_size  # never fewer than one batch
