@@ -3,6 +3,8 @@
 Modules, in the order of the method:
     config     PadimConfig and named presets
     data       MVTec AD-layout datasets (uint8 tensors) and your own image folders
+    imagecache decoded images kept on disk (PADIM_CACHE), keyed by content and geometry
+    loader     batches from worker processes that outlive a pass (the GPU's decoding)
     synthetic  an embedded synthetic dataset in the MVTec AD layout (scenes: its drawings)
     stc        ShanghaiTech Campus video frames: loader, synthetic clips, one model per scene
     rd_mvtec   Rd-MVTec AD: MVTec AD randomly rotated and cropped, masks alike
