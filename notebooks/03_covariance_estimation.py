@@ -206,8 +206,10 @@ show(markdown_table(rows) + f"\n\nPaper numbers: {CITATION}.")
 
 # %% [markdown]
 # ### Look inside
-# The streaming update: each batch's own mean and scatter (one batched matrix product per chunk of
-# positions), then Chan's correction.
+# The streaming update: each batch's own mean, then **one** batched matrix product per chunk of positions
+# that adds both the batch's scatter and Chan's correction. The correction $\delta\delta^\top n_a n_b / n$ is
+# the outer product of a single extra row $\sqrt{n_a n_b / n}\,\delta$, so it is appended to the batch's
+# centred rows $R$ and $M_2 \mathrel{+}= R^\top R$ does both at once.
 
 # %%
 show_source(GaussianStats.update)
