@@ -1,0 +1,91 @@
+"""More normal frames, a blinder model? PaDiM on the walkway scene, with and without the codec match.
+
+The scene (`padim_utils.stc_walkway`, official STC layout): 4 MPEG-4 training videos of 48 frames
+(a static textured background, dark figures walking the middle of a path), 2 test clips of 60 JPEG
+frames (quality 75) where a red cart crosses the path. For each number of training frames per
+video (8, 24, all 48: 32, 96, 192 frames) and each `train_codec` ("none": frames as decoded, the
+former behaviour; "match": the default, see `padim_utils.stc.match_test_codec`), one model is
+fitted with `Padim.fit` and scored with `predict_dataset`; the metrics are `padim_utils.metrics`
+(frame AUROC = image AUROC of the max-of-map scores, pixel AUROC, AU-PRO to FPR 0.3). Also reported:
+the median anomaly score of the background above the path (the wall and lawn, no walker or cart ever
+there) and the median score inside the cart's mask.
+
+    python benchmarks/bench_stc_codec.py                   # offline_lite0 at 256 px, frames 720x400: minutes
+    python benchmarks/bench_stc_codec.py --quick           # the test's setting: 64 px, the quick preset
+
+Writes ``stc_codec_<config>.json`` and ``.md`` to ``--out-dir`` (default benchmarks/results).
+The numbers are accuracies (deterministic up to float rounding), not timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from padim_utils.config import preset
+from padim_utils.metrics import evaluate
+from padim_utils.model import Padim
+from padim_utils.stc import STCDataset
+from padim_utils.stc_walkway import make_walkway_stc
+
+FRAMES_PER_VIDEO = (8, 24, None)
+
+
+def measure(root: Path, cfg, frames_per_video, train_codec: str) -> dict:
+    """Fit on the scene's training frames, score its test frames: metrics and score medians."""
+    geometry = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
+    train = STCDataset(root, "01", "train", frames_per_video=frames_per_video, train_codec=train_codec, **geometry)
+    test = STCDataset(root, "01", "test", **geometry)
+    model = Padim(cfg).fit(train, progress=False)
+    result = model.predict_dataset(test, progress=False)
+    metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
+    maps, masks = result["maps"], result["masks"].bool()
+    above_path = maps[:, : int(0.5 * maps.shape[1])]  # rows 0-50%: wall and lawn (the path starts at 55%)
+    return {"train_frames": len(train), "frames_per_video": frames_per_video, "train_codec": train_codec,
+            "frame_auroc": float(metrics["image_auroc"]), "pixel_auroc": float(metrics["pixel_auroc"]),
+            "aupro": float(metrics["pixel_aupro"]), "background_median": float(above_path.median()),
+            "cart_median": float(maps[masks].median())}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="quick preset (64 px), frames 144x256")
+    parser.add_argument("--out-dir", default=str(Path(__file__).with_name("results")))
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    name = "quick" if args.quick else "offline_lite0"
+    cfg = preset(name).replace(crop=None, device=args.device)
+    size = (144, 256) if args.quick else (400, 720)
+    torch.manual_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_walkway_stc(Path(tmp) / "walkway", image_size=size)
+        for fpv in FRAMES_PER_VIDEO:
+            for codec in ("none", "match"):
+                rows.append(measure(root, cfg, fpv, codec))
+                r = rows[-1]
+                print(f"{r['train_frames']:4d} frames, train_codec={codec:5s}: frame AUROC {r['frame_auroc']:.3f}, "
+                      f"pixel AUROC {r['pixel_auroc']:.3f}, AU-PRO {r['aupro']:.3f}, background {r['background_median']:.1f}, "
+                      f"cart {r['cart_median']:.1f}", flush=True)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"config": cfg.to_dict(), "scene": {"image_size": list(size), "videos": 4, "frames_per_video": 48,
+                                                "test_clips": 2, "frames_per_clip": 60, "jpeg_quality": 75},
+            "rows": rows}
+    (out / f"stc_codec_{name}.json").write_text(json.dumps(info, indent=2) + "\n")
+    lines = [f"# PaDiM on the walkway scene ({name}, frames {size[1]}x{size[0]})", "",
+             "| training frames | train_codec | frame AUROC | pixel AUROC | AU-PRO | background median | cart median |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['train_frames']} | {r['train_codec']} | {r['frame_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
+              f"{r['aupro']:.3f} | {r['background_median']:.1f} | {r['cart_median']:.1f} |" for r in rows]
+    (out / f"stc_codec_{name}.md").write_text("\n".join(lines) + "\n")
+    print(f"-> {out / f'stc_codec_{name}.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
