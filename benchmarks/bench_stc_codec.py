@@ -10,10 +10,11 @@ fitted with `Padim.fit` and scored with `predict_dataset`; the metrics are `padi
 the median anomaly score of the background above the path (the wall and lawn, no walker or cart ever
 there) and the median score inside the cart's mask.
 
-    python benchmarks/bench_stc_codec.py                   # offline_lite0 at 256 px, frames 720x400: minutes
-    python benchmarks/bench_stc_codec.py --quick           # the test's setting: 64 px, the quick preset
+    python benchmarks/bench_stc_codec.py                   # offline_lite0 at 256 px, frames 424x240: minutes
+    python benchmarks/bench_stc_codec.py --size 400x720    # larger frames (height x width)
+    python benchmarks/bench_stc_codec.py --quick           # the test's setting: 64 px, the quick preset, 256x144
 
-Writes ``stc_codec_<config>.json`` and ``.md`` to ``--out-dir`` (default benchmarks/results).
+Writes ``stc_codec_<config>_<height>x<width>.json`` and ``.md`` to ``--out-dir`` (default benchmarks/results).
 The numbers are accuracies (deterministic up to float rounding), not timings.
 """
 
@@ -54,12 +55,13 @@ def measure(root: Path, cfg, frames_per_video, train_codec: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="quick preset (64 px), frames 144x256")
+    parser.add_argument("--size", help="frame height x width, e.g. 400x720 (default 240x424; 144x256 with --quick)")
     parser.add_argument("--out-dir", default=str(Path(__file__).with_name("results")))
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     name = "quick" if args.quick else "offline_lite0"
     cfg = preset(name).replace(crop=None, device=args.device)
-    size = (144, 256) if args.quick else (400, 720)
+    size = tuple(int(v) for v in args.size.split("x")) if args.size else (144, 256) if args.quick else (240, 424)
     torch.manual_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,14 +78,17 @@ def main(argv=None) -> int:
     info = {"config": cfg.to_dict(), "scene": {"image_size": list(size), "videos": 4, "frames_per_video": 48,
                                                 "test_clips": 2, "frames_per_clip": 60, "jpeg_quality": 75},
             "rows": rows}
-    (out / f"stc_codec_{name}.json").write_text(json.dumps(info, indent=2) + "\n")
-    lines = [f"# PaDiM on the walkway scene ({name}, frames {size[1]}x{size[0]})", "",
+    stem = f"stc_codec_{name}_{size[0]}x{size[1]}"
+    (out / f"{stem}.json").write_text(json.dumps(info, indent=2) + "\n")
+    lines = [f"# PaDiM on the walkway scene ({name}, frames {size[1]}x{size[0]} px, JPEG quality 75)", "",
+             "Made by `benchmarks/bench_stc_codec.py`: one fit per row on the scene's training frames, scored on its",
+             "120 test frames; background = median score above the path, cart = median score inside its masks.", "",
              "| training frames | train_codec | frame AUROC | pixel AUROC | AU-PRO | background median | cart median |",
              "|---:|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['train_frames']} | {r['train_codec']} | {r['frame_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
               f"{r['aupro']:.3f} | {r['background_median']:.1f} | {r['cart_median']:.1f} |" for r in rows]
-    (out / f"stc_codec_{name}.md").write_text("\n".join(lines) + "\n")
-    print(f"-> {out / f'stc_codec_{name}.md'}")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print(f"-> {out / f'{stem}.md'}")
     return 0
 
 

@@ -537,6 +537,8 @@ class STCDataset(torch.utils.data.Dataset):
         height and width and hold no NaN, and some mask holds an anomalous pixel (else pixel AUROC and
         AU-PRO are undefined). PadimError naming the first file at fault. Training videos were already
         checked when the dataset was built (:func:`count_frames`)."""
+        if self.split == "train":
+            return
         anomalous = False
         for mask_file, frames in self._clips:
             masks = _load_npy(mask_file, "pixel mask", mmap=True)  # (T, H, W), memory-mapped
@@ -623,9 +625,11 @@ def _load_npy(path: Path, what: str, mmap: bool = False) -> np.ndarray:
     """A NumPy array from a .npy file; PadimError saying what the file is when it is not one (text, ...)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(64)
+            head = f.read(128)  # the magic and the header's start, where the dtype is
         if not head.startswith(NPY_MAGIC):
             raise PadimError(f"cannot read {what} {path}: not a NumPy .npy file, {_what_it_holds(head)}")
+        if b"'descr': '|O'" in head:  # an object array: np.load would speak of pickles or memory maps
+            raise PadimError(f"cannot read {what} {path}: it holds Python objects (pickled), not numbers")
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise PadimError(f"{what} not found: {path}") from None
@@ -656,17 +660,18 @@ def _what_it_holds(head: bytes) -> str:
 # one experiment per scene
 # --------------------------------------------------------------------------- #
 def run_stc(cfg: PadimConfig, root, scene: str, frames_per_video: int | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, train_codec: str = "match") -> dict:
     """Fit PaDiM on one scene's training frames, score its test frames: a benchmark record.
 
     This is :func:`padim_utils.experiment.run_benchmark` on the scene's frames (``dataset="stc"``):
     ``frame_auroc`` is the image AUROC of the frame scores (the paper's frame-level AUROC) and
-    ``pixel_auroc`` the pixel AUROC of the maps; the record adds ``scene``, ``frames_per_video``
-    and ``n_test_anomalous``, and names the category ``stc_<scene>``.
+    ``pixel_auroc`` the pixel AUROC of the maps; the record adds ``scene``, ``frames_per_video``,
+    ``train_codec`` (see :class:`STCDataset`) and ``n_test_anomalous``, and names the category ``stc_<scene>``.
     """
     from .experiment import run_benchmark
 
-    record = run_benchmark(cfg, root, scene, progress=progress, dataset="stc", frames_per_video=frames_per_video)
+    record = run_benchmark(cfg, root, scene, progress=progress, dataset="stc", frames_per_video=frames_per_video,
+                           train_codec=train_codec)
     labels = STCDataset(root, scene, "test", image_size=cfg.image_size, crop=cfg.crop,
                         interpolation=cfg.interpolation).labels
     record.update(scene=str(scene), category=f"stc_{scene}", frames_per_video=frames_per_video,

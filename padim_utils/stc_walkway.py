@@ -132,7 +132,7 @@ def _write(folder: Path, params: dict[str, Any]) -> None:
 
 
 def make_walkway_stc(root: str | os.PathLike, n_videos: int = 4, frames_per_video: int = 48, n_clips: int = 2,
-                     frames_per_clip: int = 60, image_size: tuple[int, int] = (240, 424), jpeg_quality: int = 85,
+                     frames_per_clip: int = 60, image_size: tuple[int, int] = (240, 424), jpeg_quality: int = 75,
                      seed: int = 0, force: bool = False) -> Path:
     """Write the walkway scene (STC layout, scene ``01``) into ``root``; return it.
 

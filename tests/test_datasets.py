@@ -193,7 +193,7 @@ def _folders(root: Path) -> Path:
     _save(_rgb(20), root / "test" / "scratch" / "s0.png")
     _save(_rgb(21), root / "test" / "dent" / "d0.png")
     _save(_box_mask(0), root / "masks" / "scratch" / "s0_mask.png")
-    _save(_box_mask(1), root / "masks" / "d0.bmp")  # flat mask_dir, no suffix: found too
+    _save(_box_mask(1), root / "masks" / "dent" / "d0.bmp")  # no _mask suffix, another format: found too
     return root
 
 
@@ -211,15 +211,56 @@ def test_folder_dataset(tmp_path):
 
 def test_folder_errors(tmp_path):
     root = _folders(tmp_path)
-    (root / "masks" / "d0.bmp").unlink()
+    (root / "masks" / "dent" / "d0.bmp").unlink()
     _one_line(lambda: FolderDataset(None, root / "test", root / "masks", split="test"),
-              "missing mask for defect image", "d0.png")
+              "missing mask for defect image", "d0.png", "give no mask_dir if your data has no pixel masks")
     _one_line(lambda: FolderDataset(None, root / "test", split="train"), "normal_dir is required")
     _one_line(lambda: FolderDataset(root / "nowhere"), "normal_dir not found")
     _one_line(lambda: FolderDataset(root / "normal", split="test"), "test_dir is required")
     _one_line(lambda: FolderDataset(None, root / "normal", split="test"), "has no sub-folders", "good")
     _one_line(lambda: FolderDataset(root / "masks" / "scratch", root / "test", root / "no_masks"),
               "mask_dir not found")
+
+
+def test_folder_masks_are_looked_up_per_defect_folder(tmp_path):
+    """Two defects with images of the same name: each takes its own defect's mask, never the other's."""
+    root = tmp_path / "own"
+    for i in range(3):
+        _save(_rgb(i), root / "normal" / f"n{i}.png")
+    _save(_rgb(10), root / "test" / "good" / "g0.png")
+    _save(_rgb(20), root / "test" / "scratch" / "000.png")
+    _save(_rgb(21), root / "test" / "dent" / "000.png")
+    _save(_box_mask(0), root / "masks" / "000.png")  # scratch's mask, written flat into mask_dir
+    # Before, dent/000.png silently took this mask (mask_dir/000.png) and scratch too: one of them is wrong
+    _one_line(lambda: FolderDataset(None, root / "test", root / "masks", split="test"),
+              "no mask folder for defect 'dent'", str(root / "masks" / "dent"), "dent, scratch",
+              "give no mask_dir if your data has no pixel masks")
+    _save(_box_mask(0), root / "masks" / "scratch" / "000.png")
+    _one_line(lambda: FolderDataset(None, root / "test", root / "masks", split="test"),
+              "no mask folder for defect 'dent'")  # scratch has its folder now; dent still none
+    _save(_box_mask(9), root / "masks" / "dent" / "000_mask.png")
+    test = FolderDataset(None, root / "test", root / "masks", split="test", image_size=32, crop=None)
+    assert test.defect_types == ["dent", "good", "scratch"]
+    assert Path(test.mask_paths[0]) == root / "masks" / "dent" / "000_mask.png"
+    assert Path(test.mask_paths[2]) == root / "masks" / "scratch" / "000.png"
+    np.testing.assert_array_equal(test[0]["mask"].numpy(), _nearest(_box_mask(9) > 0, 32))
+    # with a single defect folder, masks directly in mask_dir are unambiguous: accepted
+    shutil.rmtree(root / "test" / "dent")
+    single = FolderDataset(None, root / "test", root / "masks", split="test", image_size=32, crop=None)
+    assert Path(single.mask_paths[1]) == root / "masks" / "scratch" / "000.png"
+    shutil.rmtree(root / "masks" / "scratch")
+    single = FolderDataset(None, root / "test", root / "masks", split="test", image_size=32, crop=None)
+    assert Path(single.mask_paths[1]) == root / "masks" / "000.png"
+
+
+def test_folder_only_good_images_names_the_test_dir(tmp_path, capsys):
+    root = _folders(tmp_path)
+    shutil.rmtree(root / "test" / "scratch")
+    shutil.rmtree(root / "test" / "dent")
+    text = _one_line(lambda: run_benchmark(preset("quick"), None, "mine", progress=False, dataset="folder",
+                                           normal_dir=root / "normal", test_dir=root / "test"),
+                     f"test_dir {root / 'test'}", "holds only normal images")
+    assert "None" not in text
 
 
 # --------------------------------------------------------------------------- #
