@@ -183,6 +183,51 @@ def test_visa_errors(tmp_path):
     _one_line(lambda: VisADataset(root, "candle"), "VisA split file not found", "split_csv/1cls.csv")
 
 
+def test_visa_split_file_saved_with_a_byte_order_mark(tmp_path):
+    """Excel saves CSV as UTF-8 with a BOM: the first column is still "object"."""
+    root = _visa(tmp_path / "visa")
+    csv_path = root / "split_csv" / "1cls.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())  # before: "has \ufeffobject,split,..."
+    assert [Path(p).name for p in VisADataset(root, "pcb1", "train").paths] == ["0000.JPG", "0001.JPG", "0002.JPG"]
+    assert dataset_categories("visa", root) == ["candle", "pcb1"]
+
+
+def test_visa_train_and_test_must_not_overlap(tmp_path):
+    root = _visa(tmp_path / "visa")
+    csv_path = root / "split_csv" / "1cls.csv"
+    lines = csv_path.read_text().splitlines()
+    test_rows = [l for l in lines if l.startswith("pcb1,test")]
+    leaked = [l.replace(",test,", ",train,") for l in test_rows]  # every pcb1 test image listed again for training
+    csv_path.write_text("\n".join(lines + leaked) + "\n")
+    for split in ("train", "test"):  # before: accepted, the model then tested on images it was fitted on
+        _one_line(lambda: VisADataset(root, "pcb1", split), str(csv_path), "3 image(s) of 'pcb1' both as train and "
+                  "as test", "pcb1/Data/Images/Normal/0003.JPG", "lines 14 and 11")
+    assert len(VisADataset(root, "candle", "train")) == 3  # another object's rows are not concerned
+
+
+def test_btad_mask_of_the_wrong_size_before_the_fit(tmp_path, monkeypatch):
+    from padim_utils.model import Padim
+
+    root = _btad(tmp_path / "btad")
+    mask = root / "01" / "ground_truth" / "ko" / "0001.png"
+    _save(_box_mask(1, h=24, w=20), mask)
+    monkeypatch.setattr(Padim, "fit", lambda *a, **k: pytest.fail("the fit started before the mistake was reported"))
+    _one_line(lambda: run_benchmark(preset("quick").replace(image_size=32), root, "01", progress=False,
+                                    dataset="btad"), str(mask), "20x24", "40x48")
+
+
+def test_folder_corrupt_test_image_before_the_fit(tmp_path, monkeypatch):
+    from padim_utils.model import Padim
+
+    root = _folders(tmp_path)
+    broken = root / "test" / "scratch" / "s0.png"
+    broken.write_bytes(broken.read_bytes()[:200])  # cut short
+    monkeypatch.setattr(Padim, "fit", lambda *a, **k: pytest.fail("the fit started before the mistake was reported"))
+    _one_line(lambda: run_benchmark(preset("quick").replace(image_size=32), None, "mine", progress=False,
+                                    dataset="folder", normal_dir=root / "normal", test_dir=root / "test",
+                                    mask_dir=root / "masks"), "cannot read image", str(broken))
+
+
 # --------------------------------------------------------------------------- #
 # your own folders
 # --------------------------------------------------------------------------- #
