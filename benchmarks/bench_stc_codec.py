@@ -5,10 +5,10 @@ The scene (`padim_utils.stc_walkway`, official STC layout): 4 MPEG-4 training vi
 frames (quality 75) where a red cart crosses the path. For each number of training frames per
 video (8, 24, all 48: 32, 96, 192 frames) and each `train_codec` ("none": frames as decoded, the
 former behaviour; "match": the default, see `padim_utils.stc.match_test_codec`), one model is
-fitted with `Padim.fit` and scored with `predict_dataset`; the metrics are `padim_utils.metrics`
-(frame AUROC = image AUROC of the max-of-map scores, pixel AUROC, AU-PRO to FPR 0.3). Also reported:
-the median anomaly score of the background above the path (the wall and lawn, no walker or cart ever
-there) and the median score inside the cart's mask.
+fitted and scored (`padim_utils.stc_walkway.frames_study`: the backbone's outputs cached once per codec,
+then `Padim.fit` + `predict_dataset` per row); the metrics are `padim_utils.metrics` (frame AUROC = image
+AUROC of the max-of-map scores, pixel AUROC, AU-PRO to FPR 0.3). Also reported: the median anomaly score
+of the wall (the top 30% of the frame, static in every frame) and the median score inside the cart's mask.
 
     python benchmarks/bench_stc_codec.py                   # offline_lite0 at 256 px, frames 424x240: minutes
     python benchmarks/bench_stc_codec.py --size 400x720    # larger frames (height x width)
@@ -28,28 +28,7 @@ from pathlib import Path
 import torch
 
 from padim_utils.config import preset
-from padim_utils.metrics import evaluate
-from padim_utils.model import Padim
-from padim_utils.stc import STCDataset
-from padim_utils.stc_walkway import make_walkway_stc
-
-FRAMES_PER_VIDEO = (8, 24, None)
-
-
-def measure(root: Path, cfg, frames_per_video, train_codec: str) -> dict:
-    """Fit on the scene's training frames, score its test frames: metrics and score medians."""
-    geometry = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
-    train = STCDataset(root, "01", "train", frames_per_video=frames_per_video, train_codec=train_codec, **geometry)
-    test = STCDataset(root, "01", "test", **geometry)
-    model = Padim(cfg).fit(train, progress=False)
-    result = model.predict_dataset(test, progress=False)
-    metrics = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
-    maps, masks = result["maps"], result["masks"].bool()
-    above_path = maps[:, : int(0.5 * maps.shape[1])]  # rows 0-50%: wall and lawn (the path starts at 55%)
-    return {"train_frames": len(train), "frames_per_video": frames_per_video, "train_codec": train_codec,
-            "frame_auroc": float(metrics["image_auroc"]), "pixel_auroc": float(metrics["pixel_auroc"]),
-            "aupro": float(metrics["pixel_aupro"]), "background_median": float(above_path.median()),
-            "cart_median": float(maps[masks].median())}
+from padim_utils.stc_walkway import frames_study, make_walkway_stc
 
 
 def main(argv=None) -> int:
@@ -66,13 +45,12 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = make_walkway_stc(Path(tmp) / "walkway", image_size=size)
-        for fpv in FRAMES_PER_VIDEO:
-            for codec in ("none", "match"):
-                rows.append(measure(root, cfg, fpv, codec))
-                r = rows[-1]
-                print(f"{r['train_frames']:4d} frames, train_codec={codec:5s}: frame AUROC {r['frame_auroc']:.3f}, "
-                      f"pixel AUROC {r['pixel_auroc']:.3f}, AU-PRO {r['aupro']:.3f}, background {r['background_median']:.1f}, "
-                      f"cart {r['cart_median']:.1f}", flush=True)
+        for r in frames_study(root, cfg, train_codecs=("none", "match")):
+            r.pop("example"), r.pop("example_frame")
+            rows.append(r)
+            print(f"{r['train_frames']:4d} frames, train_codec={r['train_codec']:5s}: frame AUROC "
+                  f"{r['frame_auroc']:.3f}, pixel AUROC {r['pixel_auroc']:.3f}, AU-PRO {r['aupro']:.3f}, "
+                  f"background {r['background_median']:.1f}, cart {r['cart_median']:.1f}", flush=True)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = {"config": cfg.to_dict(), "scene": {"image_size": list(size), "videos": 4, "frames_per_video": 48,
@@ -82,7 +60,7 @@ def main(argv=None) -> int:
     (out / f"{stem}.json").write_text(json.dumps(info, indent=2) + "\n")
     lines = [f"# PaDiM on the walkway scene ({name}, frames {size[1]}x{size[0]} px, JPEG quality 75)", "",
              "Made by `benchmarks/bench_stc_codec.py`: one fit per row on the scene's training frames, scored on its",
-             "120 test frames; background = median score above the path, cart = median score inside its masks.", "",
+             "120 test frames; background = median score of the wall (static), cart = median score inside its masks.", "",
              "| training frames | train_codec | frame AUROC | pixel AUROC | AU-PRO | background median | cart median |",
              "|---:|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['train_frames']} | {r['train_codec']} | {r['frame_auroc']:.3f} | {r['pixel_auroc']:.3f} | "

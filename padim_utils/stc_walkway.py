@@ -35,22 +35,24 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from .config import MIN_IMAGE_SIZE
+from .config import MIN_IMAGE_SIZE, PadimConfig
 from .errors import PadimError
-from .stc import STCClip, VIDEO_EXT, check_count, write_synthetic_folder, write_video
+from .stc import TRAIN_CODECS, STCClip, STCDataset, VIDEO_EXT, check_count, sample_indices, write_synthetic_folder, \
+    write_video
 
-__all__ = ["make_walkway_stc", "render_walkway_clip", "WALKWAY_VERSION"]
+__all__ = ["make_walkway_stc", "render_walkway_clip", "frames_study", "WALKWAY_VERSION"]
 
 WALKWAY_VERSION = 1
 SCENE = "01"
 CART_RGB = (225, 30, 35)
 WALK_ZONE = (0.25, 0.75)  # walkers stay between these fractions of the path's length
+HORIZON, PATH_TOP, PATH_BOTTOM = 0.3, 0.55, 0.8  # fractions of the frame's height: wall / lawn / path / lawn
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, dict[str, float]]:
     """(H, W, 3) float: wall, lawn, path, with a fine texture (stone, grass) of a few grey levels' std."""
     img = np.empty((h, w, 3))
-    horizon, top, bottom = int(h * 0.3), int(h * 0.55), int(h * 0.8)
+    horizon, top, bottom = int(h * HORIZON), int(h * PATH_TOP), int(h * PATH_BOTTOM)
     img[:] = (105, 125, 85)  # lawn
     img[:horizon] = (150, 142, 132)  # wall
     img[top:bottom] = (170, 165, 155)  # paving
@@ -153,3 +155,42 @@ def make_walkway_stc(root: str | os.PathLike, n_videos: int = 4, frames_per_vide
     if params["jpeg_quality"] > 100:
         raise PadimError(f"jpeg_quality must be at most 100, got {jpeg_quality}")
     return write_synthetic_folder(Path(root), params, _write, force)
+
+
+def frames_study(root: str | os.PathLike, cfg: PadimConfig, frames_per_video=(8, 24, None),
+                 train_codecs=TRAIN_CODECS, example: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """PaDiM on the walkway scene for each number of training frames per video and each ``train_codec``.
+
+    One row per (frames per video, codec), in that order: ``train_frames``, ``frames_per_video``,
+    ``train_codec``, ``frame_auroc`` (image AUROC of the max-of-map scores), ``pixel_auroc``, ``aupro``
+    (to FPR 0.3), ``background_median`` (the median anomaly score of the wall, the top 30% of the frame,
+    static in every frame), ``cart_median`` (the median inside the cart's masks) and ``example``, the anomaly map
+    (S, S) of test frame ``example`` (default: the middle frame of the first clip, the cart in full view).
+    The backbone runs once per codec over every training frame and once over the test frames
+    (:class:`padim_utils.features.FeatureCache`); fewer frames per video are subsets of the same frames,
+    exactly those :class:`STCDataset` samples.
+    """
+    from .experiment import evaluate_cached
+    from .features import FeatureCache
+
+    geometry = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
+    test = FeatureCache.compute(STCDataset(root, SCENE, "test", **geometry), cfg, progress=progress)
+    example = len(test) // len({p.rsplit("/", 2)[-2] for p in test.paths}) // 2 if example is None else example
+    rows = []
+    for codec in train_codecs:
+        train_set = STCDataset(root, SCENE, "train", train_codec=codec, **geometry)
+        train = FeatureCache.compute(train_set, cfg, progress=progress)
+        videos = [path.rsplit("#", 1) for path in train_set.paths]  # [video, frame index]
+        length = {v: sum(1 for w, _ in videos if w == v) for v, _ in videos}
+        for k in frames_per_video:
+            keep = [i for i, (v, t) in enumerate(videos) if int(t) in set(sample_indices(length[v], k).tolist())]
+            out = evaluate_cached(cfg, train.subset(keep), test)
+            maps, masks = out["result"]["maps"], out["result"]["masks"].bool()  # (N, S, S)
+            rows.append({"train_frames": len(keep), "frames_per_video": k, "train_codec": codec,
+                         "frame_auroc": out["image_auroc"], "pixel_auroc": out["pixel_auroc"],
+                         "aupro": out["pixel_aupro"],
+                         "background_median": float(maps[:, : int(HORIZON * maps.shape[1])].median()),
+                         "cart_median": float(maps[masks].median()), "example": maps[example],
+                         "example_frame": example})
+    order = {k: i for i, k in enumerate(frames_per_video)}
+    return sorted(rows, key=lambda r: (order[r["frames_per_video"]], list(train_codecs).index(r["train_codec"])))

@@ -477,7 +477,7 @@ def _walkway_metrics(root, **train_options) -> dict:
     result = Padim(cfg).fit(train, progress=False).predict_dataset(STCDataset(root, "01", "test", **geometry),
                                                                     progress=False)
     out = evaluate(result["labels"], result["scores"], result["masks"], result["maps"])
-    out["background"] = float(result["maps"][:, :32].median())  # rows above the path: wall and lawn, always static
+    out["background"] = float(result["maps"][:, : int(0.3 * 64)].median())  # the wall: static in every frame
     return out
 
 
@@ -486,8 +486,8 @@ def test_more_training_frames_do_not_blind_the_default(walkway):
     frames as decoded get worse the more of them are used; the default (train_codec="match") does not.
 
     Measured (quick preset, 64 px; benchmarks/bench_stc_codec.py --quick): as decoded, 32 / 192 frames give
-    frame AUROC 0.998 / 0.749, pixel AUROC 0.988 / 0.831, AU-PRO 0.963 / 0.589; the default 0.999 / 1.000,
-    0.990 / 0.983, 0.968 / 0.948."""
+    frame AUROC 0.996 / 0.766, pixel AUROC 0.988 / 0.805, AU-PRO 0.963 / 0.569; the default 0.981 / 1.000,
+    0.987 / 0.983, 0.956 / 0.948."""
     default = _walkway_metrics(walkway)  # all 192 frames, the default train_codec
     assert default["image_auroc"] > 0.95 and default["pixel_auroc"] > 0.95 and default["pixel_aupro"] > 0.9
     decoded = _walkway_metrics(walkway, train_codec="none")  # what the default did before
