@@ -86,6 +86,7 @@ __all__ = [
     "jpeg_round_trip",
     "match_test_codec",
     "check_count",
+    "check_frame_size",
     "order_frames",
     "write_synthetic_folder",
 ]
@@ -908,12 +909,7 @@ def make_synthetic_stc(
     scenes = [str(s) for s in scenes]
     if not scenes or any(not s or "_" in s or "/" in s for s in scenes):
         raise PadimError(f"scenes must be non-empty ids without '_' or '/', got {scenes!r}")
-    try:
-        h, w = (int(v) for v in image_size)
-    except (TypeError, ValueError):
-        raise PadimError(f"image_size must be (height, width), got {image_size!r}") from None
-    if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE or h % 2 or w % 2:
-        raise PadimError(f"image_size must be two even numbers >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+    h, w = check_frame_size(image_size)
     params = {
         "generator_version": GENERATOR_VERSION,
         "scenes": sorted(set(scenes)),
@@ -924,6 +920,17 @@ def make_synthetic_stc(
         "seed": check_count("seed", seed, 0),
     }
     return write_synthetic_folder(Path(root), params, _write_stc, force)
+
+
+def check_frame_size(image_size: Any) -> tuple[int, int]:
+    """(height, width) of generated video frames: two even numbers (yuv420p) >= MIN_IMAGE_SIZE, else PadimError."""
+    try:
+        h, w = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise PadimError(f"image_size must be (height, width), got {image_size!r}") from None
+    if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE or h % 2 or w % 2:
+        raise PadimError(f"image_size must be two even numbers >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+    return h, w
 
 
 def write_synthetic_folder(root: Path, params: dict[str, Any], write, force: bool = False) -> Path:

@@ -35,10 +35,10 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from .config import MIN_IMAGE_SIZE, PadimConfig
+from .config import PadimConfig
 from .errors import PadimError
-from .stc import TRAIN_CODECS, STCClip, STCDataset, VIDEO_EXT, check_count, sample_indices, write_synthetic_folder, \
-    write_video
+from .stc import (TRAIN_CODECS, VIDEO_EXT, STCClip, STCDataset, check_count, check_frame_size, sample_indices,
+                  write_synthetic_folder, write_video)
 
 __all__ = ["make_walkway_stc", "render_walkway_clip", "frames_study", "WALKWAY_VERSION"]
 
@@ -141,12 +141,7 @@ def make_walkway_stc(root: str | os.PathLike, n_videos: int = 4, frames_per_vide
     Written and replaced as :func:`padim_utils.stc.make_synthetic_stc` writes its data: through a
     hidden temporary folder, kept when its parameters match, never over a folder it did not write.
     """
-    try:
-        h, w = (int(v) for v in image_size)
-    except (TypeError, ValueError):
-        raise PadimError(f"image_size must be (height, width), got {image_size!r}") from None
-    if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE or h % 2 or w % 2:
-        raise PadimError(f"image_size must be two even numbers >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+    h, w = check_frame_size(image_size)
     params = {"generator": "walkway", "walkway_version": WALKWAY_VERSION, "n_videos": check_count("n_videos", n_videos, 1),
               "frames_per_video": check_count("frames_per_video", frames_per_video, 2),
               "n_clips": check_count("n_clips", n_clips, 1),

@@ -512,3 +512,16 @@ def test_training_frames_carry_the_test_frames_jpeg(walkway, tmp_path):
     plain = STCDataset(walkway, "01", "train", image_size=64, frames_per_video=2, train_codec="none")
     assert not torch.equal(train[0]["image"], plain[0]["image"])
     _one_line_error(lambda: STCDataset(walkway, "01", train_codec="mpeg"), "train_codec must be one of match, none")
+
+
+def test_walkway_scene_layout_and_masks():
+    from padim_utils.stc_walkway import CART_RGB, render_walkway_clip
+
+    for clip in range(4):  # training clips: walkers only, never a red pixel
+        frames = render_walkway_clip("train", clip, 12, (64, 96)).frames.astype(int)
+        assert not ((frames[..., 0] > 150) & (frames[..., 1] < 90)).any()
+    test = render_walkway_clip("test", 0, 16, (64, 96))
+    assert test.labels.tolist() == [0] * 4 + [1] * 8 + [0] * 4  # the cart in view for the middle half
+    np.testing.assert_array_equal(test.masks, (test.frames == CART_RGB).all(-1))  # exactly where it was drawn
+    first = test.masks[4].nonzero()[1].mean()
+    assert first < test.masks[11].nonzero()[1].mean()  # clip 0: from the left to the right
