@@ -308,16 +308,18 @@ def test_unreadable_and_empty_inputs(copy_root):
 # one experiment per scene
 # --------------------------------------------------------------------------- #
 def test_run_stc_detects_the_synthetic_anomalies(stc_root):
-    # measured with preset("quick") on this data: frame AUROC 0.81 (scene 01) and 0.73 (02),
-    # pixel AUROC 0.85 and 0.86; chance is 0.5
-    for scene, frame_floor, pixel_floor in (("01", 0.7, 0.75), ("02", 0.63, 0.75)):
+    # measured with preset("quick") on this data: frame AUROC 0.84 (scene 01) and 0.86 (02), pixel AUROC 0.96
+    # and 0.96; with the frames as decoded (train_codec="none", the former default) 0.81 and 0.73, 0.85 and
+    # 0.86: the codec gap costs here too (and 12 frames per video gave a pixel AUROC of 0.975 as decoded, against
+    # 0.85 with all 24: more frames, a blinder model). Chance is 0.5.
+    for scene, frame_floor, pixel_floor in (("01", 0.75, 0.9), ("02", 0.75, 0.9)):
         record = run_stc(preset("quick"), stc_root, scene, progress=False)
         assert record["frame_auroc"] > frame_floor, record["frame_auroc"]
         assert record["pixel_auroc"] > pixel_floor, record["pixel_auroc"]
         assert (record["scene"], record["n_train"], record["n_test"]) == (scene, 48, 72)
         assert record["n_test_anomalous"] == int(sum(STCDataset(stc_root, scene, "test", image_size=64).labels))
         assert record["backbone"] == "efficientnet_lite0" and record["d"] == 32
-        assert record["config"] == preset("quick").to_dict()
+        assert record["config"] == preset("quick").to_dict() and record["train_codec"] == "match"
         assert record["fit_seconds"] > 0 and record["predict_seconds"] > 0
     sampled = run_stc(preset("quick"), stc_root, "01", frames_per_video=6, progress=False)
     assert sampled["n_train"] == 12 and sampled["frames_per_video"] == 6
