@@ -309,8 +309,8 @@ def match_test_codec(frame: np.ndarray, settings: dict[str, Any] | None, rng: np
     2. JPEG compression with the test frames' own quantisation tables and chroma subsampling
        (``settings``, from :func:`jpeg_settings`), so the training frames carry the test frames' artefacts.
 
-    ``settings`` None (test frames that are not JPEG): step 1 only, at the error level of a
-    quality-FALLBACK_JPEG_QUALITY JPEG.
+    ``settings`` None (test frames that are not JPEG files): step 1 only, with the error of a JPEG of
+    quality FALLBACK_JPEG_QUALITY (90) as the noise's standard deviation.
     """
     once = jpeg_round_trip(frame, settings)
     sigma = float(np.sqrt(np.mean((once.astype(np.float32) - frame) ** 2)))  # the codec's error on this frame
@@ -394,11 +394,10 @@ def _scene_jpeg(root: Path, scene: str) -> tuple[Path | None, dict[str, Any] | N
     (frame, None) where they are not JPEG files."""
     frames_dir = root / "testing" / "frames"
     for clip in (c for c in _clips(root) if _scene_of(c) == scene):
-        frames = list_images(frames_dir / clip)
+        frames = list_images(frames_dir / clip)  # by name: any frame will do, a clip's frames share their settings
         if frames:
-            first = order_frames(frames, frames_dir / clip)[0]
-            check_image_file(first, "frame")
-            return first, jpeg_settings(first)
+            check_image_file(frames[0], "frame")
+            return frames[0], jpeg_settings(frames[0])
     return None, None
 
 
