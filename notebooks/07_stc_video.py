@@ -157,6 +157,91 @@ check_exercise("7.1", answer, maps=result["maps"], labels=result["labels"])
 # A small anomaly raises the maximum but barely moves the mean of a large frame: that is why the maximum
 # is the usual choice when anomalies are small.
 #
+# %% [markdown]
+# ## 4. Which frames to train on
+# The paper does not say how many training frames it used, and more normal data sounds always better.
+# On video it is not, for two reasons that a scene built for them shows plainly. The *walkway* scene has
+# STC's official layout and codecs (MPEG-4 training videos, JPEG test frames): a static, finely textured
+# wall, lawn and path; dark figures walking the middle of the path; in the test clips, a bright red cart
+# crossing the whole path. (It is synthetic even when the real STC is installed: we need to know where
+# the background is static.)
+#
+# 1. **The codec gap.** At a wall position every training frame is the same picture up to the video
+#    codec's tiny noise, so the Gaussian fitted there is extremely narrow (in many directions only ε wide).
+#    A test JPEG of the very same wall carries other compression errors and lands far outside it, so the
+#    whole static background scores high, in every test frame.
+# 2. **Normal activity widens the path.** Every frame with a walker on a path position widens that
+#    position's Gaussian, so a cart on the path looks less unusual the more walker frames the model has seen.
+#
+# With the training frames as decoded (`train_codec="none"`), the two add up: the background stays high
+# while the cart's score falls with every added frame, until the maximum of a frame's map is often the
+# wall and not the cart. Expect, in the table and the figure below, the frame AUROC and AU-PRO of
+# "frames as decoded" to be clearly lower with all 48 frames per video than with 8. The loader's default,
+# `train_codec="match"`, closes the codec gap: each decoded training frame is stored as the test frames are
+# (JPEG with their own quantisation tables), after noise as large as that compression's error, so two
+# codecs' versions of one wall no longer look different. Expect its background scores to fall as frames
+# are added, several times below the decoded ones with all frames, and its metrics to stay near 1.
+
+# %%
+from padim_utils.data import data_home
+from padim_utils.plots import plot_maps, plot_training_frames
+from padim_utils.stc import STCDataset, match_test_codec
+from padim_utils.stc_walkway import frames_study, make_walkway_stc
+
+walkway = make_walkway_stc(data_home() / ("stc_walkway_quick" if QUICK else "stc_walkway"),
+                           image_size=(144, 256) if QUICK else (240, 424))
+study = frames_study(walkway, stc.config, frames_per_video=(8, 24, None), train_codecs=("none", "match"))
+show(markdown_table([{"training frames": r["train_frames"], "train_codec": r["train_codec"],
+                      "frame AUROC": r["frame_auroc"], "pixel AUROC": r["pixel_auroc"], "AU-PRO": r["aupro"],
+                      "background (median score)": r["background_median"], "cart (median score)": r["cart_median"]}
+                     for r in study]))
+fig = plot_training_frames(study, title="walkway scene: more training frames, frames as decoded or matched")
+
+# %%
+row = {(r["train_frames"], r["train_codec"]): r for r in study}
+few, every = min(k[0] for k in row), max(k[0] for k in row)
+for codec in ("none", "match"):
+    a, b = row[few, codec], row[every, codec]
+    print(f"{codec:5s}: {few} -> {every} frames: frame AUROC {a['frame_auroc']:.3f} -> {b['frame_auroc']:.3f}, "
+          f"AU-PRO {a['aupro']:.3f} -> {b['aupro']:.3f}, background {a['background_median']:.1f} -> "
+          f"{b['background_median']:.1f}, cart {a['cart_median']:.1f} -> {b['cart_median']:.1f}")
+
+# %% [markdown]
+# The maps say the same for one test frame with the cart in the middle of the path, both models fitted on
+# every frame. Each map has its own colour scale, as each model's own maximum is what scores the frame:
+# expect the decoded model's brightest place to be the static background, the matched model's the cart.
+
+# %%
+test_walkway = STCDataset(walkway, "01", "test", image_size=stc.config.image_size, crop=None,
+                          interpolation=stc.config.interpolation)
+i = row[every, "match"]["example_frame"]  # the frame whose map frames_study kept
+fig = plot_maps(test_walkway[i]["image"], {f"{codec}, {every} frames": row[every, codec]["example"]
+                                           for codec in ("none", "match")},
+                mask=test_walkway[i]["mask"],
+                title="walkway test frame: anomaly maps with frames as decoded and matched")
+
+# %% [markdown]
+# ### Look inside
+# What the default does to every decoded training frame before it is resized:
+
+# %%
+show_source(match_test_codec)
+
+# %% [markdown]
+# ### How to choose the training frames
+# - **Keep `train_codec="match"`** whenever training frames come out of videos and test frames out of image
+#   files (STC, and most surveillance data): it costs a JPEG round trip per frame. Check it on your own
+#   data: the background of normal test frames should score like that of held-out training frames.
+# - **Spread the frames over every video** (`frames_per_video` samples uniformly): neighbouring frames of
+#   a fixed camera are near copies; what the Gaussians need is the *variety* of normal activity
+#   (people at every place they walk), not the count.
+# - **More frames trade sensitivity for fewer false alarms where normal things move.** Each position's
+#   Gaussian must cover all the normal activity seen there, so busy places (the path) become less
+#   sensitive, while with too few frames a walker where none was seen is flagged. Start with a few dozen
+#   frames per video, add frames while the scores of held-out normal frames keep falling, and check the
+#   result on a labelled clip.
+
+# %% [markdown]
 # ## Summary
 # - On video, PaDiM treats frames as independent images: one model per fixed camera, fitted on frames of
 #   normal training videos (resize 256, no crop in the paper).

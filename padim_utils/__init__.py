@@ -7,6 +7,7 @@ Modules, in the order of the method:
     loader     batches from worker processes that outlive a pass (the GPU's decoding)
     synthetic  an embedded synthetic dataset in the MVTec AD layout (scenes: its drawings)
     stc        ShanghaiTech Campus video frames: loader, synthetic clips, one model per scene
+    stc_walkway  an STC-layout scene where more normal frames can blind PaDiM (the codec gap, chapter 07)
     rd_mvtec   Rd-MVTec AD: MVTec AD randomly rotated and cropped, masks alike
     datasets   BTAD, VisA, your own folders, MVTec AD's category groups; open_dataset for every name
     download   `padim download`: resumable, SHA-256 checked, extracted atomically

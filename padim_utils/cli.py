@@ -76,6 +76,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                                       "for --dataset folder")
     g.add_argument("--rd-seed", type=int, help="rd-mvtec: which random rotation + crop (default 0)")
     g.add_argument("--frames-per-video", type=int, help="stc: training frames sampled per video (default all)")
+    g.add_argument("--train-codec", choices=("match", "none"),
+                   help="stc: match (default) stores each training frame as the test JPEGs are, with codec-level "
+                        "noise, so the codec gap does not make a static background look anomalous; none: as decoded")
     g.add_argument("--split-csv", help="visa: split file (default <root>/split_csv/1cls.csv)")
     g.add_argument("--normal-dir", help="folder: normal training images")
     g.add_argument("--test-dir", help="folder: test images in good/ and <defect>/ sub-folders")
@@ -87,7 +90,8 @@ def data_args(args) -> tuple[str, str | None, str, dict]:
     if args.dataset != "folder" and not args.category:
         raise PadimError(f"--category is required for --dataset {args.dataset}")
     options = {"seed": args.rd_seed, "frames_per_video": args.frames_per_video, "split_csv": args.split_csv,
-               "normal_dir": args.normal_dir, "test_dir": args.test_dir, "mask_dir": args.mask_dir}
+               "normal_dir": args.normal_dir, "test_dir": args.test_dir, "mask_dir": args.mask_dir,
+               "train_codec": args.train_codec}
     return args.dataset, args.root, args.category or "folder", {k: v for k, v in options.items() if v is not None}
 
 
@@ -173,6 +177,7 @@ def cmd_fit(args) -> int:
     with distributed.process_group(cfg.device) as device:
         train = open_dataset(name, root, category, "train", image_size=cfg.image_size, crop=cfg.crop,
                              interpolation=cfg.interpolation, **options)
+        train.check_files()  # every training image decodes, before the backbone runs
         model = Padim(cfg, device=device, compile=args.compile)
         _, seconds = timed(model.fit, train, progress=not args.quiet and distributed.is_main())
         with distributed.main_writes() as main_rank:

@@ -20,7 +20,8 @@ visa      ``<root>/split_csv/1cls.csv`` (columns object,split,label,image,mask; 
           for anomalous ones (not 255: the official ``prepare_data.py`` binarises them with ``!= 0``);
           here ``value > 0`` is anomalous.
 folder    your own images: ``normal_dir`` (training), ``test_dir/good/`` (also ``normal/`` or ``ok/``) and
-          ``test_dir/<defect>/``, optional ``mask_dir/[<defect>/]<stem>[_mask].<ext>``
+          ``test_dir/<defect>/``, optional ``mask_dir/<defect>/<stem>[_mask].<ext>`` (``mask_dir/<stem>...``
+          where there is a single defect folder)
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class VisADataset(_ListedDataset):
         objects = sorted({r["object"] for r in rows})
         if self.category not in objects:
             raise PadimError(f"object {self.category!r} not in {self.split_csv}; available: {', '.join(objects)}")
+        _check_no_overlap(rows, self.category, self.split_csv)
         for n, r in enumerate(rows, start=2):
             if r["object"] != self.category or r["split"] != split:
                 continue
@@ -214,9 +216,25 @@ class VisADataset(_ListedDataset):
                 f"interpolation={self.interpolation!r})")
 
 
+def _check_no_overlap(rows: list[dict[str, str]], category: str, path: Path) -> None:
+    """PadimError where the split file lists an image of ``category`` both as train and as test: the model
+    would be evaluated on images it was fitted on (line numbers count the header as line 1)."""
+    first: dict[str, dict[str, int]] = {"train": {}, "test": {}}
+    for n, r in enumerate(rows, start=2):
+        if r["object"] == category and r["split"] in first:
+            first[r["split"]].setdefault(os.path.normpath(r["image"]), n)
+    both = sorted(set(first["train"]) & set(first["test"]), key=lambda k: first["test"][k])
+    if both:
+        image = both[0]
+        raise PadimError(f"{path} lists {len(both)} image(s) of {category!r} both as train and as test, e.g. {image} "
+                         f"(lines {first['train'][image]} and {first['test'][image]}): a test on training images "
+                         "would say nothing; fix the split file")
+
+
 def _read_visa_csv(path: Path) -> list[dict[str, str]]:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: a byte-order mark (Excel writes one) is dropped, not read as part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             fields = [c.strip() for c in (reader.fieldnames or [])]
             need = ["object", "split", "label", "image", "mask"]
@@ -236,9 +254,11 @@ class FolderDataset(_ListedDataset):
     sub-folders of ``test_dir``: ``good/`` (or ``normal/``, ``ok/``) hold normal
     images (label 0), every other sub-folder anomalous ones (label 1, defect_type
     the folder name). With ``mask_dir``, the mask of ``test_dir/<defect>/<stem>.<ext>``
-    is ``mask_dir/<defect>/<stem>[_mask].<ext>`` or ``mask_dir/<stem>[_mask].<ext>``
-    (any image format, ``value > 0`` is anomalous); without it :attr:`has_masks`
-    is False and only image-level metrics can be computed.
+    is ``mask_dir/<defect>/<stem>[_mask].<ext>`` (any image format, ``value > 0`` is
+    anomalous); masks directly in ``mask_dir`` are accepted only where ``test_dir`` has
+    a single defect folder, so a defect never borrows another's mask of the same name.
+    A defect image without its mask is an error; without ``mask_dir`` (no pixel masks)
+    :attr:`has_masks` is False and only image-level metrics can be computed.
     """
 
     def __init__(self, normal_dir: str | os.PathLike | None = None, test_dir: str | os.PathLike | None = None,
@@ -264,21 +284,35 @@ class FolderDataset(_ListedDataset):
         if not subs:
             raise PadimError(f"test_dir {folder} has no sub-folders: put normal test images in {folder}/good and "
                              f"anomalous ones in {folder}/<defect>")
+        defects = [sub for sub in subs if sub.lower() not in NORMAL_FOLDERS]
         for sub in subs:
-            normal = sub.lower() in NORMAL_FOLDERS
+            normal = sub not in defects
+            masks = None if normal or self.mask_dir is None else self._mask_folder(sub, defects)
             for p in list_images(folder / sub):
                 if normal:
                     self._add(p, 0, "good", None)
                     continue
                 mask = None
-                if self.mask_dir is not None:
-                    mask = _find_file([self.mask_dir / sub, self.mask_dir], [p.stem, f"{p.stem}_mask"])
+                if masks is not None:
+                    mask = _find_file([masks], [p.stem, f"{p.stem}_mask"])
                     if mask is None:
-                        raise PadimError(f"missing mask for defect image {p}: expected "
-                                         f"{self.mask_dir / sub / p.stem}[_mask].png in mask_dir")
+                        raise PadimError(f"missing mask for defect image {p}: expected {masks / p.stem}[_mask].png "
+                                         "(give no mask_dir if your data has no pixel masks)")
                 self._add(p, 1, sub, mask)
         if not self.paths:
             raise PadimError(f"no images in the sub-folders of test_dir {folder} (looked for {_looked_for()})")
+
+    def _mask_folder(self, defect: str, defects: list[str]) -> Path:
+        """Where the masks of ``test_dir/<defect>`` are: ``mask_dir/<defect>``; ``mask_dir`` itself only when
+        ``test_dir`` has a single defect folder (else two defects' images of the same name would share a mask)."""
+        own = self.mask_dir / defect
+        if own.is_dir():
+            return own
+        if len(defects) == 1:
+            return self.mask_dir
+        raise PadimError(f"no mask folder for defect {defect!r}: expected {own} (with several defect folders, "
+                         f"{', '.join(defects)}, each has its masks in mask_dir/<defect>; give no mask_dir if your "
+                         "data has no pixel masks)")
 
     @staticmethod
     def _need_dir(path: Path | None, option: str) -> Path:
@@ -300,7 +334,7 @@ class FolderDataset(_ListedDataset):
 _OPTIONS = {
     "mvtec": (),
     "rd-mvtec": ("seed",),
-    "stc": ("frames_per_video",),
+    "stc": ("frames_per_video", "train_codec"),
     "btad": (),
     "visa": ("split_csv",),
     "folder": ("normal_dir", "test_dir", "mask_dir"),
@@ -320,7 +354,7 @@ def open_dataset(name: str, root: str | os.PathLike | None, category: str, split
     ``image_size``, ``crop``, ``interpolation``: the geometry, as the model config's
     (``open_dataset(..., image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)``).
     Options: rd-mvtec ``seed``; stc ``frames_per_video`` (training frames per video,
-    None = all); visa ``split_csv``; folder ``normal_dir``, ``test_dir``, ``mask_dir``
+    None = all) and ``train_codec`` ("match" or "none", see `padim_utils.stc.STCDataset`); visa ``split_csv``; folder ``normal_dir``, ``test_dir``, ``mask_dir``
     (``root`` and ``category`` only name it). Options left at None are ignored.
     """
     _check_name(name)

@@ -113,6 +113,16 @@ def _safe_members(names: list[str], archive: Path) -> None:
             raise PadimError(f"refusing to extract {archive}: it holds the unsafe path {name!r}")
 
 
+def _archive_kind(archive: Path) -> str:
+    """"zip" for a .zip name or a file starting as a zip does, else "tar" (a damaged zip is still a zip)."""
+    try:
+        with open(archive, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise PadimError(f"cannot read {archive}: {exc.strerror or exc}") from None
+    return "zip" if archive.name.lower().endswith(".zip") or head.startswith(b"PK") else "tar"
+
+
 def extract(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
     """Extract a .zip / .tar(.gz/.xz/.bz2) archive into the folder ``into``; return the content folder.
 
@@ -120,8 +130,9 @@ def extract(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
     ``BTech_Dataset_transformed/01`` gives ``01``).
     """
     archive, into = Path(archive), Path(into)
+    kind = _archive_kind(archive)
     try:
-        if zipfile.is_zipfile(archive):
+        if kind == "zip":
             with zipfile.ZipFile(archive) as z:
                 _safe_members(z.namelist(), archive)
                 z.extractall(into)
@@ -129,9 +140,19 @@ def extract(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
             with tarfile.open(archive) as t:
                 _safe_members(t.getnames(), archive)
                 t.extractall(into, filter="data")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+    except tarfile.ReadError as exc:
+        # tarfile.open tries every compression and lists each one's failure: one line says it better
+        text = " ".join(str(exc).split())
+        if text.startswith("file could not be opened successfully"):
+            text = "not a readable .tar, .tar.gz, .tar.xz or .tar.bz2 archive (damaged or cut short?)"
+        raise PadimError(f"cannot extract {archive}: {text}; delete it and download again") from None
+    except zipfile.BadZipFile as exc:
+        text = " ".join(str(exc).split()) or "not a zip archive"
+        raise PadimError(f"cannot extract {archive}: a damaged or incomplete zip archive ({text}); delete it and "
+                         "download again") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
-        raise PadimError(f"cannot extract {archive}: {text} (delete it and download again)") from None
+        raise PadimError(f"cannot extract {archive}: {text}; delete it and download again") from None
     entries = [p for p in into.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
@@ -149,6 +170,7 @@ def download(dataset: str, root: str | os.PathLike | None = None, category: str 
     """
     from .data import data_home
     from .datasets import DATA_FOLDERS
+    from .files import check_output_dir
 
     known = sources()
     if dataset not in known:
@@ -156,6 +178,8 @@ def download(dataset: str, root: str | os.PathLike | None = None, category: str 
     src = dict(known[dataset], **(source or {}))
     root = Path(root) if root is not None else data_home() / DATA_FOLDERS[dataset]
     archive = root.parent / "downloads" / src["filename"]
+    check_output_dir(root, "--root")  # before any work: a file, a read-only folder, ... is one line
+    check_output_dir(archive.parent, "the downloads folder")
     print(f"{src['name']} ({src['size']}): licence {src['licence']}; see {src['page']}")
 
     if not archive.is_file():

@@ -84,7 +84,10 @@ def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = 
     geometry = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
     train = open_dataset(dataset, root, category, "train", **geometry, **options)
     test = open_dataset(dataset, root, category, "test", **geometry, **options)
-    check_metrics_defined(test, f"{dataset} {category!r} in {root}")  # before the fit: which metrics are undefined
+    for split in (train, test):  # before the fit: every file decodes, every mask fits its image (ms a file)
+        split.check_files()
+    where = f"test_dir {test.test_dir}" if dataset == "folder" else f"{dataset} {category!r} in {test.root}"
+    check_metrics_defined(test, where)  # before the fit: which metrics are undefined
     model = Padim(cfg, compile=compile)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -122,6 +125,7 @@ def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = 
     }
     if dataset == "stc":
         record["frame_auroc"] = record["image_auroc"]
+        record["train_codec"] = train.train_codec
     if figures is not None:
         save_benchmark_figures(Path(figures), category, test, result, metrics)
     return record
@@ -145,7 +149,9 @@ def evaluate_cached(cfg: PadimConfig, train, test, progress: bool = False, model
 
 def _test_folder(test):
     """What to name in a message about a test split: its folder where the dataset has one."""
-    return test.category_dir / "test" if hasattr(test, "category_dir") else repr(test)
+    if hasattr(test, "scene"):  # STC
+        return f"scene {test.scene} in {test.root / 'testing'}"
+    return test.category_dir / "test" if hasattr(test, "category_dir") else type(test).__name__
 
 
 def check_metrics_defined(test, name: str | None = None) -> None:

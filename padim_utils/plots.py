@@ -364,6 +364,37 @@ def plot_frame_scores(scores, labels, clips=None, threshold: float | None = None
     return fig
 
 
+#: How `plot_training_frames` names each STC `train_codec`.
+CODEC_LABELS = {"none": "frames as decoded", "match": "matched to the test JPEGs"}
+
+
+def plot_training_frames(rows, title: str = "more training frames: where the scores go"):
+    """Why more normal video frames can make PaDiM blinder (chapter 07), from rows as
+    `padim_utils.stc_walkway.frames_study` returns them. Left: the median anomaly score of a static
+    background and of the anomaly against the number of training frames (log scale); right: frame AUROC
+    and AU-PRO. One line style per `train_codec` (solid the first one met, dashed the next)."""
+    codecs = list(dict.fromkeys(r["train_codec"] for r in rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    for j, codec in enumerate(codecs):
+        rs = sorted((r for r in rows if r["train_codec"] == codec), key=lambda r: r["train_frames"])
+        x, ls, name = [r["train_frames"] for r in rs], "-" if j == 0 else "--", CODEC_LABELS.get(codec, codec)
+        left.plot(x, [r["background_median"] for r in rs], ls, marker="o", color="C0",
+                  label=f"static background, {name}")
+        left.plot(x, [r["cart_median"] for r in rs], ls, marker="s", color="C3", label=f"anomaly, {name}")
+        right.plot(x, [r["frame_auroc"] for r in rs], ls, marker="o", color="C2", label=f"frame AUROC, {name}")
+        right.plot(x, [r["aupro"] for r in rs], ls, marker="s", color="C1", label=f"AU-PRO, {name}")
+    left.set(xlabel="training frames", ylabel="median anomaly score (log scale)", yscale="log",
+             title="scores of the background and of the anomaly")
+    right.set(xlabel="training frames", ylabel="metric (1 = perfect, 0.5 = chance)", ylim=(0.45, 1.02),
+              title="frame AUROC and AU-PRO")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_overlays(images, masks, maps, scores=None, labels=None, titles=None, title: str = "",
                   vmin: float | None = None, vmax: float | None = None, label: str = "anomaly score"):
     """`plot_examples` (image, ground truth, heat map per column) with a title and one colour bar for the

@@ -6,9 +6,11 @@
 A run is a plan: a list of units (study, backbone, category, setting, seed; see
 `reproduce_units`) built from the tables asked for, the data present and the weights
 present. Each unit's result is written to OUT/results/<run key>/... as soon as it is done
-(the run key names the mode and the data, so runs on other data never mix), so a run that
-is interrupted continues where it stopped; units whose result exists are skipped, and a
-run with more seeds or more categories computes only what is new. The backbone's layer outputs are
+(the run key names the mode and the data folder, so runs on other data never mix), so a run
+that is interrupted continues where it stopped; units whose result exists for the same data
+content (file names, sizes and modification times of the unit's category) are reused, and
+the output says which; a run with more seeds or more categories computes only what is new.
+Only the data the asked-for tables read is looked for or generated (STC only for IV and VIII). The backbone's layer outputs are
 kept on disk as well (OUT/results/<run key>/features/, the newest few), so an interrupted run does not
 run the backbone again over the category it stopped in.
 One progress bar (with an ETA) covers the units still to compute. Then every table is
@@ -40,7 +42,7 @@ from .reproduce_units import (LAYER_SETTINGS, RD_DRAWS, REDUCTION_SETTINGS, Cont
                               run_unit)
 
 __all__ = ["TABLES", "PAPER_BACKBONES", "OFFLINE_BACKBONE", "reproduce", "load_tables", "make_plan", "find_sources",
-           "choose_backbones", "backbone_label", "parse_tables", "default_out", "run_plan", "run_key"]
+           "choose_backbones", "backbone_label", "parse_tables", "default_out", "run_plan", "run_key", "needs_stc"]
 
 TABLES = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
 #: The studies (kinds of unit) each table reads; "interpolation": mvtec units with the preset's other interpolation.
@@ -115,10 +117,12 @@ def _mvtec_order(categories) -> tuple[str, ...]:
     return tuple(known + sorted(c for c in categories if c not in known))
 
 
-def find_sources(quick: bool, data=None) -> Sources:
+def find_sources(quick: bool, data=None, stc: bool = True) -> Sources:
     """The data of a run. MVTec AD: `data` (a folder of category folders) if given; else real MVTec AD
-    under $PADIM_DATA/mvtec_ad (not in quick mode); else the embedded synthetic categories (generated once).
-    STC: real under $PADIM_DATA/stc (not in quick mode), else the synthetic STC-layout set."""
+    under $PADIM_DATA/mvtec_ad (not in quick mode); else the embedded synthetic categories (generated once
+    under $PADIM_DATA). STC, only where `stc` (a table asked for needs it): real under $PADIM_DATA/stc (not in
+    quick mode), else the synthetic STC-layout set (generated once under $PADIM_DATA); else none, and nothing
+    is looked for or written."""
     from .config import QUICK_DATA
     from .course import stc_data
     from .data import data_home, list_categories
@@ -139,9 +143,16 @@ def find_sources(quick: bool, data=None) -> Sources:
     categories = _mvtec_order(list_categories(root))
     if not categories:
         raise PadimError(f"no MVTec AD category (a folder with train/ and test/) in {root}")
-    stc = stc_data(quick=quick, verbose=False, real=not quick)
-    return Sources(Path(root).absolute(), source, categories, Path(stc.root).absolute(), stc.source, stc.scenes,
-                   stc.frames_per_video)
+    if not stc:
+        return Sources(Path(root).absolute(), source, categories, None, "not used", (), None)
+    found = stc_data(quick=quick, verbose=False, real=not quick)
+    return Sources(Path(root).absolute(), source, categories, Path(found.root).absolute(), found.source,
+                   found.scenes, found.frames_per_video)
+
+
+def needs_stc(tables) -> bool:
+    """Whether any of the tables reads STC units (IV, VIII)."""
+    return any("stc" in TABLE_STUDIES[t] for t in tables)
 
 
 # ---------------------------------------------------------------------------- the plan
@@ -189,28 +200,47 @@ def _read_result(path: Path) -> dict | None:
 
 
 def run_key(quick: bool, sources: Sources) -> str:
-    """The folder under OUT/results of a run's units: its mode and its data, so that runs on other data
-    (or in the other mode) in the same OUT never mix; e.g. "quick-3f2a9c01"."""
-    data = f"{sources.mvtec_root}|{sources.stc_root}".encode()
-    return f"{'quick' if quick else 'full'}-{hashlib.sha1(data).hexdigest()[:8]}"
+    """The folder under OUT/results of a run's units: its mode and its MVTec AD folder, so that runs on other
+    data (or in the other mode) in the same OUT never mix; e.g. "quick-3f2a9c01". Within it, each result
+    also records the content of its data (`Context.data_key`), so a result whose data changed is not reused."""
+    return f"{'quick' if quick else 'full'}-{hashlib.sha1(str(sources.mvtec_root).encode()).hexdigest()[:8]}"
+
+
+def _counts(units) -> str:
+    """"bottle 12, carpet 3": units per category, in plan order."""
+    counts: dict[str, int] = {}
+    for unit in units:
+        counts[unit.category] = counts.get(unit.category, 0) + 1
+    return ", ".join(f"{c} {n}" for c, n in counts.items())
 
 
 def run_plan(units: list[Unit], folder: Path, ctx: Context, progress: bool = True) -> tuple[dict[Unit, dict], int]:
-    """Compute every unit whose result is not yet in `folder` (OUT/results/<run key>); ({unit: result}, units
-    computed now). A result is written as soon as its unit is done, so an interrupted run loses one unit at most."""
-    results, todo = {}, []
+    """Compute every unit whose result is not yet in `folder` (OUT/results/<run key>) for the same data; ({unit:
+    result}, units computed now). A saved result is reused only where the content of its data (file names,
+    sizes, modification times: `Context.data_key`) is what it was; the output says which were reused and which
+    are computed again because their data changed. A result is written as soon as its unit is done, so an
+    interrupted run loses one unit at most."""
+    results, todo, stale = {}, [], []
     for unit in units:
         found = _read_result(folder / unit.path)
-        if found is None:
-            todo.append(unit)
-        else:
+        if found is not None and found.get("data_key") == ctx.data_key(unit):
             results[unit] = found
+            continue
+        todo.append(unit)
+        if found is not None:
+            stale.append(unit)
+    if results:
+        print(f"reused {len(results)} of {len(units)} saved results from {folder} (their data unchanged): "
+              f"{_counts(results)}")
+    if stale:
+        print(f"computing {len(stale)} saved results again: their data changed since (file sizes or times): "
+              f"{_counts(stale)}")
     done = 0
     bar = progress_bar(todo, f"reproduce ({len(results)} of {len(units)} units already done)", progress, unit="unit")
     try:
         for unit in bar:
             bar.set_postfix_str(str(unit), refresh=False)
-            results[unit] = run_unit(unit, ctx)
+            results[unit] = {**run_unit(unit, ctx), "data_key": ctx.data_key(unit)}
             write_json(folder / unit.path, results[unit])
             done += 1
     except KeyboardInterrupt:
@@ -238,7 +268,7 @@ def reproduce(tables="all", out=None, quick: bool = False, seeds: int | None = N
     out = check_output_dir(default_out(quick) if out is None else out, "--out")
     if backbone is not None and backbone not in available_backbones():
         raise PadimError(f"unknown backbone {backbone!r}; available: {', '.join(available_backbones())}")
-    sources = find_sources(quick, data)
+    sources = find_sources(quick, data, stc=needs_stc(ids))  # only the data the asked-for tables read
     folder = out / "results" / run_key(quick, sources)
     write_json(folder / "run.json", {"quick": quick, **sources.to_dict()})
     backbones = {t: choose_backbones(t, backbone) for t in ids}
@@ -252,7 +282,7 @@ def reproduce(tables="all", out=None, quick: bool = False, seeds: int | None = N
             "labels": {b: backbone_label(b) for bs in backbones.values() for b in bs},
             "interpolation": {b: base_config(b, quick).interpolation for bs in backbones.values() for b in bs}}
     written = write_tables(out, ids, results, info)
-    print(f"{len(units)} units ({computed} computed now, {len(units) - computed} found) in {seconds:.0f} s; "
+    print(f"{len(units)} units ({computed} computed now, {len(units) - computed} reused) in {seconds:.0f} s; "
           f"{len(written)} table(s) -> {out / 'README.md'}")
     return written
 

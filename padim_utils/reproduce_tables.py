@@ -449,9 +449,11 @@ def _readme(out: Path, tables: dict[str, dict], info: dict) -> str:
     lines = ["# PaDiM, reproduced on this machine", "",
              f"The paper: {CITATION}. Made by `padim reproduce` ({'quick mode, ' if info['quick'] else ''}"
              f"{info['seeds']} seed(s); {info['units']} units, {info['computed']} computed in the last run "
-             f"({info['seconds']:.0f} s), the rest found in `{Path(info['results']).relative_to(out)}/`).", "",
+             f"({info['seconds']:.0f} s), the rest reused from `{Path(info['results']).relative_to(out)}/`, "
+             "saved there by an earlier run on the same data).", "",
              f"- MVTec AD data: {s['mvtec']} ({', '.join(s['categories'])}) from `{s['mvtec_root']}`",
-             f"- STC data: {s['stc']} (scenes {', '.join(s['scenes'])}) from `{s['stc_root']}`",
+             (f"- STC data: {s['stc']} (scenes {', '.join(s['scenes'])}) from `{s['stc_root']}`" if s["stc_root"]
+              else "- STC data: not used (no table asked for reads it)"),
              "- Backbones: " + "; ".join(f"{b}: {label}" for b, label in info["labels"].items()), "",
              "| table | what | files |", "|---|---|---|"]
     for t, table in tables.items():

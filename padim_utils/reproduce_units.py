@@ -38,7 +38,7 @@ from .features import FeatureCache
 from .metrics import evaluate
 from .model import Padim, resolve_device, timed
 
-__all__ = ["Unit", "Sources", "Context", "run_unit", "base_config", "scaled_d", "LAYER_SETTINGS",
+__all__ = ["Unit", "Sources", "Context", "run_unit", "files_digest", "base_config", "scaled_d", "LAYER_SETTINGS",
            "REDUCTION_SETTINGS", "PAPER_PRESETS", "RD_DRAWS", "STUDIES"]
 
 STUDIES = ("layers", "reduction", "mvtec", "stc", "rd", "cost")
@@ -80,8 +80,8 @@ class Sources:
     mvtec_root: Path
     mvtec: str  # "MVTec AD" or "embedded synthetic"
     categories: tuple[str, ...]
-    stc_root: Path
-    stc: str  # "ShanghaiTech Campus" or "synthetic STC-layout"
+    stc_root: Path | None  # None where no table asked for needs STC
+    stc: str  # "ShanghaiTech Campus", "synthetic STC-layout" or "not used"
     scenes: tuple[str, ...]
     frames_per_video: int | None  # STC training frames sampled per video
 
@@ -109,6 +109,21 @@ def rd_crop(image_size: int) -> int:
     return image_size * 7 // 8
 
 
+def files_digest(root: Path, files) -> str:
+    """sha256 of the files' paths relative to `root`, sizes and modification times (nothing is read): the
+    same for the same data, different as soon as a file is added, removed, resized or rewritten."""
+    h = hashlib.sha256()
+    for path in sorted(files):
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # vanished or a broken link: not data
+        if path.is_file():
+            h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(
+                "utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
 class Context:
     """What units share during one run: the data, the device and the backbone's cached layer outputs."""
 
@@ -117,6 +132,7 @@ class Context:
         self.sources, self.quick, self.device = sources, quick, device
         self.keep = keep  # feature caches kept in memory (the plan orders units so neighbours share them)
         self._caches: OrderedDict[tuple, FeatureCache] = OrderedDict()
+        self._data_keys: dict[tuple[str, str], str] = {}
         # The same caches on disk (the `keep` newest files), so a run interrupted inside a category
         # does not run the backbone over that category again.
         self.feature_dir = feature_dir
@@ -131,6 +147,21 @@ class Context:
         if unit.study == "rd":
             return cfg.replace(crop=rd_crop(cfg.image_size))
         return cfg
+
+    def data_key(self, unit: Unit) -> str:
+        """A digest of the unit's data as it is now: every file of its MVTec AD category (or STC scene) with its
+        size and modification time. A saved result or feature file with another key is not reused."""
+        kind = "stc" if unit.study == "stc" else "mvtec"
+        if (kind, unit.category) not in self._data_keys:
+            if kind == "stc":
+                root = self.sources.stc_root
+                files = [p for pattern in (f"training/videos/{unit.category}_*", f"testing/*/{unit.category}_*",
+                                           f"testing/frames/{unit.category}_*/*") for p in root.glob(pattern)]
+            else:
+                root = self.sources.mvtec_root
+                files = list((root / unit.category).rglob("*"))
+            self._data_keys[kind, unit.category] = files_digest(root, files)
+        return self._data_keys[kind, unit.category]
 
     def dataset(self, unit: Unit, split: str, cfg: PadimConfig):
         """The unit's split, sized for `cfg`."""
@@ -155,7 +186,8 @@ class Context:
         data = unit.setting if unit.study == "rd" else "stc" if unit.study == "stc" else "mvtec"
         out = []
         for split in ("train", "test"):
-            key = (cfg.backbone, cfg.layers, cfg.image_size, cfg.crop, cfg.interpolation, data, unit.category, split)
+            key = (cfg.backbone, cfg.layers, cfg.image_size, cfg.crop, cfg.interpolation, data, unit.category, split,
+                   self.data_key(unit))
             if key not in self._caches:
                 self._caches[key] = self._load_or_compute(key, unit, split, cfg)
                 while len(self._caches) > self.keep:

@@ -17,7 +17,19 @@ from every training video, ``None`` takes every frame.
 
 Videos are decoded with PyAV (ffmpeg inside its wheel). Some original STC videos
 are reported to decode badly with some ffmpeg builds (anomalib re-encodes them);
-a video that PyAV cannot read raises a one-line :class:`PadimError` naming it.
+a video that PyAV cannot read, or that ends before the frame count its container
+announces (a truncated file), raises a one-line :class:`PadimError` naming it.
+
+The codec gap: training frames come out of a video decoder, test frames out of
+JPEG files. On a static background the training frames differ only by the video
+codec's noise, so a test JPEG of the same background looks anomalous to PaDiM.
+By default (``train_codec="match"``) every decoded training frame is therefore
+stored as the test frames are, with noise at that codec's error level
+(:func:`match_test_codec`; chapter 07, "Which frames to train on", measures it).
+
+Test frames are ordered by the number in their names (``0.jpg ... 10.jpg``), as
+the rows of the masks are (:func:`order_frames`); :meth:`STCDataset.check_files`
+checks every frame and mask before a model runs.
 
 Memory: training frames are decoded one video at a time and only the sampled
 frames of the most recently used video are kept (already resized), so a
@@ -33,8 +45,10 @@ while) with exact pixel masks, so tests and the course run without the real data
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -47,7 +61,8 @@ import torch
 from PIL import Image
 
 from .config import MIN_IMAGE_SIZE, PadimConfig
-from .data import (_check_geometry, _check_interpolation, _image_tensor, _subfolders, list_images, load_rgb,
+from .data import (_check_geometry, _check_interpolation, _image_tensor, _subfolders, check_image_file,
+                   list_images, load_rgb,
                    resample_filter, resize_crop)
 from .errors import PadimError
 from .progress import progress_bar
@@ -66,6 +81,14 @@ __all__ = [
     "write_video",
     "reencode_video",
     "count_frames",
+    "TRAIN_CODECS",
+    "jpeg_settings",
+    "jpeg_round_trip",
+    "match_test_codec",
+    "check_count",
+    "check_frame_size",
+    "order_frames",
+    "write_synthetic_folder",
 ]
 
 GENERATOR_VERSION = 1
@@ -92,7 +115,11 @@ def _video_error(path: Path, exc: BaseException) -> PadimError:
 
 
 def count_frames(path: str | os.PathLike) -> int:
-    """Number of video frames in a file (its packets are counted, nothing is decoded)."""
+    """Number of video frames in a file (its packets are counted, nothing is decoded).
+
+    A video that ends before the frame count its container announces (a truncated copy, a
+    download cut short) is refused with a PadimError naming it, rather than read as a short video.
+    """
     av = _av()
     path = Path(path)
     try:
@@ -100,11 +127,16 @@ def count_frames(path: str | os.PathLike) -> int:
             if not container.streams.video:
                 raise PadimError(f"cannot read video {path}: it has no video stream")
             stream = container.streams.video[0]
-            return sum(1 for packet in container.demux(stream) if packet.size)
+            announced = int(stream.frames or 0)  # from the container's header; 0 where it gives none
+            packets = [packet.size for packet in container.demux(stream) if packet.dts is not None]
     except PadimError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise _video_error(path, exc) from None
+    if len(packets) < announced:
+        raise PadimError(f"video {path} ends early: its container announces {announced} frames but only "
+                         f"{len(packets)} are in the file (truncated? copy or download it again)")
+    return sum(1 for size in packets if size)  # empty packets repeat a frame: the decoder gives nothing for them
 
 
 def read_video(path: str | os.PathLike, indices: Sequence[int] | None = None) -> dict[int, np.ndarray]:
@@ -224,6 +256,70 @@ def sample_indices(n_frames: int, k: int | None) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- #
+# the codec gap between training videos and test JPEGs
+# --------------------------------------------------------------------------- #
+#: What :class:`STCDataset` does to decoded training frames: "match" (the default) stores them as the test
+#: frames are stored, with noise at that codec's error level (:func:`match_test_codec`); "none": as decoded.
+TRAIN_CODECS = ("match", "none")
+#: Without JPEG test frames to copy, "match" adds noise at the error level of a JPEG of this quality.
+FALLBACK_JPEG_QUALITY = 90
+
+
+def jpeg_settings(image: str | os.PathLike) -> dict[str, Any] | None:
+    """How a JPEG file was compressed: its quantisation tables, chroma subsampling and mode, ready to
+    compress another picture the same way (:func:`jpeg_round_trip`); None for a file that is not a JPEG."""
+    from PIL import JpegImagePlugin
+
+    with Image.open(image) as im:
+        if im.format != "JPEG":
+            return None
+        settings = {"qtables": im.quantization, "mode": im.mode}
+        subsampling = JpegImagePlugin.get_sampling(im)
+        if subsampling != -1:
+            settings["subsampling"] = subsampling
+        return settings
+
+
+def jpeg_round_trip(frame: np.ndarray, settings: dict[str, Any] | None) -> np.ndarray:
+    """``frame`` (H, W, 3) uint8 compressed as JPEG with ``settings`` (:func:`jpeg_settings`; None: quality
+    FALLBACK_JPEG_QUALITY) and decoded again, as RGB uint8."""
+    img = Image.fromarray(frame)
+    settings = dict(settings or {"quality": FALLBACK_JPEG_QUALITY})
+    mode = settings.pop("mode", "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **settings)
+    buf.seek(0)
+    with Image.open(buf) as out:
+        return np.asarray(out.convert("RGB"))
+
+
+def match_test_codec(frame: np.ndarray, settings: dict[str, Any] | None, rng: np.random.Generator) -> np.ndarray:
+    """A decoded training frame (H, W, 3) uint8 made to look stored as the test frames are.
+
+    Training frames come out of an MPEG-4 decoder, test frames out of JPEG files. Where the camera
+    sees a static background, every training frame is the same picture up to the video codec's
+    small noise, so PaDiM's Gaussian there is extremely narrow, and a test JPEG of the very same
+    background, whose compression errors differ, lands far outside it. Two steps close that gap:
+
+    1. a **codec-noise floor**: Gaussian noise whose standard deviation is the root-mean-square change
+       that the test frames' compression makes to this frame (a few grey levels), so the training
+       frames vary at least as much as two codecs' versions of one picture differ;
+    2. JPEG compression with the test frames' own quantisation tables and chroma subsampling
+       (``settings``, from :func:`jpeg_settings`), so the training frames carry the test frames' artefacts.
+
+    ``settings`` None (test frames that are not JPEG files): step 1 only, with the error of a JPEG of
+    quality FALLBACK_JPEG_QUALITY (90) as the noise's standard deviation.
+    """
+    once = jpeg_round_trip(frame, settings)
+    sigma = float(np.sqrt(np.mean((once.astype(np.float32) - frame) ** 2)))  # the codec's error on this frame
+    noise = rng.standard_normal(frame.shape, dtype=np.float32) * sigma
+    noisy = np.clip(np.rint(frame + noise), 0, 255).astype(np.uint8)
+    return noisy if settings is None else jpeg_round_trip(noisy, settings)
+
+
+# --------------------------------------------------------------------------- #
 # layout
 # --------------------------------------------------------------------------- #
 def _scene_of(name: str) -> str:
@@ -252,10 +348,57 @@ def stc_scenes(root: str | os.PathLike) -> list[str]:
     return sorted({_scene_of(n) for n in names})
 
 
-def _check_count(name: str, value: Any, minimum: int) -> int:
+#: A frame's number in its name: the last run of digits ("000.jpg", "12.jpg", "frame_0007.jpg").
+_FRAME_NUMBER = re.compile(r"(.*?)(\d+)(\D*)", re.DOTALL)
+
+
+def order_frames(frames: Sequence[Path], folder: Path) -> list[Path]:
+    """A clip's frame files in the clip's order: by the number in their names, so ``0.jpg, 1.jpg, ...,
+    10.jpg`` come in that order (sorting the names as strings would put ``10.jpg`` after ``1.jpg``).
+
+    The rows of a clip's frame and pixel masks are in frame order: a PadimError naming the folder where
+    that order cannot be read from the names (a name without a number, names that differ elsewhere
+    than in their number, two files with the same number, a number missing between two others).
+    """
+    if not frames:
+        raise PadimError(f"no frames in {folder}")
+    keyed = []
+    for path in frames:
+        m = _FRAME_NUMBER.fullmatch(path.stem)
+        if m is None:
+            raise PadimError(f"cannot tell the frame order in {folder}: {path.name} has no frame number in its name")
+        keyed.append((int(m[2]), m[1], m[3], path))
+    patterns = sorted({(prefix, suffix) for _, prefix, suffix, _ in keyed})
+    if len(patterns) > 1:
+        examples = [next(p.name for _, a, b, p in keyed if (a, b) == pattern) for pattern in patterns[:2]]
+        raise PadimError(f"cannot tell the frame order in {folder}: its frame names differ in more than their "
+                         f"number ({examples[0]}, {examples[1]})")
+    keyed.sort(key=lambda k: k[0])
+    for (a, *_, pa), (b, *_, pb) in zip(keyed, keyed[1:]):
+        if a == b:
+            raise PadimError(f"cannot tell the frame order in {folder}: {pa.name} and {pb.name} have the same number")
+        if b != a + 1:
+            raise PadimError(f"frame numbers in {folder} jump from {a} ({pa.name}) to {b} ({pb.name}): a frame is "
+                             "missing, so the mask rows cannot be matched with the frames")
+    return [path for *_, path in keyed]
+
+
+def check_count(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise PadimError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _scene_jpeg(root: Path, scene: str) -> tuple[Path | None, dict[str, Any] | None]:
+    """The first test frame of ``scene`` and its JPEG settings; (None, None) without test frames,
+    (frame, None) where they are not JPEG files."""
+    frames_dir = root / "testing" / "frames"
+    for clip in (c for c in _clips(root) if _scene_of(c) == scene):
+        frames = list_images(frames_dir / clip)  # by name: any frame will do, a clip's frames share their settings
+        if frames:
+            check_image_file(frames[0], "frame")
+            return frames[0], jpeg_settings(frames[0])
+    return None, None
 
 
 class STCDataset(torch.utils.data.Dataset):
@@ -279,6 +422,13 @@ class STCDataset(torch.utils.data.Dataset):
         Training frames taken from each video, spread uniformly (see
         :func:`sample_indices`); ``None``: every frame (many thousands per
         scene on the real data). Ignored for the test split (every frame).
+    train_codec:
+        ``"match"`` (default): each decoded training frame is stored as the
+        scene's test frames are (JPEG with their quantisation tables), after
+        noise at that codec's error level (:func:`match_test_codec`), so that
+        the codec gap between training videos and test JPEGs does not make a
+        static background look anomalous. ``"none"``: frames as decoded.
+        The test frame whose settings are copied is :attr:`codec_reference`.
 
     Items are dicts: ``image`` uint8 ``(3, S, S)``, ``mask`` uint8 ``(S, S)`` in
     {0, 1}, ``label`` int (the frame label), ``defect_type`` ``"good"`` or
@@ -295,13 +445,17 @@ class STCDataset(torch.utils.data.Dataset):
         frames_per_video: int | None = None,
         progress: bool = False,
         interpolation: str = "bicubic",
+        train_codec: str = "match",
     ) -> None:
         if split not in SPLITS:
             raise PadimError(f"unknown split {split!r}: expected 'train' or 'test'")
+        if train_codec not in TRAIN_CODECS:
+            raise PadimError(f"train_codec must be one of {', '.join(TRAIN_CODECS)}, got {train_codec!r}")
+        self.train_codec = train_codec
         self.image_size, self.crop = _check_geometry(image_size, crop)
         self.interpolation = _check_interpolation(interpolation)
         if frames_per_video is not None:
-            frames_per_video = _check_count("frames_per_video", frames_per_video, 1)
+            frames_per_video = check_count("frames_per_video", frames_per_video, 1)
         self.frames_per_video = frames_per_video
         self.root = Path(root)
         self.scene = str(scene)
@@ -318,7 +472,10 @@ class STCDataset(torch.utils.data.Dataset):
         self.defect_types: list[str] = []
         self._frames: list[tuple[Path, int]] = []  # train: (video, frame index)
         self._masks: list[tuple[Path, int] | None] = []  # test: (pixel mask .npy, row)
+        self._clips: list[tuple[Path, list[Path]]] = []  # test: (pixel mask .npy, its frames in order)
         self._cache: tuple[Path, dict[int, torch.Tensor]] | None = None
+        self.codec_reference: Path | None = None  # train, "match": the test frame whose JPEG settings are copied
+        self._jpeg: dict[str, Any] | None = None
         if split == "train":
             self._scan_train(progress)
         else:
@@ -338,6 +495,8 @@ class STCDataset(torch.utils.data.Dataset):
         if not videos:
             raise PadimError(f"no training videos for scene {self.scene} in {folder} "
                              f"(expected {self.scene}_<clip>{VIDEO_EXT})")
+        if self.train_codec == "match":
+            self.codec_reference, self._jpeg = _scene_jpeg(self.root, self.scene)
         for video in progress_bar(videos, f"index STC {self.scene}", progress, unit="video"):
             n = count_frames(video)
             if n == 0:
@@ -358,20 +517,53 @@ class STCDataset(torch.utils.data.Dataset):
         if not clips:
             raise PadimError(f"no test clips for scene {self.scene} in {frames_dir}")
         for clip in clips:
-            frames = list_images(frames_dir / clip)
-            if not frames:
-                raise PadimError(f"no frames in {frames_dir / clip}")
+            frames = order_frames(list_images(frames_dir / clip), frames_dir / clip)
             labels = self._frame_labels(testing / "test_frame_mask" / f"{clip}.npy", len(frames))
             mask_file = testing / "test_pixel_mask" / f"{clip}.npy"
             masks = _load_npy(mask_file, "pixel mask", mmap=True)
             if masks.ndim != 3 or masks.shape[0] != len(frames):
-                raise PadimError(f"pixel mask {mask_file} has shape {masks.shape} but {frames_dir / clip} "
+                raise PadimError(f"pixel mask {mask_file} has shape {tuple(masks.shape)} but {frames_dir / clip} "
                                  f"holds {len(frames)} frames (expected ({len(frames)}, H, W))")
+            self._clips.append((mask_file, frames))
             for i, (frame, label) in enumerate(zip(frames, labels)):
                 self.paths.append(str(frame))
                 self.labels.append(int(label))
                 self.defect_types.append("anomaly" if label else "good")
                 self._masks.append((mask_file, i))
+
+    def check_files(self) -> None:
+        """Check every test frame and pixel mask before any model runs: each frame decodes (about a
+        millisecond, see :func:`padim_utils.data.check_image_file`), each clip's masks have its frames'
+        height and width and hold no NaN, and some mask holds an anomalous pixel (else pixel AUROC and
+        AU-PRO are undefined). PadimError naming the first file at fault. Training videos were already
+        checked when the dataset was built (:func:`count_frames`)."""
+        if self.split == "train":
+            return
+        anomalous = False
+        for mask_file, frames in self._clips:
+            masks = _load_npy(mask_file, "pixel mask", mmap=True)  # (T, H, W), memory-mapped
+            if masks.dtype.kind not in "biuf":
+                raise PadimError(f"pixel mask {mask_file} holds {masks.dtype} values; expected numbers "
+                                 "(0 normal, > 0 anomalous)")
+            for frame in frames:
+                width, height = check_image_file(frame, "frame")
+                if (height, width) != masks.shape[1:]:
+                    raise PadimError(f"pixel mask {mask_file} is {masks.shape[2]}x{masks.shape[1]} (width x height) "
+                                     f"but frame {frame} is {width}x{height}")
+            for start in range(0, masks.shape[0], 64):  # 64 rows at a time: a clip's masks are never all in memory
+                rows = np.asarray(masks[start : start + 64])
+                if masks.dtype.kind == "f" and not np.isfinite(rows).all():
+                    row = start + int(np.nonzero(~np.isfinite(rows).reshape(len(rows), -1).all(1))[0][0])
+                    raise PadimError(f"pixel mask {mask_file} holds NaN or infinite values (row {row}, frame "
+                                     f"{frames[row].name})")
+                if not anomalous and (rows > 0).any():
+                    anomalous = True
+                    if masks.dtype.kind != "f":
+                        break  # integers hold no NaN: nothing more to look at in this clip
+        if not anomalous:
+            raise PadimError(f"no pixel mask of scene {self.scene} in {self.root / 'testing' / 'test_pixel_mask'} "
+                             "has an anomalous pixel: pixel AUROC and AU-PRO are undefined (they need anomalous "
+                             "pixels)")
 
     @staticmethod
     def _frame_labels(path: Path, n_frames: int) -> np.ndarray:
@@ -392,6 +584,9 @@ class STCDataset(torch.utils.data.Dataset):
         if self._cache is None or self._cache[0] != video:
             wanted = [i for v, i in self._frames if v == video]
             decoded = read_video(video, wanted)
+            if self.train_codec == "match":  # the same noise for the same frame, whatever else is sampled
+                decoded = {i: match_test_codec(a, self._jpeg, np.random.default_rng([zlib.crc32(video.name.encode()), i]))
+                           for i, a in decoded.items()}
             resample = resample_filter(self.interpolation)
             tensors = {i: _image_tensor(resize_crop(Image.fromarray(a), self.image_size, self.crop, resample))
                        for i, a in decoded.items()}
@@ -420,34 +615,63 @@ class STCDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (f"STCDataset(root={str(self.root)!r}, scene={self.scene!r}, split={self.split!r}, n={len(self)}, "
                 f"image_size={self.image_size}, crop={self.crop}, interpolation={self.interpolation!r}, "
-                f"frames_per_video={self.frames_per_video})")
+                f"frames_per_video={self.frames_per_video}, train_codec={self.train_codec!r})")
+
+
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def _load_npy(path: Path, what: str, mmap: bool = False) -> np.ndarray:
+    """A NumPy array from a .npy file; PadimError saying what the file is when it is not one (text, ...)."""
     try:
+        with open(path, "rb") as f:
+            head = f.read(128)  # the magic and the header's start, where the dtype is
+        if not head.startswith(NPY_MAGIC):
+            raise PadimError(f"cannot read {what} {path}: not a NumPy .npy file, {_what_it_holds(head)}")
+        if b"'descr': '|O'" in head:  # an object array: np.load would speak of pickles or memory maps
+            raise PadimError(f"cannot read {what} {path}: it holds Python objects (pickled), not numbers")
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise PadimError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise PadimError(f"{what} {path} is a folder, not a .npy file") from None
     except (OSError, ValueError, EOFError) as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise PadimError(f"cannot read {what} {path}: {text}") from None
+
+
+def _what_it_holds(head: bytes) -> str:
+    """What the first bytes of a file that should be a .npy look like, for the error message."""
+    if not head:
+        return "it is empty"
+    if head.startswith(b"PK"):
+        return "it is a zip archive (an .npz? save one array with numpy.save)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "no NumPy header at its start (not written by numpy.save?)"
+    if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text):
+        shown = " ".join(text.split())[:30]
+        return f"it holds text ({shown!r}...); write it with numpy.save"
+    return "no NumPy header at its start (not written by numpy.save?)"
 
 
 # --------------------------------------------------------------------------- #
 # one experiment per scene
 # --------------------------------------------------------------------------- #
 def run_stc(cfg: PadimConfig, root, scene: str, frames_per_video: int | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, train_codec: str = "match") -> dict:
     """Fit PaDiM on one scene's training frames, score its test frames: a benchmark record.
 
     This is :func:`padim_utils.experiment.run_benchmark` on the scene's frames (``dataset="stc"``):
     ``frame_auroc`` is the image AUROC of the frame scores (the paper's frame-level AUROC) and
-    ``pixel_auroc`` the pixel AUROC of the maps; the record adds ``scene``, ``frames_per_video``
-    and ``n_test_anomalous``, and names the category ``stc_<scene>``.
+    ``pixel_auroc`` the pixel AUROC of the maps; the record adds ``scene``, ``frames_per_video``,
+    ``train_codec`` (see :class:`STCDataset`) and ``n_test_anomalous``, and names the category ``stc_<scene>``.
     """
     from .experiment import run_benchmark
 
-    record = run_benchmark(cfg, root, scene, progress=progress, dataset="stc", frames_per_video=frames_per_video)
+    record = run_benchmark(cfg, root, scene, progress=progress, dataset="stc", frames_per_video=frames_per_video,
+                           train_codec=train_codec)
     labels = STCDataset(root, scene, "test", image_size=cfg.image_size, crop=cfg.crop,
                         interpolation=cfg.interpolation).labels
     record.update(scene=str(scene), category=f"stc_{scene}", frames_per_video=frames_per_video,
@@ -659,7 +883,6 @@ def _write_stc(folder: Path, params: dict[str, Any]) -> None:
         "or a person on the lawn appears for a while. Pixel masks are exactly where the anomaly was drawn\n"
         "(before JPEG compression); frame labels are 1 where the mask is not empty.\n"
         f"Parameters are in {MARKER}.\n", encoding="utf-8")
-    (folder / MARKER).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def make_synthetic_stc(
@@ -680,29 +903,42 @@ def make_synthetic_stc(
     ``.synthetic.json`` matches the parameters is kept (unless ``force``); a
     non-empty ``root`` without that marker (real data?) is never touched: PadimError.
     """
-    from .synthetic import _swap_in, _umask
-
     if isinstance(scenes, str):
         scenes = (scenes,)
     scenes = [str(s) for s in scenes]
     if not scenes or any(not s or "_" in s or "/" in s for s in scenes):
         raise PadimError(f"scenes must be non-empty ids without '_' or '/', got {scenes!r}")
+    h, w = check_frame_size(image_size)
+    params = {
+        "generator_version": GENERATOR_VERSION,
+        "scenes": sorted(set(scenes)),
+        "n_train_videos": check_count("n_train_videos", n_train_videos, 1),
+        "frames_per_video": check_count("frames_per_video", frames_per_video, 6),
+        "n_test_clips": check_count("n_test_clips", n_test_clips, 1),
+        "image_size": [h, w],
+        "seed": check_count("seed", seed, 0),
+    }
+    return write_synthetic_folder(Path(root), params, _write_stc, force)
+
+
+def check_frame_size(image_size: Any) -> tuple[int, int]:
+    """(height, width) of generated video frames: two even numbers (yuv420p) >= MIN_IMAGE_SIZE, else PadimError."""
     try:
         h, w = (int(v) for v in image_size)
     except (TypeError, ValueError):
         raise PadimError(f"image_size must be (height, width), got {image_size!r}") from None
     if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE or h % 2 or w % 2:
         raise PadimError(f"image_size must be two even numbers >= {MIN_IMAGE_SIZE}, got {image_size!r}")
-    params = {
-        "generator_version": GENERATOR_VERSION,
-        "scenes": sorted(set(scenes)),
-        "n_train_videos": _check_count("n_train_videos", n_train_videos, 1),
-        "frames_per_video": _check_count("frames_per_video", frames_per_video, 6),
-        "n_test_clips": _check_count("n_test_clips", n_test_clips, 1),
-        "image_size": [h, w],
-        "seed": _check_count("seed", seed, 0),
-    }
-    root = Path(root)
+    return h, w
+
+
+def write_synthetic_folder(root: Path, params: dict[str, Any], write, force: bool = False) -> Path:
+    """Write generated data into ``root``: ``write(folder, params)`` fills a hidden temporary folder beside
+    it, which is then renamed into place with ``params`` as its ``.synthetic.json`` marker. A ``root``
+    whose marker matches ``params`` is kept (unless ``force``); a non-empty ``root`` without a marker
+    (real data?) is never touched: PadimError."""
+    from .synthetic import _swap_in, _umask
+
     if root.exists():
         if not root.is_dir():
             raise PadimError(f"STC data root is not a folder: {root}")
@@ -720,7 +956,8 @@ def make_synthetic_stc(
         raise PadimError(f"cannot create {root.parent}: {exc.strerror or exc}") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
-        _write_stc(tmp, params)
+        write(tmp, params)
+        (tmp / MARKER).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o777 & ~_umask())
         _swap_in(tmp, root, params, force)
     finally:

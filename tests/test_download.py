@@ -220,3 +220,64 @@ def test_extract_refuses_unsafe_paths(tmp_path):
     with pytest.raises(PadimError, match="unsafe path"):
         extract(archive, tmp_path / "out")
     assert not (tmp_path / "outside.txt").exists()
+
+
+# ---------------------------------------------------------------------------- bad --root, damaged archives
+def _cli_error(capsys, argv) -> str:
+    from padim_utils.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("padim: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_root_that_is_a_file_is_refused_before_any_work(server, tmp_path, capsys, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    src = _source(server, "btad.zip", _btad_archive())
+    import padim_utils.download as dl
+
+    monkeypatch.setattr(dl, "sources", lambda: {"btad": {**dl.json.loads(dl.SOURCES_FILE.read_text())["btad"],
+                                                         **src}})
+    err = _cli_error(capsys, ["download", "btad", "--root", str(tmp_path / "afile"), "--quiet"])
+    assert f"--root {tmp_path / 'afile'} exists and is not a folder" in err  # before: FileExistsError
+    assert server.requests == [] and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing fetched
+
+
+def test_root_in_a_read_only_folder_is_refused_before_any_work(server, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from padim_utils import files
+
+    src = _source(server, "btad.zip", _btad_archive())
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)  # the probe file cannot be created: read-only
+    with pytest.raises(PadimError, match=r"^cannot write to .*Read-only file system") as info:
+        download("btad", tmp_path / "btad", progress=False, source=src)
+    assert "\n" not in str(info.value)
+    assert server.requests == [] and list(tmp_path.iterdir()) == []  # checked before the download started
+
+
+def test_root_under_a_pseudo_file_system(server, tmp_path):
+    src = _source(server, "btad.zip", _btad_archive())
+    with pytest.raises(PadimError, match="cannot write") as info:  # before: OSError from mkdir
+        download("btad", Path("/proc/padim-btad"), progress=False, source=src)
+    assert "\n" not in str(info.value) and server.requests == []
+
+
+@pytest.mark.parametrize("name, cut", [("btad.zip", 2 / 3), ("btad.zip", 0.1), ("btad.tar.gz", 2 / 3)])
+def test_a_damaged_archive_is_one_clear_line(tmp_path, name, cut):
+    data = _btad_archive(fmt="zip" if name.endswith(".zip") else "tar")
+    archive = tmp_path / name
+    archive.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(PadimError) as info:
+        extract(archive, tmp_path / "out")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"cannot extract {archive}: ") and "download again" in msg
+    assert "method" not in msg  # before, for a zip: "- method gz: ReadError(...) - method bz2: ..." (tar's attempts)
+    if name.endswith(".zip"):
+        assert "a damaged or incomplete zip archive" in msg

@@ -48,6 +48,19 @@ def test_streaming_is_stable_with_large_offsets():
     assert np.max(np.abs(stats.covariance().numpy() - ref)) / np.max(np.abs(ref)) < 1e-6
 
 
+def test_many_near_identical_frames_stream_exactly():
+    """A static camera: 400 frames equal up to a codec-sized noise (1e-3 on features of size ~5), streamed in the
+    model's batches of 32 as float32. The streamed covariance is numpy's float64 one on the same values: what
+    makes such a background's Gaussian narrow is the data, not the arithmetic (chapter 07)."""
+    rng = np.random.default_rng(7)
+    background = rng.normal(5.0, 2.0, size=(1, 6, 3, 4))
+    x = (background + 1e-3 * rng.normal(size=(400, 6, 3, 4))).astype(np.float32).astype(np.float64)
+    stats = _fit(x, [32] * 12 + [16], dtype=torch.float32)
+    ref = _np_cov(x)
+    np.testing.assert_allclose(stats.covariance().numpy(), ref, rtol=1e-9, atol=1e-15)
+    assert np.abs(ref).max() < 1e-5  # the variance is the noise's (1e-6), not swamped by rounding of the mean
+
+
 def test_float32_inputs_accumulate_in_float64():
     x = _data(seed=1).astype(np.float32).astype(np.float64)  # values exactly representable in float32
     stats = _fit(x, [10, 13], dtype=torch.float32)

@@ -74,3 +74,24 @@ def test_plot_examples_title_is_the_figure_title_not_a_caption():
     fig = plot_examples(images, None, maps, titles=["left", "right"], title="the figure")
     assert fig._suptitle.get_text() == "the figure" and fig.axes[1].get_title() == "right"
     plt.close(fig)
+
+
+def test_training_frames_figure_has_both_panels_labelled():
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import plot_training_frames
+
+    rows = [{"train_frames": n, "train_codec": c, "frame_auroc": a, "aupro": a - 0.1, "background_median": b,
+             "cart_median": m} for c, a, b in (("none", 0.8, 100.0), ("match", 0.99, 10.0))
+            for n, m in ((32, 800.0), (192, 200.0))]
+    fig = plot_training_frames(rows, title="T")
+    left, right = fig.axes
+    assert fig._suptitle.get_text() == "T" and left.get_yscale() == "log"
+    for ax in (left, right):
+        assert ax.get_title() and ax.get_xlabel() == "training frames" and ax.get_ylabel()
+        assert len(ax.get_lines()) == 4  # two quantities x two codecs
+    texts = [t.get_text() for t in left.get_legend().get_texts()]
+    assert "static background, frames as decoded" in texts and "anomaly, matched to the test JPEGs" in texts
+    np.testing.assert_array_equal(left.get_lines()[0].get_xdata(), [32, 192])
+    np.testing.assert_array_equal(left.get_lines()[0].get_ydata(), [100.0, 100.0])
+    plt.close(fig)

@@ -362,3 +362,47 @@ def test_real_bottle_beside_the_paper(bottle_root, tmp_path, monkeypatch):
     assert row["ours"]["pixel_auroc"]["mean"] == pytest.approx(0.983, abs=0.005)
     assert [p["value"] for p in row["paper"] if p["metric"] == "pixel_auroc"] == [0.981, 0.983]
     assert not any("synthetic" in n for n in tables["III"]["notes"])
+
+
+# ---------------------------------------------------------------------------- what a run writes, what it reuses
+def test_a_run_writes_only_under_out_and_only_what_its_tables_need(quick_root, tmp_path, monkeypatch, capsys):
+    """Table III needs no STC: nothing is generated for it, and nothing lands in the working directory."""
+    data = tmp_path / "mvtec"
+    shutil.copytree(quick_root / "bottle_syn", data / "bottle_syn")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("PADIM_DATA", raising=False)  # the data home is then ./data: it must stay unwritten
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    code = cli.main(["reproduce", "--quick", "--table", "III", "--data", str(data), "--out", str(cwd / "out"),
+                     "--device", "cpu", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in cwd.iterdir()) == ["out"]  # before: also data/stc_synthetic_quick (1.4 MB)
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    run = json.loads(next((cwd / "out" / "results").glob("*/run.json")).read_text())
+    assert run["stc_root"] is None and run["scenes"] == []
+    assert "STC data: not used" in (cwd / "out" / "README.md").read_text()
+
+
+def test_data_changed_in_place_is_computed_again(quick_root, tmp_path, monkeypatch, capsys):
+    """The same --data folder and --out, the masks rewritten in between: the old results are not reused."""
+    data, out = tmp_path / "mvtec", tmp_path / "out"
+    shutil.copytree(quick_root / "bottle_syn", data / "bottle_syn")
+    monkeypatch.setenv("PADIM_DATA", str(tmp_path / "home"))
+    first = rp.reproduce("III", out=out, quick=True, data=data, device="cpu", progress=False)
+    capsys.readouterr()
+    again = rp.reproduce("III", out=out, quick=True, data=data, device="cpu", progress=False)
+    said = capsys.readouterr().out
+    assert "reused 4 of 4 saved results" in said and "bottle_syn 4" in said and "0 computed now, 4 reused" in said
+    assert [r["ours"] for r in again["III"]["rows"]] == [r["ours"] for r in first["III"]["rows"]]
+    for mask in (data / "bottle_syn" / "ground_truth").rglob("*.png"):  # invert every mask, in place
+        Image.fromarray(255 - np.asarray(Image.open(mask).convert("L"))).save(mask)
+    calls = []
+    monkeypatch.setattr(rp, "run_unit", lambda unit, ctx: calls.append(unit) or REAL_RUN_UNIT(unit, ctx))
+    inverted = rp.reproduce("III", out=out, quick=True, data=data, device="cpu", progress=False)
+    said = capsys.readouterr().out
+    assert len(calls) == 4, "every result of the changed category is computed again"
+    assert "computing 4 saved results again: their data changed" in said and "reused" not in said.split("\n")[0]
+    pixel = [r["ours"]["pixel_auroc"] for r in inverted["III"]["rows"] if "pixel_auroc" in r["ours"]]
+    before = [r["ours"]["pixel_auroc"] for r in first["III"]["rows"] if "pixel_auroc" in r["ours"]]
+    assert pixel and pixel != before  # before the fix: the stale 0.9x was reported again
