@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import statistics
 import warnings
 from dataclasses import dataclass
@@ -145,10 +146,11 @@ def _trace(graph: PadimGraph, example: torch.Tensor, path: Path, opset: int) -> 
             warnings.simplefilter("ignore")  # the exporter's notes on decompositions and deprecations
             torch.onnx.export(graph, (example,), str(path), dynamo=True, opset_version=opset, external_data=False,
                               input_names=["images"], output_names=["maps", "scores"],
-                              dynamic_shapes={"images": {0: batch}}, verbose=False)
+                              dynamic_shapes=({0: batch},), verbose=False)
     except torch.onnx.errors.OnnxExporterError as e:
-        first = str(e).strip().splitlines()
-        raise PadimError(f"the ONNX exporter failed: {first[0] if first else type(e).__name__}") from e
+        cause = e.__cause__ or e  # the exporter wraps torch.export's or onnxscript's own error
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).strip().splitlines() or [""]
+        raise PadimError(f"the ONNX exporter failed on this model ({type(cause).__name__}: {first[0]})") from e
 
 
 def onnx_session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
