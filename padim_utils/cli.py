@@ -306,8 +306,8 @@ def cmd_export(args) -> int:
     path = export_onnx(model, args.out, precision=args.precision, images=images)
     on = f"{len(images)} image(s) of {args.images}" if images is not None else "2 synthetic probe images"
     print(f"exported {cfg.backbone} d={model.d} ({args.precision} precision matrices) -> {path} "
-          f"({path.stat().st_size / 2**20:.1f} MiB); onnxruntime reproduces Padim.predict within {TOLERANCE:.0e} "
-          f"relative on {on}")
+          f"({path.stat().st_size / 2**20:.1f} MiB); onnxruntime reproduces Padim.predict's maps within "
+          f"{TOLERANCE:.0e} of their peak on {on}")
     return 0
 
 
