@@ -160,8 +160,12 @@ def test_unfitted_model_and_bad_options(cfg, model, tmp_path):
         model.export_onnx(tmp_path / "m.onnx", images=torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     half = Padim(cfg.replace(dtype="bfloat16"), device="cpu")
     half.mean, half.precision, half.grid = model.mean, model.precision, model.grid
-    with pytest.raises(PadimError, match="bfloat16 under autocast"):
+    with pytest.raises(PadimError, match="dtype=bfloat16 .*under autocast.*fit it with dtype='float32'"):
         half.export_onnx(tmp_path / "m.onnx")
+    double = Padim(cfg.replace(dtype="float64"), device="cpu")
+    double.mean, double.precision, double.grid = model.mean.double(), model.precision.double(), model.grid
+    with pytest.raises(PadimError, match="dtype=float64 .*no float64 kernels"):
+        double.export_onnx(tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
