@@ -128,7 +128,7 @@ print(validation)
 
 # %% [markdown]
 # One defective image, its torch map, the graph's map and their difference (each with its own colour bar):
-# expect the two maps to look identical and the difference to be noise, thousands of times smaller.
+# expect the two maps to look identical and the difference to be noise, at least ten thousand times smaller.
 
 # %%
 onnx_maps, onnx_scores = run_onnx(session, images)
