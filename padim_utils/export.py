@@ -138,7 +138,11 @@ def _check_images(images: torch.Tensor, size: int) -> None:
 
 
 def _trace(graph: PadimGraph, example: torch.Tensor, path: Path, opset: int) -> None:
-    """torch.onnx.export (dynamo) of `graph` into one file at `path`; exporter failures become PadimError."""
+    """torch.onnx.export (dynamo) of `graph` into one file at `path`; exporter failures become PadimError.
+
+    The exporter annotates every node with its Python stack trace and module path (local file paths, and
+    0.1 to 0.7 MB of text, depending on the backbone's code): removed, so the file holds the computation only.
+    """
     batch = torch.export.Dim("batch", min=1)
     # One eager run first: the scoring functions cache the resize and blur matrices they build, and a
     # first call under the exporter's fake tensors would cache fake ones (and break every later predict).
@@ -147,13 +151,16 @@ def _trace(graph: PadimGraph, example: torch.Tensor, path: Path, opset: int) -> 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's notes on decompositions and deprecations
-            torch.onnx.export(graph, (example,), str(path), dynamo=True, opset_version=opset, external_data=False,
-                              input_names=["images"], output_names=["maps", "scores"],
-                              dynamic_shapes=({0: batch},), verbose=False)
+            program = torch.onnx.export(graph, (example,), dynamo=True, opset_version=opset,
+                                        input_names=["images"], output_names=["maps", "scores"],
+                                        dynamic_shapes=({0: batch},), verbose=False)
     except torch.onnx.errors.OnnxExporterError as e:
         cause = e.__cause__ or e  # the exporter wraps torch.export's or onnxscript's own error
         first = re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).strip().splitlines() or [""]
         raise PadimError(f"the ONNX exporter failed on this model ({type(cause).__name__}: {first[0]})") from e
+    for node in program.model.graph.all_nodes():
+        node.metadata_props.clear()
+    program.save(str(path), external_data=False)
 
 
 def onnx_session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
