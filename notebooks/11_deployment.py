@@ -162,10 +162,10 @@ show(markdown_table(rows))
 # Almost all of it is numbers, 4 bytes each in float32:
 # - the **precision matrices**: one $d \times d$ matrix per position, $P \cdot d^2$ numbers;
 # - the **means**: $P \cdot d$ numbers;
-# - the **backbone's weights**: its parameters (the exporter folds each batch norm into the convolution
-#   before it, so the file's backbone is a little smaller than the network's parameter count).
+# - the **backbone's weights**: its parameters (the batch norms end up folded into the convolutions before
+#   them, so the network's parameter count is right or a slight overestimate).
 #
-# The graph's own description (operators, names) adds about 0.2 MB. `size_breakdown` counts the three parts:
+# The graph's own description (operators, names) adds under 0.1 MB. `size_breakdown` counts the three parts:
 
 # %%
 parts = size_breakdown(model)

@@ -111,7 +111,7 @@ def size_breakdown(model: Padim, precision: str = "float32") -> dict[str, int]:
     """Bytes the graph's constants take in the file: precision, mean, backbone; "total" is their sum.
 
     precision: P * d^2 * (4 or 2), mean: P * d * 4, backbone: its parameters and buffers at 4 bytes each
-    (the exporter folds batch norms into the convolutions, so the file's backbone is a little smaller).
+    (the batch norms end up folded into the convolutions, so the file's backbone can be a little smaller).
     """
     _check_exportable(model, precision)
     p, d = model.mean.shape

@@ -7,7 +7,7 @@ from . import exercise
 def onnx_file_size(answer, positions, d, backbone_parameters, file_bytes):
     """The size in bytes of a float32 ONNX export, predicted from P, d and the backbone's parameter count:
     4 bytes x (P d^2 precision + P d mean + the backbone's weights). Right when within 5 % of the real file
-    (the graph's own description adds about 0.2 MB: 4 % of a quick-mode file, 0.3 % of a full one) and
+    (the exporter folds batch norms into the convolutions; the graph's own description adds under 0.1 MB) and
     nearer the right formula than to a typical slip."""
     try:
         a = float(answer)
