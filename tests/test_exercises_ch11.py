@@ -6,8 +6,8 @@ from padim_utils.exercises import check
 
 # quick mode (16 x 16 grid, d = 32) and offline_lite0 on real bottle (64 x 64 grid, d = 100): Lite0's layers up to
 # blocks.4 have 700,768 parameters; the file sizes are those of the two exports measured with this package
-CASES = [dict(positions=256, d=32, backbone_parameters=700_768, file_bytes=4_043_516),
-         dict(positions=4096, d=100, backbone_parameters=700_768, file_bytes=168_762_934)]
+CASES = [dict(positions=256, d=32, backbone_parameters=700_768, file_bytes=3_909_239),
+         dict(positions=4096, d=100, backbone_parameters=700_768, file_bytes=168_626_973)]
 
 
 def _right(c):
