@@ -17,6 +17,7 @@ Modules, in the order of the method:
     scoring    Mahalanobis maps, blur, image scores
     metrics    image/pixel AUROC, F1, AU-PRO (MVTec AD definitions)
     model      Padim: fit / predict / save / load
+    export     the whole inference as one ONNX graph, validated with onnxruntime
     features   FeatureCache: layer outputs computed once, re-fit in seconds
     experiment run_benchmark: fit + predict + metrics, one record per category
     paper      the paper's published numbers and tables in its format

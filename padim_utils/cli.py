@@ -1,9 +1,10 @@
-"""The `padim` command: synth, fit, predict, benchmark, download, reproduce, course.
+"""The `padim` command: synth, fit, predict, export, benchmark, download, reproduce, course.
 
     padim synth --root data/synthetic
     padim fit --dataset mvtec --root DIR --category bottle --config offline_lite0 --out bottle.safetensors
     torchrun --nproc_per_node 4 -m padim_utils.cli fit ...   (the images sharded, one model; see distributed.py)
     padim predict --model bottle.safetensors --input IMAGE_OR_DIR --out DIR
+    padim export bottle.safetensors --out bottle.onnx [--precision float16] [--images DIR]
     padim benchmark --dataset mvtec --root DIR --category bottle --config offline_lite0 --out bottle.json
     padim benchmark --dataset stc --category 01 --config paper_r18 --crop none --out stc01.json
     padim download btad                    (also mvtec, visa; stc gives the manual steps)
@@ -296,6 +297,31 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """One ONNX graph from uint8 images to maps and scores, validated with onnxruntime before it is written."""
+    from .export import TOLERANCE, export_onnx
+    from .model import Padim
+
+    model = Padim.load(args.model, device="cpu")
+    cfg, images = model.config, None
+    if args.images:
+        import torch
+
+        from .data import ImageFolderDataset
+
+        data = ImageFolderDataset(args.images, image_size=cfg.image_size, crop=cfg.crop,
+                                  interpolation=cfg.interpolation)
+        images = torch.stack([data[i]["image"] for i in range(min(len(data), 8))])
+    if not args.quiet:
+        print("exporting and validating with onnxruntime (about half a minute on a CPU) ...", file=sys.stderr)
+    path = export_onnx(model, args.out, precision=args.precision, images=images)
+    on = f"{len(images)} image(s) of {args.images}" if images is not None else "2 synthetic probe images"
+    print(f"exported {cfg.backbone} d={model.d} ({args.precision} precision matrices) -> {path} "
+          f"({path.stat().st_size / 2**20:.1f} MiB); onnxruntime reproduces Padim.predict's maps within "
+          f"{TOLERANCE:.0e} of their peak on {on}")
+    return 0
+
+
 def cmd_benchmark(args) -> int:
     from .experiment import MARKDOWN_HEADER, markdown_row, run_benchmark
     from .files import write_json
@@ -378,6 +404,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("export", help="write a fitted model's whole inference as one ONNX graph (uint8 images -> "
+                                      "maps, scores), validated with onnxruntime against torch")
+    p.add_argument("model", help="model file written by `padim fit` (.safetensors)")
+    p.add_argument("--out", required=True, help="ONNX file to write (.onnx)")
+    p.add_argument("--precision", choices=("float32", "float16"), default="float32",  # export.PRECISIONS
+                   help="how the precision matrices (most of the file) are stored; float16 halves them")
+    p.add_argument("--images", help="validate on (up to 8 of) these images instead of 2 synthetic probe images")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("benchmark", help="fit, predict and evaluate one category; write a JSON record")
     _add_data_options(p)
     _add_config_options(p)
@@ -425,6 +461,7 @@ OUTPUTS = {
     "synth": {"root": "folder"},
     "fit": {"out": "file"},
     "predict": {"out": "folder"},
+    "export": {"out": "file"},
     "benchmark": {"out": "file", "figures": "folder"},
     "course": {"out": "folder"},
     "reproduce": {"out": "folder"},

@@ -264,6 +264,13 @@ class Padim:
                 raise PadimError(f"cannot write {path}: {_io_error_text(e)}") from None
         return path
 
+    def export_onnx(self, path: str | os.PathLike, **options) -> Path:
+        """The whole inference, uint8 images to maps and scores, as one ONNX file, checked with onnxruntime
+        against `predict` before it is renamed into place; options: see `padim_utils.export.export_onnx`."""
+        from .export import export_onnx
+
+        return export_onnx(self, path, **options)
+
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "Padim":
         """Rebuild a fitted model from `save`'s file; refuses other formats with one clear line."""
