@@ -35,6 +35,7 @@ import numpy as np
 
 from padim_utils.course import (check_exercise, course_data, env_device, env_flag, environment_report,
                                 markdown_table, show, show_source)
+from padim_utils.data import MVTecDataset
 from padim_utils.plots import plot_gallery
 
 # %% tags=["parameters"]
@@ -115,7 +116,7 @@ print({k: (tuple(v.shape), str(v.dtype)) if hasattr(v, "shape") else v for k, v 
 # The paper resizes to 256 and crops 224; anomalib (and `offline_lite0`) keep 256 without a crop.
 
 # %%
-show_source(type(test).__getitem__)
+show_source(MVTecDataset.__getitem__)
 
 # %% [markdown]
 # ### Exercise 0.1

@@ -11,9 +11,12 @@ The helpers here only wire things together; the method lives in the step modules
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import os
 import platform
+import textwrap
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +24,7 @@ from pathlib import Path
 from .config import DEVICES, QUICK_DATA, PadimConfig, env_flag, preset
 from .errors import PadimError
 
-__all__ = ["env_flag", "env_device", "course_data", "CourseData", "stc_data", "STCData", "environment_report", "show_source", "show",
+__all__ = ["env_flag", "env_device", "course_data", "CourseData", "stc_data", "STCData", "environment_report", "show_source", "source_listing", "show",
            "markdown_table", "check_exercise"]
 
 #: The embedded category a notebook uses when no real MVTec AD category is found.
@@ -211,16 +214,55 @@ def show(markdown: str) -> None:
     print(markdown)
 
 
-def show_source(obj) -> None:
-    """Print the source of a function, method or class: the exact tested code the pipeline runs."""
+def source_listing(obj) -> tuple[str, str]:
+    """(the code of a function, method, class or property exactly as written in its file, that file).
+
+    Decorators are kept, the body's indentation is kept, and only the indentation common to every
+    line (a method's or a nested function's) is removed (`textwrap.dedent`, not `inspect.cleandoc`,
+    which would strip the body down to the `def` line's level), so the listing parses as Python.
+    Where a multi-line string inside reaches further left than the `def`, every line but the string's
+    own loses the `def` line's indentation.
+    """
+    if isinstance(obj, property):
+        obj = obj.fget  # the getter's code
+    elif isinstance(obj, functools.cached_property):
+        obj = obj.func
+    elif isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
     obj = inspect.unwrap(obj)  # a decorated function (e.g. @torch.no_grad()) shows its own code
     try:
         source = inspect.getsource(obj)
+        where = inspect.getsourcefile(obj) or "?"
     except (TypeError, OSError) as e:
         raise PadimError(f"no source available for {obj!r}: {e}") from None
-    where = f"{inspect.getsourcefile(obj)}"
     where = where[where.rfind("padim_utils"):] if "padim_utils" in where else where
-    show(f"`{getattr(obj, '__qualname__', obj)}` in `{where}`:\n\n```python\n{inspect.cleandoc(source)}\n```")
+    code = textwrap.dedent(source).rstrip("\n")
+    indent = code[: len(code) - len(code.lstrip(" \t"))]
+    if indent:  # a multi-line string reaches further left: dedent every line but the string's own
+        inside = _string_lines(code)
+        code = "\n".join(line if i in inside else line.removeprefix(indent)
+                         for i, line in enumerate(code.split("\n"), start=1))
+    return code, where
+
+
+def _string_lines(code: str) -> set[int]:
+    """Numbers (from 1) of the lines of `code` that continue a multi-line string literal."""
+    import io
+    import tokenize
+
+    lines: set[int] = set()
+    with contextlib.suppress(tokenize.TokenError, IndentationError, SyntaxError):
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+                lines.update(range(tok.start[0] + 1, tok.end[0] + 1))
+    return lines
+
+
+def show_source(obj) -> None:
+    """Show the source of a function, method, class or property: the exact tested code the pipeline runs."""
+    code, where = source_listing(obj)
+    name = getattr(obj, "__qualname__", None) or getattr(getattr(obj, "fget", None), "__qualname__", repr(obj))
+    show(f"`{name}` in `{where}`:\n\n```python\n{code}\n```")
 
 
 def check_exercise(key: str, answer, **given) -> None:

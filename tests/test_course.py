@@ -1,6 +1,7 @@
 """The notebooks' helpers: settings from the environment, finding the data, exercises, the paper's numbers,
 the site builder's pages."""
 
+import functools
 import json
 
 import pytest
@@ -154,3 +155,101 @@ def test_render_html_adds_navigation_and_folds_solutions():
     assert notebook_problems(nb) == ["no figure (image/png output) at all"]
     nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
     assert "cell 1: ValueError: boom" in notebook_problems(nb)
+
+
+# --------------------------------------------------------------------------- the "Look inside" listings
+def _show_source_targets(path):
+    """The expressions passed to show_source(...) in a notebook's .py file, with the notebook's imports."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    namespace: dict = {}
+    exec(compile(ast.Module(body=imports, type_ignores=[]), str(path), "exec"), namespace)
+    targets = [ast.unparse(n.args[0]) for n in ast.walk(tree)
+               if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "show_source"]
+    return targets, namespace
+
+
+def _assert_listing_is_the_file(obj, code):
+    """`code` parses, and is the object's lines in its file with only their common indentation removed."""
+    import ast
+    import inspect
+
+    ast.parse(code)
+    lines, start = inspect.getsourcelines(inspect.unwrap(getattr(obj, "fget", obj)))
+    indent = lines[0][: len(lines[0]) - len(lines[0].lstrip())]
+    assert [indent + line if line else "" for line in code.split("\n")] == \
+           [line.rstrip("\n") if line.strip() else "" for line in lines][: len(code.split("\n"))]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")), ids=lambda p: p.stem)
+def test_every_listing_the_course_shows_is_python_as_in_the_file(path):
+    targets, namespace = _show_source_targets(path)
+    assert targets, f"{path.name} shows no listing"
+    for target in targets:
+        try:
+            obj = eval(target, namespace)
+        except NameError as e:
+            pytest.fail(f"{path.name}: show_source({target}) needs a name the notebook computes ({e}); "
+                        "show a name it imports")
+        code, where = course.source_listing(obj)
+        _assert_listing_is_the_file(obj, code)
+        assert where.startswith("padim_utils/"), where
+
+
+def _twice(fn):
+    @functools.wraps(fn)
+    def wrapper(*args):
+        return 2 * fn(*args)
+    return wrapper
+
+
+@_twice
+def _decorated(x):
+    if x > 0:
+        return x
+    return -x
+
+
+class _Listed:
+    """A class whose listing must keep its methods' bodies indented."""
+
+    def method(self, x):
+        for i in range(x):
+            if i:
+                return i
+        return None
+
+    @property
+    def prop(self):
+        return {"a": 1}
+
+
+class _WithText:
+    def with_text(self):
+        return """
+text at column 0
+    indented text
+"""
+
+
+def _plain(x):
+    y = x + 1
+    return y
+
+
+@pytest.mark.parametrize("obj, first", [(_plain, "def _plain(x):"), (_decorated, "@_twice"),
+                                        (_Listed.method, "def method(self, x):"), (_Listed, "class _Listed:"),
+                                        (_Listed.prop, "@property"), (_WithText.with_text, "def with_text(self):")],
+                         ids=["function", "decorated function", "method", "class", "property", "method with text"])
+def test_source_listing_keeps_the_code_as_written(obj, first):
+    import ast
+
+    code, where = course.source_listing(obj)
+    assert code.split("\n")[0] == first and where.endswith("test_course.py")
+    ast.parse(code)
+    if obj is not _WithText.with_text:  # its string's lines at column 0 cannot lose an indentation they lack
+        _assert_listing_is_the_file(obj, code)
+    else:
+        assert "\ntext at column 0\n    indented text\n" in code and "    return" in code
