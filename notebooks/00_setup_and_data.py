@@ -126,9 +126,14 @@ show_source(MVTecDataset.__getitem__)
 # %%
 answer = ...  # your answer: (n_defective, fraction)
 
-# %% tags=["solution"]
-masks = np.stack([test[i]["mask"].numpy() for i in range(len(test))])  # (N, S, S)
-answer = (sum(test.labels), masks.mean())
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# masks = np.stack([test[i]["mask"].numpy() for i in range(len(test))])  # (N, S, S)
+# answer = (sum(test.labels), masks.mean())
 
 # %%
 check_exercise("0.1", answer, test=test)

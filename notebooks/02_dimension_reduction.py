@@ -183,11 +183,16 @@ show_source(Reducer.__call__)
 # %%
 answer = ...  # your answer: a float, the explained-variance fraction
 
-# %% tags=["solution"]
-cov = torch.cov(X.T)  # (C, C): rows of X.T are the variables
-eigenvalues = torch.linalg.eigvalsh(cov).flip(0)  # largest first
-answer = float(eigenvalues[: cfg.d].sum() / eigenvalues.sum())
-print(f"top {cfg.d} of {C} directions explain {answer:.1%} of the variance")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# cov = torch.cov(X.T)  # (C, C): rows of X.T are the variables
+# eigenvalues = torch.linalg.eigvalsh(cov).flip(0)  # largest first
+# answer = float(eigenvalues[: cfg.d].sum() / eigenvalues.sum())
+# print(f"top {cfg.d} of {C} directions explain {answer:.1%} of the variance")
 
 # %%
 check_exercise("2.1", answer, X=X, d=cfg.d)

@@ -222,11 +222,16 @@ show_source(GaussianStats.update)
 # %%
 answer = ...  # your answer: a (d, d) covariance matrix
 
-# %% tags=["solution"]
-xs = emb[:, :, h // 2, w // 2].double()  # (N, d): one row per training image
-xc = xs - xs.mean(0)  # centred
-answer = xc.T @ xc / (N - 1)  # unbiased: divide by N - 1
-print("equal to GaussianStats:", torch.allclose(answer, stats.covariance()[centre]))
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# xs = emb[:, :, h // 2, w // 2].double()  # (N, d): one row per training image
+# xc = xs - xs.mean(0)  # centred
+# answer = xc.T @ xc / (N - 1)  # unbiased: divide by N - 1
+# print("equal to GaussianStats:", torch.allclose(answer, stats.covariance()[centre]))
 
 # %%
 check_exercise("3.1", answer, emb=emb, position=(h // 2, w // 2))

@@ -221,13 +221,18 @@ r, c = int(r), int(c)
 print(f"image {k}, position (r, c) = ({r}, {c})")
 answer = ...  # your answer: a float
 
-# %% tags=["solution"]
-x = test_emb[k, :, r, c].double().cpu().numpy()  # (d,)
-mu = model.mean[r * w + c].double().cpu().numpy()  # (d,)
-precision = model.precision[r * w + c].double().cpu().numpy()  # (d, d) = inverse covariance
-delta = x - mu
-answer = float(np.sqrt(delta @ precision @ delta))
-print(f"by hand {answer:.4f}, mahalanobis() {dist[k, r, c]:.4f}")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# x = test_emb[k, :, r, c].double().cpu().numpy()  # (d,)
+# mu = model.mean[r * w + c].double().cpu().numpy()  # (d,)
+# precision = model.precision[r * w + c].double().cpu().numpy()  # (d, d) = inverse covariance
+# delta = x - mu
+# answer = float(np.sqrt(delta @ precision @ delta))
+# print(f"by hand {answer:.4f}, mahalanobis() {dist[k, r, c]:.4f}")
 
 # %%
 check_exercise("4.1", answer, embeddings=test_emb, mean=model.mean, precision=model.precision, image=k,

@@ -263,12 +263,17 @@ show_source(threshold_from_normal)
 # %%
 answer = ...  # your answer: a float
 
-# %% tags=["solution"]
-s, y = scores.numpy(), labels.numpy()
-bad, good = s[y == 1], s[y == 0]
-wins = (bad[:, None] > good[None, :]).sum() + 0.5 * (bad[:, None] == good[None, :]).sum()  # all pairs at once
-answer = float(wins / (len(bad) * len(good)))
-print(f"by counting {len(bad) * len(good)} pairs: {answer:.4f};  image_auroc: {image_auroc(labels, scores):.4f}")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# s, y = scores.numpy(), labels.numpy()
+# bad, good = s[y == 1], s[y == 0]
+# wins = (bad[:, None] > good[None, :]).sum() + 0.5 * (bad[:, None] == good[None, :]).sum()  # all pairs at once
+# answer = float(wins / (len(bad) * len(good)))
+# print(f"by counting {len(bad) * len(good)} pairs: {answer:.4f};  image_auroc: {image_auroc(labels, scores):.4f}")
 
 # %%
 check_exercise("5.1", answer, labels=labels, scores=scores)
@@ -282,15 +287,20 @@ check_exercise("5.1", answer, labels=labels, scores=scores)
 # %%
 answer = ...  # your answer: a float
 
-# %% tags=["solution"]
-from scipy import ndimage
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
 
-overlaps = []
-for m, a in zip(tiny_masks, tiny_maps):
-    regions, n = ndimage.label(m, structure=np.ones((3, 3)))  # 8-connected regions 1..n of this image
-    overlaps += [(a[regions == r] >= 2).mean() for r in range(1, n + 1)]
-answer = float(np.mean(overlaps))
-print(f"{len(overlaps)} regions, overlaps {np.round(overlaps, 3)}, PRO {answer:.3f}")
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# from scipy import ndimage
+#
+# overlaps = []
+# for m, a in zip(tiny_masks, tiny_maps):
+#     regions, n = ndimage.label(m, structure=np.ones((3, 3)))  # 8-connected regions 1..n of this image
+#     overlaps += [(a[regions == r] >= 2).mean() for r in range(1, n + 1)]
+# answer = float(np.mean(overlaps))
+# print(f"{len(overlaps)} regions, overlaps {np.round(overlaps, 3)}, PRO {answer:.3f}")
 
 # %%
 check_exercise("5.2", answer, masks=tiny_masks, maps=tiny_maps, threshold=2)

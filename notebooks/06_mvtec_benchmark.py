@@ -196,11 +196,16 @@ show_source(experiment.run_benchmark)
 # %%
 answer = ...  # your answer: (category, gap)
 
-# %% tags=["solution"]
-aupros = {r["category"]: r["pixel_aupro"] for r in records}
-worst = min(aupros, key=aupros.get)
-answer = (worst, sum(aupros.values()) / len(aupros) - aupros[worst])
-print(answer)
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# aupros = {r["category"]: r["pixel_aupro"] for r in records}
+# worst = min(aupros, key=aupros.get)
+# answer = (worst, sum(aupros.values()) / len(aupros) - aupros[worst])
+# print(answer)
 
 # %%
 check_exercise("6.1", answer, records=records)

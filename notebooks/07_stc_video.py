@@ -145,10 +145,15 @@ show(markdown_table(rows) + f"\n\nPaper: {CITATION}, Table IV.")
 # %%
 answer = ...  # the frame AUROC with mean-of-map scores
 
-# %% tags=["solution"]
-mean_scores = result["maps"].mean(dim=(1, 2))  # (N,)
-answer = image_auroc(result["labels"], mean_scores)
-print(f"max of the map: {frame_auc:.3f}, mean of the map: {answer:.3f}")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# mean_scores = result["maps"].mean(dim=(1, 2))  # (N,)
+# answer = image_auroc(result["labels"], mean_scores)
+# print(f"max of the map: {frame_auc:.3f}, mean of the map: {answer:.3f}")
 
 # %%
 check_exercise("7.1", answer, maps=result["maps"], labels=result["labels"])

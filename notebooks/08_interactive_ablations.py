@@ -168,11 +168,16 @@ show_source(ablations.run_ablation)
 # %%
 answer = ...  # your answer: AU-PRO(sigma=4) - AU-PRO(sigma=0)
 
-# %% tags=["solution"]
-with_blur = ablations.run_ablation(train_cache, test_cache, cfg, sigma=4)
-without_blur = ablations.run_ablation(train_cache, test_cache, cfg, sigma=0)
-answer = with_blur["pixel_aupro"] - without_blur["pixel_aupro"]
-print(f"AU-PRO with blur {with_blur['pixel_aupro']:.3f}, without {without_blur['pixel_aupro']:.3f}: {answer:+.3f}")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# with_blur = ablations.run_ablation(train_cache, test_cache, cfg, sigma=4)
+# without_blur = ablations.run_ablation(train_cache, test_cache, cfg, sigma=0)
+# answer = with_blur["pixel_aupro"] - without_blur["pixel_aupro"]
+# print(f"AU-PRO with blur {with_blur['pixel_aupro']:.3f}, without {without_blur['pixel_aupro']:.3f}: {answer:+.3f}")
 
 # %%
 check_exercise("8.1", answer, train_cache=train_cache, test_cache=test_cache, config=cfg)

@@ -251,10 +251,15 @@ show_source(Padim.save)
 # %%
 answer = ...  # your answer: the slope, score units per degree
 
-# %% tags=["solution"]
-slope, intercept = np.polyfit(angles, rot_scores.mean(axis=1), 1)
-answer = slope
-print(f"the mean good score rises by {slope:.2f} per degree")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# slope, intercept = np.polyfit(angles, rot_scores.mean(axis=1), 1)
+# answer = slope
+# print(f"the mean good score rises by {slope:.2f} per degree")
 
 # %%
 check_exercise("9.1", answer, angles=angles, rot_scores=rot_scores)

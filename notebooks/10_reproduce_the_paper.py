@@ -278,10 +278,15 @@ show_source(run_plan)
 values = row["ours"]["pixel_auroc"]["values"]
 answer = ...  # your answer: (mean, sem)
 
-# %% tags=["solution"]
-v = np.asarray(values)
-answer = (v.mean(), v.std(ddof=1) / np.sqrt(len(v)))
-print(f"pixel AUROC {answer[0]:.4f} ± {answer[1]:.4f} over {len(v)} seeds")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# v = np.asarray(values)
+# answer = (v.mean(), v.std(ddof=1) / np.sqrt(len(v)))
+# print(f"pixel AUROC {answer[0]:.4f} ± {answer[1]:.4f} over {len(v)} seeds")
 
 # %%
 check_exercise("10.1", answer, values=values)

@@ -6,8 +6,9 @@ Notebooks are stored as jupytext `py:percent` files (paired with outputs-free `.
 is read with jupytext, executed with nbclient in a fresh kernel (with PADIM_QUICK / PADIM_DATA /
 PADIM_DEVICE passed through and exercise checks made strict), saved executed under
 `build/notebooks/`, and rendered with nbconvert into `build/<name>.html` with a bar linking the
-previous chapter, the index and the next chapter. Solution cells (tag `solution`) are folded into
-a "Solution" box that the reader opens. The maths is typeset by a local copy of MathJax 2.7 (from
+previous chapter, the index and the next chapter. Exercise solutions are raw cells tagged `solution`
+(JupyterLab's Run All skips them); the book runs them as code (`with_solutions`), so every check is
+made on a worked solution, and folds them into a "Solution" box that the reader opens. The maths is typeset by a local copy of MathJax 2.7 (from
 the pip package `jupyter-server-mathjax`, copied to `build/mathjax/`), so the site reads offline.
 """
 
@@ -26,7 +27,7 @@ from .errors import PadimError
 from .files import write_text
 from .progress import progress_bar
 
-__all__ = ["course_notebooks", "read_notebook", "execute_notebook", "render_html", "build_course",
+__all__ = ["course_notebooks", "read_notebook", "with_solutions", "execute_notebook", "render_html", "build_course",
            "notebook_problems"]
 
 _STYLE = """
@@ -84,23 +85,44 @@ def _environment(values: dict[str, str | None]):
         _apply(old)
 
 
-def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, timeout: int = 1200):
+def with_solutions(nb):
+    """`nb` with each exercise's solution made runnable: a raw cell tagged "solution" (what JupyterLab's
+    Run All skips, so a learner's check judges their own answer) becomes a code cell, folded
+    (`jupyter.source_hidden`) as it was. The book and the tests run the checks on these solutions."""
+    import nbformat
+
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "raw" and "solution" in cell.get("metadata", {}).get("tags", []):
+            code = nbformat.v4.new_code_cell(cell.source, metadata=cell.metadata)
+            if "id" in cell:
+                code.id = cell.id
+            nb.cells[i] = code
+    return nb
+
+
+def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, timeout: int = 1200,
+                     solutions: bool = True):
     """Run every cell of `nb` in a fresh kernel started in `cwd`; returns the executed notebook.
 
-    The kernel sees this process's environment, with PADIM_STRICT_EXERCISES=1 (a wrong exercise
-    solution fails the run), PADIM_PROGRESS=0 (no progress widgets in the pages), PADIM_QUICK set from
+    With `solutions` (the default: the book and the tests) the exercises' solutions run too
+    (`with_solutions`); without, the notebook runs as JupyterLab's Run All runs it.
+
+    The kernel sees this process's environment, with PADIM_STRICT_EXERCISES=1 with `solutions` (a wrong
+    exercise solution fails the run), PADIM_PROGRESS=0 (no progress widgets in the pages), PADIM_QUICK set from
     `quick` when given, PADIM_DATA defaulting to the `data/` folder beside `cwd` (the notebooks' folder),
     and MPLBACKEND removed (a forced Agg backend would keep figures out of the outputs). A failing cell raises PadimError naming it.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    env = {"PADIM_STRICT_EXERCISES": "1", "PADIM_PROGRESS": "0", "MPLBACKEND": None,
+    env = {"PADIM_STRICT_EXERCISES": "1" if solutions else "0", "PADIM_PROGRESS": "0", "MPLBACKEND": None,
            "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     if not os.environ.get("PADIM_DATA"):  # the repository's data/, not notebooks/data/
         env["PADIM_DATA"] = str(Path(cwd).resolve().parent / "data")
     if quick is not None:
         env["PADIM_QUICK"] = "1" if quick else "0"
+    if solutions:
+        nb = with_solutions(nb)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter
     with _environment(env):

@@ -253,3 +253,13 @@ def test_source_listing_keeps_the_code_as_written(obj, first):
         _assert_listing_is_the_file(obj, code)
     else:
         assert "\ntext at column 0\n    indented text\n" in code and "    return" in code
+
+
+def test_a_wrong_answer_gets_a_hint_never_the_expected_value():
+    from padim_utils.exercises._common import compare_arrays, compare_number
+
+    msg = compare_number(0.5, 0.8125, "your AUROC", hint="count the pairs.")
+    assert msg == "your AUROC is 0.5, which is not right. Hint: count the pairs."
+    assert compare_number(0.8125, 0.8125, "x") is None
+    msg = compare_arrays([[1.0, 2.0]], [[1.0, 2.75]], "your matrix", hint="divide by N - 1.")
+    assert "index (0, 1) (yours: 2)" in msg and "Hint: divide by N - 1." in msg and "2.75" not in msg

@@ -5,13 +5,14 @@ strict (a wrong solution fails) and no error output allowed; where the real MVTe
 beside the repository, chapters 04-06 also run on it at full size.
 """
 
+import ast
 import json
 import re
 
 import pytest
 
 from conftest import BOTTLE_ROOT, REPO
-from padim_utils.book import course_notebooks, execute_notebook, notebook_problems, read_notebook
+from padim_utils.book import course_notebooks, execute_notebook, notebook_problems, read_notebook, with_solutions
 
 NOTEBOOKS = course_notebooks(REPO / "notebooks")
 REAL_DATA_CHAPTERS = ("04", "05", "06")
@@ -43,6 +44,29 @@ def test_chapter_shape(path):
     assert "show_source(" in text
     assert "padim_utils.cli" not in text and not re.search(r"padim_utils(\.\w+)*\._\w", text), \
         "notebooks use public names only"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_solutions_are_folded_and_skipped_by_run_all(path):
+    # JupyterLab's Run All executes every code cell: a solution there would hand out the check's ✓ for free.
+    nb = read_notebook(path)
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert solutions and all(c.cell_type == "raw" for c in solutions), "solutions are raw cells (Run All skips them)"
+    for cell in solutions:
+        assert cell.metadata["jupyter"] == {"source_hidden": True, "outputs_hidden": True}, "folded in JupyterLab"
+        ast.parse(cell.source)  # what the book runs
+    runnable = with_solutions(read_notebook(path))
+    assert [c.cell_type for c in runnable.cells if "solution" in c.metadata.get("tags", [])] == ["code"] * len(solutions)
+
+
+def test_run_all_without_solutions_shows_no_tick(quick_data_home, monkeypatch):
+    # what a learner sees after Run All in JupyterLab, before answering: the checks ask for an answer
+    monkeypatch.setenv("PADIM_DATA", str(quick_data_home))
+    monkeypatch.setenv("PADIM_DEVICE", "cpu")
+    path = NOTEBOOKS[0]
+    nb = execute_notebook(read_notebook(path), cwd=path.parent, quick=True, solutions=False)
+    outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "✓" not in outputs and "✗ Exercise 0.1: not answered yet" in outputs
 
 
 @pytest.fixture(scope="session")
