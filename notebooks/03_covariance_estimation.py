@@ -35,7 +35,8 @@
 import numpy as np
 import torch
 
-from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
+from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
+                                show_source)
 from padim_utils.errors import PadimError
 from padim_utils.features import FeatureCache
 from padim_utils.gaussian import GaussianStats
@@ -143,7 +144,14 @@ show(markdown_table(rows))
 # %% [markdown]
 # So how large should $\epsilon$ be? Compare it with the largest eigenvalues above: an $\epsilon$ far below them
 # only regularises the degenerate directions, one far above them swamps the data and turns the Mahalanobis
-# distance into a scaled Euclidean distance. The paper's 0.01 is on the small side for these activations.
+# distance into a scaled Euclidean distance. Where does the paper's 0.01 sit for these activations?
+
+# %%
+compare("03.eps-small", 0.01, 0.01 * float(ev[:, -1].median()), largest=float(ev[:, -1].median()),
+        less="The paper's ε = 0.01 is far below the largest eigenvalues here (median {largest:.3g}): it only "
+             "regularises the degenerate directions, the data keeps the rest.",
+        more="The paper's ε = 0.01 is not small for these activations: the median largest eigenvalue is only "
+             "{largest:.3g}, so ε reaches into directions the data itself describes.")
 #
 # ## 4. Several ε on one fit: `finalize(eps, keep=True)`
 # `finalize` turns the statistics into what chapter 04 needs, the means and the **precisions**

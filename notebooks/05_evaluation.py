@@ -27,7 +27,8 @@
 import numpy as np
 import torch
 
-from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
+from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
+                                show_source)
 from padim_utils.features import FeatureCache
 from padim_utils.metrics import (aupro, evaluate, f1_at, f1_max, image_auroc, pixel_auroc, pro_at, pro_curve,
                                  threshold_from_normal)
@@ -143,6 +144,9 @@ labels, scores, masks, maps = result["labels"], result["scores"], result["masks"
 metrics = evaluate(labels, scores, masks, maps)
 show(markdown_table({"image AUROC": metrics["image_auroc"], "image F1 (best threshold)": metrics["image_f1"],
                      "pixel AUROC": metrics["pixel_auroc"], "AU-PRO (FPR 0.3)": metrics["pixel_aupro"]}))
+compare("05.aupro-lowest", metrics["pixel_aupro"], min(metrics["image_auroc"], metrics["pixel_auroc"]),
+        less="AU-PRO ({a:.3f}) is the lowest of the three, as expected of the strictest.",
+        more="AU-PRO ({a:.3f}) is not the lowest here: detection (image AUROC) is the weaker side on this data.")
 
 # %% [markdown]
 # ### ROC curves
@@ -177,8 +181,17 @@ print(f"pixel TPR {found / defect_px.numel():.3f} (all defect pixels together) v
 
 # %% [markdown]
 # Two lessons. A "low" pixel FPR still paints many good pixels red, which a pixel AUROC near 1 hides. And
-# the pixel TPR is dominated by the **large** defects, which are the easy ones; PRO averages regions, so
-# a missed small defect costs as much as a missed big one, which is why PRO is usually the lower number.
+# the pixel TPR is dominated by the **large** defects, which are usually the easy ones, while PRO averages
+# regions, so a missed small defect costs as much as a missed big one. Expect PRO below the pixel TPR:
+
+# %%
+compare("05.pro-below-tpr", at_t5.pro, found / defect_px.numel(), tol=0.005,
+        less="At this threshold PRO ({a:.3f}) is below the pixel TPR ({b:.3f}): the small regions are the ones "
+             "missed.",
+        more="At this threshold PRO ({a:.3f}) is above the pixel TPR ({b:.3f}): here the large defects are the "
+             "ones missed, and the many small ones are found.",
+        same="At this threshold PRO ({a:.3f}) and the pixel TPR ({b:.3f}) agree: small and large defects are "
+             "found alike.")
 #
 # ## 4. The PRO curve of real maps, and why it stops at FPR 0.3
 # Below, the full PRO curve with `pro_at` at the thresholds that flag 1 %, 5 %, 10 % and 30 % of the
@@ -210,6 +223,11 @@ fig = plot_lines(limits, series, xlabel="FPR limit L of the integration", ylabel
                  title=f"{data.category}: AU-PRO depends on where it stops", ylim=(0, 1.02))
 show(markdown_table([{"FPR limit L": L, "PaDiM": a, "random": b, "PaDiM / random": f"{a / b:.1f}x"}
                      for L, a, b in zip(limits, *series.values())]))
+lead = [a / b for a, b in zip(*series.values())]
+compare("05.lead-shrinks", lead[-1], lead[limits.index(0.3)],
+        less="PaDiM's lead over random maps shrinks from {b:.1f}x at L = 0.3 to {a:.1f}x at L = 1: the area "
+             "beyond 0.3 says little about useful thresholds.",
+        more="PaDiM's lead over random maps does not shrink here ({b:.1f}x at L = 0.3, {a:.1f}x at L = 1).")
 
 # %% [markdown]
 # ## 5. A threshold chosen without test labels
@@ -238,8 +256,18 @@ print(f"threshold from {n_held} held-out good images: "
 # With few held-out images the threshold can only sit above the highest held-out score, and a handful of
 # images says little about the tail of normal scores: more held-out images give a steadier threshold. If
 # the held-out good images score lower than the good test images (other lighting, another day of
-# production), the threshold lands too low and flags good test images: a reason to hold out images that
-# look like what the line will see, and to re-check the threshold when conditions change.
+# production), the threshold lands too low and flags good test images. Did it happen here? The threshold
+# allowed 5 % false alarms on the held-out images:
+
+# %%
+compare("05.threshold-holds", float(flagged[labels == 0].float().mean()), 0.05, tol=0.03, n=n_held,
+        more="On the good test images it raises {a:.0%} false alarms, far above the 5 % it allowed on the {n} "
+             "held-out ones: those score lower than the good test images. A reason to hold out more images, "
+             "ones that look like what the line will see, and to re-check the threshold when conditions change.",
+        less="On the good test images it raises {a:.0%} false alarms, within the 5 % it allowed on the {n} "
+             "held-out ones: the held-out images stand for the good test images well.",
+        same="On the good test images it raises {a:.0%} false alarms, close to the 5 % it allowed on the {n} "
+             "held-out ones: the held-out images stand for the good test images about as well as {n} images can.")
 #
 # ### Look inside
 # The PRO curve at one threshold, straight from its definition (the fast `pro_curve` and `aupro` compute

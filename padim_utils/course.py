@@ -5,6 +5,7 @@
     data = course_data()                  # real MVTec AD under $PADIM_DATA/mvtec_ad, else the embedded set
     show_source(GaussianStats.update)     # the exact code the pipeline runs
     check_exercise("3.1", my_cov, stats=stats, position=10)
+    compare("02.flatten", gain, 0.01, more="AU-PRO still climbs ({a:+.3f})", less="the curves flatten")
 
 The helpers here only wire things together; the method lives in the step modules.
 """
@@ -25,7 +26,7 @@ from .config import DEVICES, QUICK_DATA, PadimConfig, env_flag, preset
 from .errors import PadimError
 
 __all__ = ["env_flag", "env_device", "course_data", "CourseData", "stc_data", "STCData", "environment_report", "show_source", "source_listing", "show",
-           "markdown_table", "check_exercise"]
+           "markdown_table", "check_exercise", "solved", "compare", "verdict", "CLAIM_KEY"]
 
 #: The embedded category a notebook uses when no real MVTec AD category is found.
 DEFAULT_SYNTHETIC = "bottle_syn"
@@ -200,18 +201,49 @@ def markdown_table(rows, columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def show(markdown: str) -> None:
-    """Render markdown in a notebook (plain text elsewhere)."""
+def show(markdown: str, metadata: dict | None = None) -> None:
+    """Render markdown in a notebook (plain text elsewhere); `metadata` goes with the notebook output."""
     try:
         from IPython import get_ipython
         from IPython.display import Markdown, display
 
         if get_ipython() is not None:
-            display(Markdown(markdown))
+            display(Markdown(markdown), metadata=metadata)
             return
     except ImportError:  # pragma: no cover - IPython ships with the course
         pass
     print(markdown)
+
+
+#: The notebook output metadata under which `compare` records each claim (the tests read it back).
+CLAIM_KEY = "padim_claim"
+
+
+def verdict(a: float, b: float, tol: float = 0.0) -> str:
+    """"more" when a > b + tol, "less" when a < b - tol, else "same"."""
+    return "more" if a - b > tol else "less" if b - a > tol else "same"
+
+
+def compare(key: str, a: float, b: float, more: str, less: str, same: str | None = None, tol: float = 0.0,
+            **values) -> None:
+    """Say the comparing sentence that the run's numbers make true, and record the claim.
+
+    The prose before a cell says what to expect; a sentence that compares numbers the run produces is
+    picked here from those numbers: `more` when a > b + tol, `less` when a < b - tol, else `same`
+    (where `same` is None: `more` if a >= b, else `less`). The sentences are format strings over
+    {a}, {b}, {diff} (a - b), {gap} (|a - b|), {ratio} (a / b, where b is not 0) and the `values` given, e.g.
+    "random channels ({a:.3f}) beat PCA ({b:.3f})". The sentence is shown as markdown; the claim (key,
+    a, b, tol, the verdict and every sentence) rides in the output's metadata under CLAIM_KEY, so a test
+    can check that each shown sentence is the one its numbers make true.
+    """
+    a, b = float(a), float(b)
+    found = verdict(a, b, tol)
+    sentences = {"more": more, "less": less, "same": same}
+    chosen = found if sentences[found] is not None else ("more" if a >= b else "less")
+    fields = {"a": a, "b": b, "diff": a - b, "gap": abs(a - b), **({"ratio": a / b} if b else {}), **values}
+    text = sentences[chosen].format(**fields)
+    show(text, metadata={CLAIM_KEY: {"key": key, "a": a, "b": b, "tol": float(tol), "verdict": found,
+                                     "said": chosen, "sentences": sentences, "text": text}})
 
 
 def source_listing(obj) -> tuple[str, str]:
@@ -265,8 +297,17 @@ def show_source(obj) -> None:
     show(f"`{name}` in `{where}`:\n\n```python\n{code}\n```")
 
 
+#: The exercises whose last check passed in this session (`solved`).
+_SOLVED: set[str] = set()
+
+
+def solved(key: str) -> bool:
+    """Whether the last `check_exercise(key, ...)` of this session found the answer right."""
+    return key in _SOLVED
+
+
 def check_exercise(key: str, answer, **given) -> None:
-    """Check an exercise's answer; prints ✓ or what is off.
+    """Check an exercise's answer; prints ✓ or what is off (and remembers it for `solved`).
 
     With PADIM_STRICT_EXERCISES=1 (the tests and `make course` set it) a wrong answer raises, so a
     broken solution can never pass unnoticed.
@@ -274,7 +315,9 @@ def check_exercise(key: str, answer, **given) -> None:
     from .exercises import check
 
     problem = check(key, answer, **given)
+    _SOLVED.discard(key)
     if problem is None:
+        _SOLVED.add(key)
         print(f"✓ Exercise {key}: correct.")
         return
     print(f"✗ Exercise {key}: {problem}")

@@ -132,11 +132,6 @@ def _row(labels: dict, backbone: str, info: dict, data_name: str, ours: dict, pa
             "ours": {k: mean_sem(v) for k, v in ours.items()}, "paper": paper, **extra}
 
 
-def _group(category: str) -> str:
-    """The paper's group of a category; the embedded synthetic ones by what they imitate (carpet_syn: textures)."""
-    return category_group(category.removesuffix("_syn"))
-
-
 def _grouped_rows(data, setting, categories, metrics, backbone, info, data_name, paper_for) -> list[dict]:
     """One row per category (textures, then objects, then others), each group's mean, the mean of all.
     `paper_for(name)`: the paper's entries for a real category or a group ("textures", "objects", "mean")."""
@@ -145,7 +140,7 @@ def _grouped_rows(data, setting, categories, metrics, backbone, info, data_name,
     real = set(MVTEC_TEXTURES + MVTEC_OBJECTS)
     groups: dict[str, list[str]] = {"textures": [], "objects": [], "other": []}
     for c in categories:
-        groups[_group(c)].append(c)
+        groups[category_group(c)].append(c)
     rows = []
     for g, cats in groups.items():
         for c in cats:

@@ -129,14 +129,19 @@ def test_paper_value_and_table():
              "pixel_auroc": 0.99, "pixel_aupro": 0.95},
             {"category": "bottle_syn", "backbone": "wide_resnet50_2", "d": 550, "image_auroc": 0.5,
              "pixel_auroc": 0.5, "pixel_aupro": 0.5}]
-    lines = paper_table(recs).splitlines()
+    lines = paper_table(recs[:3]).splitlines()
     assert "| objects | bottle | 1.000 / – | 0.980 / 0.983 | 0.900 / – |" in lines
     assert "| objects | **mean of 2** | 0.900 / – | 0.970 / 0.978 | 0.850 / 0.916 |" in lines
     assert "| textures | **mean of 1** | 0.900 / – | 0.990 / 0.969 | 0.950 / 0.932 |" in lines
-    # the overall mean covers the three MVTec categories only, not the synthetic one
     assert "| all | **mean of 3** | 0.900 / 0.953 | 0.977 / 0.975 | 0.883 / 0.921 |" in lines
-    assert "| other | bottle_syn | 0.500 / – | 0.500 / – | 0.500 / – |" in lines
-    assert "Defard et al., 2020" in lines[0]
+    assert "Defard et al., 2020" in lines[0] and "Our means cover 3 of the 15" in lines[-1]
+    # an embedded synthetic category counts as the group it imitates, as in `padim reproduce`'s tables
+    lines = paper_table([recs[3], {**recs[3], "category": "carpet_syn", "pixel_auroc": 0.7}]).splitlines()
+    assert "| objects | bottle_syn | 0.500 / – | 0.500 / – | 0.500 / – |" in lines
+    assert "| textures | carpet_syn | 0.500 / – | 0.700 / – | 0.500 / – |" in lines
+    assert "| all | **mean of 2** | 0.500 / 0.953 | 0.600 / 0.975 | 0.500 / 0.921 |" in lines
+    assert not any(line.startswith("| other") for line in lines)
+    assert any("reference only" in line for line in lines) and "Our means cover 0 of the 15" in lines[-1]
 
 
 # --------------------------------------------------------------------------- the site
@@ -263,3 +268,35 @@ def test_a_wrong_answer_gets_a_hint_never_the_expected_value():
     assert compare_number(0.8125, 0.8125, "x") is None
     msg = compare_arrays([[1.0, 2.0]], [[1.0, 2.75]], "your matrix", hint="divide by N - 1.")
     assert "index (0, 1) (yours: 2)" in msg and "Hint: divide by N - 1." in msg and "2.75" not in msg
+
+
+# --------------------------------------------------------------------------- sentences chosen by the run's numbers
+@pytest.mark.parametrize("a, b, tol, said", [(0.92, 0.90, 0.0, "ours 0.920 above 0.900"),
+                                             (0.88, 0.90, 0.0, "ours 0.880 below 0.900 (gap 0.020)"),
+                                             (0.905, 0.90, 0.01, "a tie, +0.005"),
+                                             (0.90, 0.90, 0.0, "a tie, +0.000")])
+def test_compare_says_the_sentence_its_numbers_make_true(a, b, tol, said, capsys):
+    course.compare("x.y", a, b, tol=tol, more="ours {a:.3f} above {b:.3f}", less="ours {a:.3f} below {b:.3f} "
+                   "(gap {gap:.3f})", same="a tie, {diff:+.3f}")
+    assert capsys.readouterr().out.strip() == said  # outside a notebook: printed
+
+
+def test_compare_without_a_same_sentence_and_its_record(monkeypatch):
+    shown = []
+    monkeypatch.setattr(course, "show", lambda text, metadata=None: shown.append((text, metadata)))
+    course.compare("k", 0.5, 0.5, more="{what}: at least", less="{what}: below", what="AU-PRO")
+    course.compare("k", 0.49, 0.5, tol=0.02, more="at least", less="below")
+    (text, meta), (text2, meta2) = shown
+    assert text == "AU-PRO: at least" and text2 == "below"
+    claim = meta[course.CLAIM_KEY]
+    assert (claim["key"], claim["a"], claim["b"], claim["verdict"], claim["said"]) == ("k", 0.5, 0.5, "same", "more")
+    assert meta2[course.CLAIM_KEY]["verdict"] == "same" and meta2[course.CLAIM_KEY]["said"] == "less"
+    assert [course.verdict(1, 0), course.verdict(0, 1), course.verdict(1, 0.95, 0.1)] == ["more", "less", "same"]
+
+
+def test_solved_follows_the_last_check(monkeypatch, capsys):
+    monkeypatch.delenv("PADIM_STRICT_EXERCISES", raising=False)
+    course.check_exercise("10.1", (2.0, 1.0), values=[1.0, 3.0])
+    assert course.solved("10.1")
+    course.check_exercise("10.1", (2.5, 1.0), values=[1.0, 3.0])
+    assert not course.solved("10.1") and "✗ Exercise 10.1" in capsys.readouterr().out

@@ -16,6 +16,41 @@ from padim_utils.book import course_notebooks, execute_notebook, notebook_proble
 
 NOTEBOOKS = course_notebooks(REPO / "notebooks")
 REAL_DATA_CHAPTERS = ("04", "05", "06")
+#: Sentences that compare numbers of the run, said through `course.compare` (the issue-16 list and more).
+CLAIMS = {
+    "02": {"02.pca-keeps-variance", "02.random-vs-pca", "02.flatten"},
+    "03": {"03.eps-small"},
+    "04": {"04.beyond-sqrt-d", "04.max-differs-more", "04.scores-right", "04.shared-lower", "04.blur"},
+    "05": {"05.aupro-lowest", "05.pro-below-tpr", "05.lead-shrinks", "05.threshold-holds"},
+    "06": {"06.above-chance", "06.pixel-above-pro", "06.same-order"},
+    "07": {"07.normal-frames-low", "07.max-vs-mean"},
+    "08": {"08.joint-vs-single", "08.random-vs-pca"},
+    "09": {"09.own-images", "09.rotation-raises", "09.shift-vs-defects", "09.cli-matches"},
+    "10": {"10.table-I-joint", "10.table-I-sum", "10.table-II", "10.table-III-range", "10.table-III-interpolation",
+           "10.table-IV", "10.table-V", "10.table-VI-drop", "10.table-VI-vs-paper", "10.model-size"},
+}
+
+
+def claims_problems(nb, chapter: str) -> list[str]:
+    """What is wrong with the claims an executed chapter made through `compare`: a sentence other than the one
+    its numbers make true, a shown text that is not the recorded one, a listed claim that was never made."""
+    from padim_utils.course import CLAIM_KEY, verdict
+
+    problems, made = [], set()
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            claim = out.get("metadata", {}).get(CLAIM_KEY)
+            if claim is None:
+                continue
+            made.add(claim["key"])
+            truth = verdict(claim["a"], claim["b"], claim["tol"])
+            said = truth if claim["sentences"][truth] is not None else ("more" if claim["a"] >= claim["b"] else "less")
+            if (claim["verdict"], claim["said"]) != (truth, said):
+                problems.append(f"{claim['key']}: says {claim['said']!r} for a = {claim['a']}, b = {claim['b']}")
+            if out["data"].get("text/markdown") != claim["text"]:
+                problems.append(f"{claim['key']}: the shown text is not the claim's")
+    problems += [f"{key}: not said" for key in sorted(CLAIMS.get(chapter, set()) - made)]
+    return problems
 
 
 def _ids(paths):
@@ -84,6 +119,7 @@ def test_notebook_runs_in_quick_mode(path, quick_data_home, monkeypatch):
     n_checks = sum(c.source.count("check_exercise(") for c in nb.cells if c.cell_type == "code")
     assert outputs.count("✓ Exercise") == n_checks > 0
     assert "✗" not in outputs
+    assert claims_problems(nb, path.name[:2]) == []  # every comparing sentence is the one the run's numbers make true
 
 
 @pytest.mark.slow
@@ -98,3 +134,4 @@ def test_notebook_runs_on_real_bottle(path, monkeypatch):
     assert notebook_problems(nb) == []
     outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "Data: MVTec AD category 'bottle'" in outputs and "✗" not in outputs
+    assert claims_problems(nb, path.name[:2]) == []
