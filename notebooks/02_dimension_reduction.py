@@ -33,7 +33,6 @@ import torch
 
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
                                 show_source)
-from padim_utils.features import FeatureCache
 from padim_utils.paper import CITATION, paper_results
 from padim_utils.plots import plot_channel_layout, plot_lines
 from padim_utils.reduction import Reducer, random_channels
@@ -47,14 +46,16 @@ D_VALUES = [8, 16, 32, 64]  # the d's of the sweep (at most C)
 
 # %% [markdown]
 # ## 1. Features once, fits many times
-# The backbone is the slow part; everything after it is cheap. `FeatureCache.compute` runs the backbone
-# once over the training and the test images and keeps every hooked layer's output, so each choice of
-# $d$ and of the reduction below re-fits in about a second without touching the network again.
+# The backbone is the slow part; everything after it is cheap. `FeatureCache.compute(dataset, cfg)` runs
+# the backbone once over a dataset and keeps every hooked layer's output, so each choice of $d$ and of the
+# reduction below re-fits in about a second without touching the network again. `data.features("train")`
+# calls it once per split for the whole course and keeps the result on disk (`$PADIM_DATA/features/`):
+# chapters 03, 04, 05 and 08 read it back instead of running the backbone again.
 
 # %%
 cfg = data.config
-train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
-test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+train_cache = data.features("train")
+test_cache = data.features("test")
 print(train_cache)
 print(test_cache)
 C = sum(train_cache.channels)

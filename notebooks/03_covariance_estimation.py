@@ -38,7 +38,6 @@ import torch
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
                                 show_source)
 from padim_utils.errors import PadimError
-from padim_utils.features import FeatureCache
 from padim_utils.gaussian import GaussianStats
 from padim_utils.metrics import image_auroc, pixel_auroc
 from padim_utils.paper import CITATION, paper_results
@@ -55,12 +54,12 @@ EPS_VALUES = [0.01, 1.0, 100.0]  # the paper uses 0.01
 
 # %% [markdown]
 # ## 1. The training embeddings
-# As in chapter 02: the backbone's layers once (`FeatureCache`), then the configured reduction to $d$
+# As in chapter 02: the backbone's layer outputs once (`data.features`, a `FeatureCache`), then the configured reduction to $d$
 # channels, the same `Reducer` that `Padim.fit` uses.
 
 # %%
 cfg = data.config
-train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
+train_cache = data.features("train")
 reducer = Reducer(cfg.reduction, train_cache.channels, cfg.d, cfg.seed)
 emb = reducer(train_cache.layers)  # (N, d, h, w)
 N, d, h, w = emb.shape
@@ -161,7 +160,7 @@ compare("03.eps-small", 0.01, 0.01 * float(ev[:, -1].median()), largest=float(ev
 # $\epsilon = 0$ to be refused whenever the covariances are singular, and the scores to change with $\epsilon$:
 
 # %%
-test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+test_cache = data.features("test")
 test_emb = reducer(test_cache.layers)  # (M, d, h, w)
 try:
     stats.finalize(0.0, keep=True)

@@ -29,7 +29,6 @@ import torch
 
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
                                 show_source)
-from padim_utils.features import FeatureCache
 from padim_utils.metrics import evaluate
 from padim_utils.model import Padim
 from padim_utils.plots import pick_examples, plot_maps, plot_overlays, plot_score_histogram
@@ -43,14 +42,14 @@ data = course_data()  # real MVTec AD under $PADIM_DATA/mvtec_ad if present, els
 
 # %% [markdown]
 # ## 1. Fit once, then look at every step
-# We compute the backbone's layer outputs once for the training and the test images (a `FeatureCache`,
-# chapter 01), fit the per-position Gaussians on the training images (chapter 03), and reduce the test
+# We take the backbone's layer outputs for the training and the test images (a `FeatureCache`, chapter 02:
+# `data.features` reads them back from disk where an earlier chapter computed them), fit the per-position Gaussians on the training images (chapter 03), and reduce the test
 # layer outputs to the same d channels. Everything after that is this chapter: no backbone pass again.
 
 # %%
 cfg = data.config
-train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
-test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+train_cache = data.features("train")
+test_cache = data.features("test")
 model = Padim(cfg).fit(train_cache, progress=False)
 test_emb = model.reducer([f.to(model.device) for f in test_cache.layers])  # (N, d, h, w)
 labels, masks = test_cache.labels, test_cache.masks  # (N,), (N, S, S)

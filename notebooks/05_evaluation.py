@@ -29,7 +29,6 @@ import torch
 
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
                                 show_source)
-from padim_utils.features import FeatureCache
 from padim_utils.metrics import (aupro, evaluate, f1_at, f1_max, image_auroc, pixel_auroc, pro_at, pro_curve,
                                  threshold_from_normal)
 from padim_utils.model import Padim
@@ -126,14 +125,15 @@ print(f"every pro_at point lies on the curve: {on_curve};  AU-PRO (FPR <= 0.3) =
 
 # %% [markdown]
 # ## 2. The same metrics on real anomaly maps
-# Now PaDiM's maps of this chapter's data. We keep a quarter of the normal training images **aside** (section
+# Now PaDiM's maps of this chapter's data, fitted on the backbone's layer outputs (`data.features`,
+# chapter 02). We keep a quarter of the normal training images **aside** (section
 # 5 needs normal images the model has not seen), fit on the rest, and predict the test set. Expect image
 # AUROC and pixel AUROC to be high, and AU-PRO to be the lowest of the three: it is the strictest.
 
 # %%
 cfg = data.config
-train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
-test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+train_cache = data.features("train")
+test_cache = data.features("test")
 n_held = max(2, len(train_cache) // 4)  # normal images kept aside for section 5
 fit_cache = train_cache.subset(slice(0, len(train_cache) - n_held))
 held_cache = train_cache.subset(slice(len(train_cache) - n_held, None))

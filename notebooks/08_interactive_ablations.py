@@ -32,7 +32,6 @@
 from padim_utils import ablations
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
                                 show_source)
-from padim_utils.features import FeatureCache
 from padim_utils.paper import CITATION, paper_results
 from padim_utils.plots import plot_ablation
 
@@ -44,14 +43,15 @@ data = course_data()  # real MVTec AD under $PADIM_DATA/mvtec_ad if present, els
 # %% [markdown]
 # ## 1. Run the backbone once
 # Everything after the backbone (reduction, Gaussians, distances, blur, metrics) is cheap; the
-# backbone's forward pass is not. A `FeatureCache` keeps every hooked layer's output for every image,
-# so each ablation below re-fits from memory. Changing the **image size or crop** would change these
+# backbone's forward pass is not. A `FeatureCache` keeps every hooked layer's output for every image
+# (`data.features`, chapter 02: computed once for the course and read back from disk), so each ablation
+# below re-fits from memory. Changing the **image size or crop** would change these
 # features themselves (a new backbone pass, see chapter 01), so the controls leave geometry alone.
 
 # %%
 cfg = data.config
-train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
-test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+train_cache = data.features("train")
+test_cache = data.features("test")
 print(train_cache)
 print(test_cache)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import inspect
 import os
 import platform
@@ -30,6 +31,13 @@ __all__ = ["env_flag", "env_device", "course_data", "CourseData", "stc_data", "S
 
 #: The embedded category a notebook uses when no real MVTec AD category is found.
 DEFAULT_SYNTHETIC = "bottle_syn"
+#: How many feature files `CourseData.features` keeps under $PADIM_DATA/features (the newest).
+FEATURES_KEPT = 8
+
+
+def _size_and_time(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
 
 
 def env_device() -> str:
@@ -67,6 +75,39 @@ class CourseData:
 
     def test(self, category: str | None = None):
         return self.dataset("test", category)
+
+    def features(self, split: str, category: str | None = None):
+        """The backbone's layer outputs for a split (a `FeatureCache`), computed once for the whole course.
+
+        The first chapter that asks runs `FeatureCache.compute(self.dataset(split), self.config)` and keeps
+        the result under `$PADIM_DATA/features/`; the next ones read it back instead of running the
+        backbone again. A file is named by a hash of the config's backbone, layers, image geometry and
+        dtype and of the images (paths, sizes, modification times), so other data or another config
+        computes anew; the newest FEATURES_KEPT files are kept.
+        """
+        from .data import data_home
+        from .features import FeatureCache
+
+        dataset = self.dataset(split, category)
+        cfg = self.config
+        stamp = [(p, *_size_and_time(p)) for p in dataset.paths]
+        name = category or self.category
+        key = repr((cfg.backbone, cfg.layers, cfg.image_size, cfg.crop, cfg.interpolation, cfg.dtype, stamp))
+        folder = data_home() / "features"
+        path = folder / f"{name}_{split}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+        if path.is_file():
+            try:
+                cache = FeatureCache.load(path)
+                cache.check_config(cfg)
+                os.utime(path)  # the newest: kept longest
+                return cache
+            except PadimError:
+                path.unlink(missing_ok=True)  # unreadable or stale: computed again
+        cache = FeatureCache.compute(dataset, cfg, progress=False)
+        cache.save(path)
+        for old in sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)[:-FEATURES_KEPT]:
+            old.unlink(missing_ok=True)
+        return cache
 
     def describe(self) -> str:
         from .model import resolve_device

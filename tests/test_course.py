@@ -2,6 +2,7 @@
 the site builder's pages."""
 
 import functools
+import os
 import json
 
 import pytest
@@ -300,3 +301,30 @@ def test_solved_follows_the_last_check(monkeypatch, capsys):
     assert course.solved("10.1")
     course.check_exercise("10.1", (2.5, 1.0), values=[1.0, 3.0])
     assert not course.solved("10.1") and "✗ Exercise 10.1" in capsys.readouterr().out
+
+
+def test_course_features_are_computed_once_and_read_back(tmp_path, monkeypatch):
+    import torch
+
+    from padim_utils.features import FeatureCache
+
+    monkeypatch.setenv("PADIM_DATA", str(tmp_path))
+    data = course.course_data(quick=True, device="cpu", verbose=False)
+    computed = []
+    real_compute = FeatureCache.compute.__func__
+    monkeypatch.setattr(FeatureCache, "compute",
+                        classmethod(lambda cls, *a, **k: computed.append(1) or real_compute(cls, *a, **k)))
+    first = data.features("train")
+    assert len(computed) == 1 and len(list((tmp_path / "features").glob("*.safetensors"))) == 1
+    again = data.features("train")  # read back from disk, not computed
+    assert len(computed) == 1 and all(torch.equal(a, b) for a, b in zip(first.layers, again.layers))
+    assert again.paths == first.paths and len(again) == len(data.train())
+    other = course.CourseData(data.root, data.category, data.source, True, data.config.replace(d=8), data.categories)
+    other.features("train")  # d is not a feature setting: the same file
+    assert len(computed) == 1
+    data.features("test")
+    assert len(computed) == 2
+    path = data.train().paths[0]  # the images change: computed anew
+    os.utime(path, ns=(0, 0))
+    data.features("train")
+    assert len(computed) == 3
