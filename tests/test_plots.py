@@ -74,3 +74,101 @@ def test_plot_examples_title_is_the_figure_title_not_a_caption():
     fig = plot_examples(images, None, maps, titles=["left", "right"], title="the figure")
     assert fig._suptitle.get_text() == "the figure" and fig.axes[1].get_title() == "right"
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the reproduced tables' figures
+def _table(t="V", rows=5, models=("PaDiM-R18-Rd100", "PaDiM-WR50-Rd550", "PaDiM-EfficientNet-B5"), seeds=2,
+           columns=(("image_auroc", "image AUROC", "", ".3f"),)):
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(rows):
+        ours = {}
+        for key, *_ in columns:
+            values = list(0.8 + 0.1 * rng.random(seeds))
+            ours[key] = {"mean": float(np.mean(values)), "sem": float(np.std(values, ddof=1) / np.sqrt(seeds))
+                         if seeds > 1 else None, "n": seeds, "values": values}
+        # the paper's values just above ours: where a marker over the bar would sit on the bar's label
+        paper = [{"model": m, "metric": key, "value": ours[key]["mean"] + 0.01, "source": "x"}
+                 for m in models for key, *_ in columns]
+        out.append({"labels": {"group": "all", "category": f"category {i}"}, "ours": ours, "paper": paper})
+    return {"table": t, "title": "Detection per class: image AUROC", "labels": ["group", "category"],
+            "columns": [dict(zip(("key", "name", "unit", "fmt"), c)) for c in columns], "rows": out,
+            "paper_models": list(models),
+            "run": {"backbones": {"efficientnet_lite0": "offline_lite0 (not the paper's backbone)"}}}
+
+
+def _inside(inner, outer, slack=1.0):
+    return (inner.x0 >= outer.x0 - slack and inner.x1 <= outer.x1 + slack and inner.y0 >= outer.y0 - slack
+            and inner.y1 <= outer.y1 + slack)
+
+
+def test_reproduced_table_legend_and_title_fit_the_figure():
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import plot_reproduced_table
+
+    for table in (_table(), _table(rows=1), _table(t="VI", rows=3, models=("PaDiM-WR50-Rd550",))):
+        fig = plot_reproduced_table(table)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        assert _inside(fig.legends[0].get_window_extent(renderer), fig.bbox), table["table"]
+        assert _inside(fig._suptitle.get_window_extent(renderer), fig.bbox), table["table"]
+        legend = fig.legends[0].get_window_extent(renderer)
+        for ax in fig.axes:  # the axes and their tick labels sit above the legend
+            assert ax.get_tightbbox(renderer).y0 >= legend.y1 - 1
+        plt.close(fig)
+
+
+def test_reproduced_table_paper_markers_do_not_hide_our_values():
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import plot_reproduced_table
+
+    fig = plot_reproduced_table(_table())
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = [t.get_window_extent(renderer) for t in ax.texts if t.get_text()]
+    assert len(labels) == 5
+    for markers in ax.collections[1:]:  # the paper's markers (the first collection: our error bars' caps)
+        if not hasattr(markers, "get_offsets") or len(markers.get_offsets()) == 0:
+            continue
+        radius = np.sqrt(markers.get_sizes()[0]) / 2 * fig.dpi / 72  # marker size in points² -> pixels
+        for x, y in ax.transData.transform(markers.get_offsets()):
+            for box in labels:
+                assert not (box.x0 - radius < x < box.x1 + radius and box.y0 - radius < y < box.y1 + radius)
+    plt.close(fig)
+
+
+def test_reproduced_table_says_what_its_error_bars_are():
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import plot_reproduced_table
+
+    for table, expected in ((_table(seeds=1, t="VII"), "ours (one run per row, no error bar)"),
+                            (_table(seeds=2), "ours (± SEM over seeds)"),
+                            (_table(seeds=3, t="VI"), "ours (± SEM over random preprocessings)")):
+        fig = plot_reproduced_table(table)
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert labels[0] == expected and not any("SEM" in label for label in labels[1:])
+        plt.close(fig)
+
+
+def test_log_axis_reads_plain_values_and_pro_curve_zooms():
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import plot_lines, plot_pro_curve
+
+    fig = plot_lines([8, 16, 32, 64], {"random": [0.5, 0.6, 0.7, 0.72]}, "d", "AU-PRO", "L", logx=True)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "16", "32", "64"] and len(ax.get_xticks(minor=True)) == 0
+    plt.close(fig)
+    points = [(0.0, 0.22), (0.011, 0.56), (0.017, 0.67), (0.023, 1.0)]  # chapter 05's tiny example
+    fig = plot_pro_curve([0, 0.0, 0.011, 0.017, 0.023, 1], [0, 0.22, 0.56, 0.67, 1, 1], points=points)
+    main, inset = fig.axes[0], fig.axes[0].child_axes[0]
+    assert main.get_xlim()[1] < 0.05 and inset.get_xlim() == (0, 1)  # the points fill the main axes
+    plt.close(fig)
+    fig = plot_pro_curve([0, 0.1, 0.5, 1], [0, 0.5, 0.9, 1], points=[(0.1, 0.5), (0.3, 0.8)])
+    assert 0.3 < fig.axes[0].get_xlim()[1] < 0.4  # real maps: the integrated part, to FPR 0.3 and a bit
+    plt.close(fig)
