@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 
+from .config import env_flag
 from .errors import PadimError
 from .files import write_text
 from .progress import progress_bar
@@ -195,20 +196,43 @@ def render_html(nb, title: str, prev: tuple[str, str] | None = None, next_: tupl
     return body.replace("</body>", _SCRIPT + "</body>", 1)
 
 
-def _index_page(chapters: list[dict]) -> str:
+def _banner(chapters: list[dict], quick: bool) -> str:
+    """What this build ran on (from the chapters' own "Data: ..." lines) and how to run it on real MVTec AD."""
+    lines = list(dict.fromkeys(c["data_line"] for c in chapters if c["data_line"]))
+    real = any(line.startswith("Data: MVTec AD") for line in lines)
+    mode = ("<b>quick mode</b> (<code>PADIM_QUICK=1</code>: 64 px images, a few training images; numbers show the "
+            "method at work, not its accuracy)" if quick else
+            "<b>full mode</b> (256 px images; <code>PADIM_QUICK=1</code> runs the quick version)")
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines) or "<li>(no data line printed)</li>"
+    switch = ("These pages ran on real MVTec AD." if real else
+              "These pages ran on the course's <b>embedded synthetic data</b>, not MVTec AD. To run them on real "
+              "MVTec AD, put its categories under <code>data/mvtec_ad/</code> (<code>padim download mvtec</code>, "
+              "or copy them there; e.g. <code>data/mvtec_ad/bottle/train/good</code>) or set "
+              "<code>PADIM_DATA</code> to a folder holding <code>mvtec_ad/</code>, then run <code>make course</code> "
+              "again (<code>PADIM_CATEGORY=bottle</code> picks the category).")
+    return (f'<div class="banner"><p>This build: {mode}.</p><ul>{items}</ul><p>{switch}</p></div>')
+
+
+def _index_page(chapters: list[dict], quick: bool = False) -> str:
     rows = "\n".join(
-        f'<li><a href="{c["html"]}">{html.escape(c["title"])}</a> <span class="t">'
-        f'({c["seconds"]:.0f} s to run{", " + html.escape(c["data"]) if c["data"] else ""})</span></li>'
+        f'<li><a href="{c["html"]}">{html.escape(c["title"])}</a>'
+        + (f'<div class="d">{html.escape(c["about"])}</div>' if c["about"] else "")
+        + f'<div class="t">{c["seconds"]:.0f} s to run{", " + html.escape(c["data"]) if c["data"] else ""} · '
+          f'<a href="{c["ipynb"]}" download>executed notebook (.ipynb)</a></div></li>'
         for c in chapters)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>PaDiM, step by step</title>{_STYLE}
 <style>body{{font:16px/1.5 system-ui,sans-serif;margin:0}}main{{max-width:820px;margin:24px auto;padding:0 16px}}
-li{{margin:6px 0}}.t{{color:#667;font-size:14px}}</style></head>
+li{{margin:10px 0}}.t{{color:#667;font-size:14px}}.d{{font-size:15px}}
+.banner{{background:#eef3f8;border-left:4px solid #1f3b57;padding:4px 14px;margin:12px 0;font-size:15px}}
+.banner ul{{margin:4px 0;padding-left:20px}}</style></head>
 <body><nav class="padim-nav"><span class="title">PaDiM, step by step</span></nav><main>
 <h1>PaDiM, step by step</h1>
 <p>A course on PaDiM (Defard et al., 2020, <a href="https://arxiv.org/abs/2011.08785">arXiv 2011.08785</a>):
 each chapter explains one step, runs the tested code of <code>padim_utils</code> and ends with an exercise.
-These pages were executed headless; open the same notebooks in JupyterLab with <code>make lab</code>.</p>
+These pages were executed headless; open the same notebooks in JupyterLab with <code>make lab</code>, or
+download a chapter's executed notebook below.</p>
+{_banner(chapters, quick)}
 <ol start="0">
 {rows}
 </ol></main></body></html>
@@ -216,12 +240,25 @@ These pages were executed headless; open the same notebooks in JupyterLab with <
 
 
 def _data_line(nb) -> str:
+    """The first "Data: ..." line a chapter printed (what it ran on), or ""."""
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             text = out.get("text", "") if out.get("output_type") == "stream" else ""
-            m = re.search(r"^Data: (.+?) from ", text, flags=re.M)
+            m = re.search(r"^Data: .+$", text, flags=re.M)
             if m:
-                return m.group(1)
+                return m.group(0)
+    return ""
+
+
+def _about(nb) -> str:
+    """A chapter in one line: its "**You will learn** ..." sentence, as plain text."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            m = re.search(r"\*\*You will learn\*\*\s+(.+?)(?:\n\s*\n|$)", cell.source, flags=re.S)
+            if m:
+                text = re.sub(r"\s+", " ", m.group(1)).strip()
+                text = re.sub(r"[*`]|\$", "", text)  # markdown emphasis, code and maths marks
+                return "You will learn " + text
     return ""
 
 
@@ -265,8 +302,11 @@ def build_course(notebooks: str | os.PathLike = "notebooks", out: str | os.PathL
         nxt = (f"{executed[i + 1][0].stem}.html", titles[i + 1]) if i + 1 < len(executed) else None
         write_text(out / f"{name}.html", render_html(nb, titles[i], prev, nxt))
         write_text(out / "notebooks" / f"{name}.ipynb", nbformat.writes(nb))
-        chapters.append({"html": f"{name}.html", "title": titles[i], "seconds": seconds, "data": _data_line(nb)})
-    index = write_text(out / "index.html", _index_page(chapters))
+        line = _data_line(nb)
+        m = re.match(r"Data: (.+?) from ", line)
+        chapters.append({"html": f"{name}.html", "title": titles[i], "seconds": seconds, "data": m.group(1) if m else "",
+                         "data_line": line, "about": _about(nb), "ipynb": f"notebooks/{name}.ipynb"})
+    index = write_text(out / "index.html", _index_page(chapters, env_flag("PADIM_QUICK") if quick is None else quick))
     if failures:
         raise PadimError("course notebooks failed: " + " | ".join(failures))
     return index

@@ -343,7 +343,10 @@ def cmd_course(args) -> int:
 
 # ---------------------------------------------------------------------------- entry point
 def make_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="padim", description="PaDiM anomaly detection (Defard et al., 2020)")
+    parser.add_argument("--version", action="version", version=f"padim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate the embedded synthetic dataset (MVTec AD layout)")
