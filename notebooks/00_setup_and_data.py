@@ -139,9 +139,9 @@ answer = ...  # your answer: (n_defective, fraction)
 check_exercise("0.1", answer, test=test)
 
 # %% [markdown]
-# The fraction is small: the test set is mostly normal pixels. Keep it in mind for chapter 05: a
-# metric over all pixels (pixel AUROC) is dominated by the many easy normal pixels, which is why the
-# paper also reports the per-region overlap (PRO).
+# Keep that fraction in mind for chapter 05. In MVTec AD, as here, defective pixels are a few percent of
+# all test pixels at most, so a metric over all pixels (pixel AUROC) is dominated by the many easy normal
+# pixels, which is why the paper also reports the per-region overlap (PRO).
 #
 # ## Summary
 # - PaDiM learns from normal images only (`train/good`), then scores test images and their pixels.

@@ -241,7 +241,7 @@ check_exercise("6.1", answer, records=records)
 #   evaluate; its record holds metrics, timings, memory and the config.
 # - `paper.paper_table(records)` sets our numbers beside the published ones: only real MVTec AD
 #   categories have published numbers, and a different backbone makes the comparison indicative.
-# - Fit and prediction are both dominated by the backbone's forward pass; the per-category cost is
-#   images x (one forward pass) plus a small Gaussian fit.
+# - Fit and prediction are usually both dominated by the backbone's forward pass (section 3 measured it
+#   here): the per-category cost is then images x (one forward pass) plus a small Gaussian fit.
 #
 # **Next:** 07 applies PaDiM to video: the ShanghaiTech Campus scenes.
