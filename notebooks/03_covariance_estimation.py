@@ -151,7 +151,8 @@ compare("03.eps-small", 0.01, 0.01 * float(ev[:, -1].median()), largest=float(ev
              "regularises the degenerate directions, the data keeps the rest.",
         more="The paper's ε = 0.01 is not small for these activations: the median largest eigenvalue is only "
              "{largest:.3g}, so ε reaches into directions the data itself describes.")
-#
+
+# %% [markdown]
 # ## 4. Several ε on one fit: `finalize(eps, keep=True)`
 # `finalize` turns the statistics into what chapter 04 needs, the means and the **precisions**
 # $\Sigma_{ij}^{-1}$ via a Cholesky factorisation, position chunk by chunk. By default it consumes the scatter

@@ -105,7 +105,8 @@ compare("04.max-differs-more", largest[1] / largest[0] - 1, medians[1] / medians
              "score below is a maximum.",
         less="Here the medians differ as much as the largest distances ({b:.0%} against {a:.0%}): the defects "
              "change most of their images' patches, not only a few.")
-#
+
+# %% [markdown]
 # ## 3. From the patch grid to pixels: upsample, then blur
 # The grid is coarser than the image, so `anomaly_maps` first resizes the $h \times w$ distances to
 # $S \times S$ pixels with the config's `interpolation`: **bicubic** in the paper, **bilinear** in anomalib

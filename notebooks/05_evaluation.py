@@ -192,7 +192,8 @@ compare("05.pro-below-tpr", at_t5.pro, found / defect_px.numel(), tol=0.005,
              "ones missed, and the many small ones are found.",
         same="At this threshold PRO ({a:.3f}) and the pixel TPR ({b:.3f}) agree: small and large defects are "
              "found alike.")
-#
+
+# %% [markdown]
 # ## 4. The PRO curve of real maps, and why it stops at FPR 0.3
 # Below, the full PRO curve with `pro_at` at the thresholds that flag 1 %, 5 %, 10 % and 30 % of the
 # defect-free pixels. Expect the curve to climb steeply at first and the points to lie on it.
@@ -268,7 +269,8 @@ compare("05.threshold-holds", float(flagged[labels == 0].float().mean()), 0.05, 
              "held-out ones: the held-out images stand for the good test images well.",
         same="On the good test images it raises {a:.0%} false alarms, close to the 5 % it allowed on the {n} "
              "held-out ones: the held-out images stand for the good test images about as well as {n} images can.")
-#
+
+# %% [markdown]
 # ### Look inside
 # The PRO curve at one threshold, straight from its definition (the fast `pro_curve` and `aupro` compute
 # all thresholds from one sort and pass through these points):

@@ -187,7 +187,8 @@ if solved("7.1"):
             same="Both scores rank the frames alike here (frame AUROC {a:.3f} for the maximum, {b:.3f} for the mean).")
 else:
     print("Answer exercise 7.1 first: this cell compares your number with the maximum's.")
-#
+
+# %% [markdown]
 # ## Summary
 # - On video, PaDiM treats frames as independent images: one model per fixed camera, fitted on frames of
 #   normal training videos (resize 256, no crop in the paper).

@@ -39,6 +39,7 @@ _STYLE = """
 .padim-nav .title{font-weight:600;margin-right:auto}
 details.padim-solution{margin:6px 0 6px 0;border:1px solid #c9d6e3;border-radius:4px;padding:2px 8px}
 details.padim-solution>summary{cursor:pointer;color:#1f3b57;font-weight:600;padding:4px 0}
+.jp-RenderedMarkdown pre,.jp-RenderedMarkdown pre code{font-family:var(--jp-code-font-family,monospace)}
 </style>
 """
 _SCRIPT = """
@@ -250,15 +251,27 @@ def _data_line(nb) -> str:
     return ""
 
 
+_TEX = {r"\epsilon": "ε", r"\sigma": "σ", r"\Sigma": "Σ", r"\mu": "μ", r"\times": "×", r"\cdot": "·"}
+
+
 def _about(nb) -> str:
-    """A chapter in one line: its "**You will learn** ..." sentence, as plain text."""
+    """A chapter in one line: its "**You will learn** ..." sentence up to the first colon or semicolon, as
+    plain text (the maths of a description in Unicode: the index page has no MathJax)."""
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             m = re.search(r"\*\*You will learn\*\*\s+(.+?)(?:\n\s*\n|$)", cell.source, flags=re.S)
             if m:
                 text = re.sub(r"\s+", " ", m.group(1)).strip()
-                text = re.sub(r"[*`]|\$", "", text)  # markdown emphasis, code and maths marks
-                return "You will learn " + text
+                for tex, char in _TEX.items():
+                    text = text.replace(tex, char)
+                text = re.sub(r"[*`$]|\\[a-zA-Z]+", "", text)  # emphasis, code and maths marks, other TeX
+                depth, end = 0, len(text)
+                for i, ch in enumerate(text):  # the first ": " or "; " outside parentheses ends the line
+                    depth += (ch == "(") - (ch == ")")
+                    if depth == 0 and ch in ":;" and text[i + 1:i + 2] == " ":
+                        end = i
+                        break
+                return "You will learn " + text[:end].rstrip(" .,") + "."
     return ""
 
 

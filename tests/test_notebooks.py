@@ -79,6 +79,8 @@ def test_chapter_shape(path):
     assert "show_source(" in text
     assert "padim_utils.cli" not in text and not re.search(r"padim_utils(\.\w+)*\._\w", text), \
         "notebooks use public names only"
+    for cell in read_notebook(path).cells:  # prose swallowed by a code cell (a missing "# %% [markdown]")
+        assert not (cell.cell_type == "code" and re.search(r"^# #+ ", cell.source, flags=re.M)), cell.source[:200]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
