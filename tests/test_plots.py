@@ -172,3 +172,28 @@ def test_log_axis_reads_plain_values_and_pro_curve_zooms():
     fig = plot_pro_curve([0, 0.1, 0.5, 1], [0, 0.5, 0.9, 1], points=[(0.1, 0.5), (0.3, 0.8)])
     assert 0.3 < fig.axes[0].get_xlim()[1] < 0.4  # real maps: the integrated part, to FPR 0.3 and a bit
     plt.close(fig)
+
+
+def test_benchmark_examples_figure_has_one_colour_bar(tmp_path, monkeypatch):
+    # `padim benchmark --figures` and chapter 06 show these maps on one colour scale: the scale needs its bar
+    import matplotlib.pyplot as plt
+
+    from padim_utils import experiment, plots
+
+    saved = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: saved.__setitem__(path.name, fig))
+
+    class Test:
+        defect_types = ["good", "hole", "good", "hole"]
+
+        def __getitem__(self, i):
+            return {"image": torch.zeros(3, 8, 8, dtype=torch.uint8)}
+
+    maps = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(0))
+    result = {"scores": maps.flatten(1).amax(1), "labels": torch.tensor([0, 1, 0, 1]),
+              "masks": torch.zeros(4, 8, 8, dtype=torch.uint8), "maps": maps}
+    experiment.save_benchmark_figures(tmp_path, "cat", Test(), result, {"image_f1_threshold": 0.5})
+    fig = saved["cat_examples.png"]
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "anomaly score"]
+    assert len(bars) == 1 and fig._suptitle.get_text() == "cat: the most and least anomalous test images"
+    plt.close("all")
