@@ -139,6 +139,8 @@ maps = anomaly_maps(dist, S, cfg.sigma, cfg.interpolation)  # (N, S, S), the map
 scores = image_scores(maps)  # (N,)
 fig = plot_score_histogram(scores, labels)
 fig.axes[0].set_title(f"{data.category}: image scores of the test set")
+
+# %%
 compare("04.scores-right", float(scores[bad].median()), float(scores[good].median()),
         more="The median defective image scores {a:.1f}, the median good one {b:.1f}: the defective histogram "
              "lies to the right.",

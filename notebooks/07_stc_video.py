@@ -100,6 +100,8 @@ print(f"scene {scene}: frame AUROC {frame_auc:.3f}, pixel AUROC {pixel_auc:.3f} 
 clips = [p.split("/")[-2] for p in test.paths]
 fig = plot_frame_scores(result["scores"], result["labels"], clips=clips,
                         title=f"scene {scene}: frame score over the test clips (dotted: a new clip)")
+
+# %%
 frame_scores, frame_labels = result["scores"].numpy(), result["labels"].numpy()
 compare("07.normal-frames-low", float(frame_scores[frame_labels == 0].max()),
         float(np.median(frame_scores[frame_labels == 1])),

@@ -344,7 +344,7 @@ def plot_category_metrics(records, metrics=("image_auroc", "pixel_auroc", "pixel
         xs = x - 0.4 + width * (j + 0.5)
         values = [float(r[m]) for r in records]
         bars = ax.bar(xs, values, width, label=names.get(m, m), color=f"C{j}")
-        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, label_type="center", color="white")  # clear of the paper's ticks
         if paper_model is not None:
             for xi, c in zip(xs, cats):
                 v = paper_value(paper_model, c, m)
@@ -378,7 +378,7 @@ def plot_frame_scores(scores, labels, clips=None, threshold: float | None = None
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=1, label="threshold")
     ax.set(xlabel="test frame (clips one after another)", ylabel="anomaly score", title=title)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)  # off the curve
     fig.tight_layout()
     return fig
 
@@ -412,7 +412,7 @@ def plot_ablation(rows, title: str = "ablation"):
                                           ("pixel_aupro", "paper PRO", "AU-PRO (FPR 0.3)"))):
         xs = x - 0.2 + 0.4 * j
         bars = ax.bar(xs, [float(r[key]) for r in rows], 0.4, label=f"ours: {name}", color=f"C{j}")
-        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, label_type="center", color="white")  # clear of the paper's ticks
         for xi, r in zip(xs, rows):
             if r.get(ref) is not None:
                 ax.plot([xi - 0.2, xi + 0.2], [r[ref]] * 2, color="k", lw=2,

@@ -197,3 +197,23 @@ def test_benchmark_examples_figure_has_one_colour_bar(tmp_path, monkeypatch):
     bars = [ax for ax in fig.axes if ax.get_ylabel() == "anomaly score"]
     assert len(bars) == 1 and fig._suptitle.get_text() == "cat: the most and least anomalous test images"
     plt.close("all")
+
+
+def test_ablation_and_category_bars_keep_their_values_clear_of_the_paper_ticks():
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import plot_ablation, plot_category_metrics
+
+    rows = [{"setting": f"s{i}", "layers": f"blocks.{i}", "reduction": "random", "d": 32, "pixel_auroc": v,
+             "pixel_aupro": v - 0.2,
+             "paper pixel AUROC": v + 0.005, "paper PRO": v - 0.195} for i, v in enumerate((0.943, 0.921, 0.96))]
+    records = [{"category": c, "image_auroc": 0.99, "pixel_auroc": 0.978, "pixel_aupro": 0.91} for c in ("bottle", "tile")]
+    for fig in (plot_ablation(rows), plot_category_metrics(records, paper_model="PaDiM-WR50-Rd550")):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        labels = [t.get_window_extent(renderer) for t in ax.texts if t.get_text()]
+        ticks = [line.get_window_extent(renderer) for line in ax.lines if line.get_color() == "k"]
+        assert labels and ticks
+        assert not any(t.overlaps(label) for t in ticks for label in labels)
+        plt.close(fig)
