@@ -205,7 +205,7 @@ def plot_lines(x, series: dict, xlabel: str, ylabel: str, title: str, reference:
                logx: bool = False, logy: bool = False, ylim=None):
     """Curves y(x), one per entry of `series` (name -> y values); `reference` draws horizontal dashed lines
     (name -> value), e.g. the paper's numbers."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     for name, y in series.items():
         ax.plot(list(x), [float(v) for v in _np(y)], marker="o", label=name)
     for i, (name, v) in enumerate((reference or {}).items()):
@@ -221,7 +221,7 @@ def plot_lines(x, series: dict, xlabel: str, ylabel: str, title: str, reference:
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
     fig.tight_layout()
     return fig
 

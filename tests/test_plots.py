@@ -217,3 +217,18 @@ def test_ablation_and_category_bars_keep_their_values_clear_of_the_paper_ticks()
         assert labels and ticks
         assert not any(t.overlaps(label) for t in ticks for label in labels)
         plt.close(fig)
+
+
+def test_line_plot_legend_sits_beside_the_curves():
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import plot_lines
+
+    fig = plot_lines([0, 10, 20, 30], {"rotated": [230, 250, 265, 293]}, "angle", "score", "t",
+                     reference={"good median": 217, "defect median": 272})
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert legend.x0 >= ax.get_window_extent(renderer).x1 and legend.x1 <= fig.bbox.x1
+    plt.close(fig)
