@@ -469,7 +469,7 @@ def plot_reproduced_table(table: dict):
         stats = [r["ours"].get(c["key"]) or {} for r in rows]
         mean = [np.nan if s.get("mean") is None else s["mean"] for s in stats]
         sem = [0.0 if s.get("sem") is None else s["sem"] for s in stats]
-        bars = ax.bar(x, mean, 0.5, yerr=sem, capsize=3, color="C0", label=_spread_label(table))
+        bars = ax.bar(x, mean, 0.5, yerr=sem if any(sem) else None, capsize=3, color="C0", label=_spread_label(table))
         ax.bar_label(bars, labels=["" if np.isnan(m) else format(m, c["fmt"]) for m in mean], fontsize=6, padding=2)
         for j, model in enumerate(table["paper_models"]):  # beside the bar (x + 0.32, + 0.40, ...), not over it
             pts = [(xi + 0.32 + 0.08 * j, p["value"]) for xi, r in zip(x, rows) for p in r["paper"]
