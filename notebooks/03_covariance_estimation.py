@@ -192,7 +192,7 @@ show(markdown_table(rows))
 # %%
 print(f"our fit: P = {P}, d = {d}: formula P d^2 8 = {P * d * d * 8:,} bytes; "
       f"stats.m2 holds {stats.m2.nbytes:,} bytes")
-d_axis = [10, 25, 50, 100, 200, 400, 550, 800]
+d_axis = [10, 25, 50, 100, 200, 550, 800]
 grids = {"28x28 (ResNet layer1 at 112 px)": 28 * 28, "56x56 (224 px, the paper)": 56 * 56,
          "64x64 (256 px, no crop)": 64 * 64}
 fig = plot_lines(d_axis, {name: [p * dd * dd * 8 / 2**30 for dd in d_axis] for name, p in grids.items()},

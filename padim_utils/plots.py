@@ -223,6 +223,16 @@ def plot_lines(x, series: dict, xlabel: str, ylabel: str, title: str, reference:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
     fig.tight_layout()
+    if logx:  # close values (400 and 550 on a log axis) would print over each other: keep the first label
+        fig.canvas.draw()
+        labels, last = ax.get_xticklabels(), None
+        for label in labels:
+            box = label.get_window_extent()
+            if last is not None and box.x0 < last.x1 + 2:
+                label.set_text("")
+            else:
+                last = box
+        ax.set_xticks(ax.get_xticks(), [label.get_text() for label in labels])
     return fig
 
 

@@ -232,3 +232,18 @@ def test_line_plot_legend_sits_beside_the_curves():
     legend = ax.get_legend().get_window_extent(renderer)
     assert legend.x0 >= ax.get_window_extent(renderer).x1 and legend.x1 <= fig.bbox.x1
     plt.close(fig)
+
+
+def test_log_axis_labels_never_print_over_each_other():
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import plot_lines
+
+    fig = plot_lines([10, 25, 50, 100, 200, 400, 550, 800], {"a": [1, 2, 3, 4, 5, 6, 7, 8]}, "d", "GiB", "t",
+                     logx=True, logy=True)
+    fig.canvas.draw()
+    shown = [t for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    boxes = [t.get_window_extent() for t in shown]
+    assert [t.get_text() for t in shown][:5] == ["10", "25", "50", "100", "200"] and len(shown) >= 6
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
+    plt.close(fig)
