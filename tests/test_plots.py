@@ -247,3 +247,6 @@ def test_log_axis_labels_never_print_over_each_other():
     assert [t.get_text() for t in shown][:5] == ["10", "25", "50", "100", "200"] and len(shown) >= 6
     assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
     plt.close(fig)
+    fig = plot_lines([10, 400, 420, 440, 800], {"a": [1, 2, 3, 4, 5]}, "d", "GiB", "t", logx=True)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["10", "400", "", "", "800"]
+    plt.close(fig)
