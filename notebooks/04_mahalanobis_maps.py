@@ -137,8 +137,7 @@ fig = plot_maps(test[k]["image"],
 # %%
 maps = anomaly_maps(dist, S, cfg.sigma, cfg.interpolation)  # (N, S, S), the maps Padim.predict returns
 scores = image_scores(maps)  # (N,)
-fig = plot_score_histogram(scores, labels)
-fig.axes[0].set_title(f"{data.category}: image scores of the test set")
+fig = plot_score_histogram(scores, labels, title=f"{data.category}: image scores of the test set")
 
 # %%
 compare("04.scores-right", float(scores[bad].median()), float(scores[good].median()),

@@ -246,8 +246,8 @@ show(markdown_table([
     {"threshold": "from held-out good images (no test labels)", "value": f"{t_normal:.1f}",
      "test F1": f1_at(labels, scores, t_normal)},
     {"threshold": "best F1 (peeks at the test labels)", "value": f"{t_best:.1f}", "test F1": f1_best}]))
-fig = plot_score_histogram(scores, labels, threshold=t_normal)
-fig.axes[0].set_title(f"{data.category}: test image scores and the label-free threshold")
+fig = plot_score_histogram(scores, labels, threshold=t_normal,
+                           title=f"{data.category}: test image scores and the label-free threshold")
 flagged = scores >= t_normal
 print(f"threshold from {n_held} held-out good images: "
       f"on the test set it flags {flagged[labels == 1].float().mean():.0%} of the defective and "

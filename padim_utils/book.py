@@ -137,12 +137,16 @@ def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, time
 
 
 def notebook_problems(nb) -> list[str]:
-    """What a reader would see as broken in an executed notebook: error outputs, and no figure at all."""
+    """What a reader would see as broken in an executed notebook: error outputs, a stray matplotlib object
+    printed as a cell's result (`Out: Text(0.5, 1.0, ...)`), and no figure at all."""
     problems, pngs = [], 0
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 problems.append(f"cell {i}: {out.get('ename')}: {out.get('evalue')}")
+            shown = out.get("data", {}).get("text/plain", "") if out.get("output_type") == "execute_result" else ""
+            if re.match(r"\[?(<matplotlib\.|Text\(|Line2D\()", "".join(shown)):
+                problems.append(f"cell {i}: prints a matplotlib object ({''.join(shown)[:40]})")
             if out.get("output_type") == "stream" and out.get("name") == "stderr" and "Traceback" in out.get("text", ""):
                 problems.append(f"cell {i}: a traceback on stderr")
             pngs += "image/png" in out.get("data", {})

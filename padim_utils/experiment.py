@@ -185,8 +185,8 @@ def save_benchmark_figures(figures: Path, category: str, test, result: dict, met
                         labels=[result["labels"][i] for i in idx], titles=[test.defect_types[i] for i in idx],
                         title=f"{category}: the most and least anomalous test images")
     save_figure(fig, figures / f"{category}_examples.png")
-    fig = plot_score_histogram(result["scores"], result["labels"], metrics.get("image_f1_threshold"))
-    fig.axes[0].set_title(f"{category}: image scores of the test set")
+    fig = plot_score_histogram(result["scores"], result["labels"], metrics.get("image_f1_threshold"),
+                               title=f"{category}: image scores of the test set")
     save_figure(fig, figures / f"{category}_scores.png")
 
 

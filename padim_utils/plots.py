@@ -93,7 +93,7 @@ def plot_examples(images, masks, maps, scores=None, labels=None, titles=None, vm
     return fig
 
 
-def plot_score_histogram(scores, labels, threshold: float | None = None):
+def plot_score_histogram(scores, labels, threshold: float | None = None, title: str = ""):
     """Image scores of good vs defective test images, the picture behind image AUROC."""
     s, y = _np(scores).astype(float), _np(labels).astype(int)
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -104,6 +104,7 @@ def plot_score_histogram(scores, labels, threshold: float | None = None):
         ax.axvline(threshold, color="k", ls="--", label="threshold")
     ax.set_xlabel("image score (max of the anomaly map)")
     ax.set_ylabel("images")
+    ax.set_title(title or "image scores, good vs defective")
     ax.legend()
     fig.tight_layout()
     return fig

@@ -161,6 +161,8 @@ def test_render_html_adds_navigation_and_folds_solutions():
     assert notebook_problems(nb) == ["no figure (image/png output) at all"]
     nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
     assert "cell 1: ValueError: boom" in notebook_problems(nb)
+    nb.cells[1].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "Text(0.5, 1.0, 'scores')"})]
+    assert "cell 1: prints a matplotlib object (Text(0.5, 1.0, 'scores'))" in notebook_problems(nb)
 
 
 # --------------------------------------------------------------------------- the "Look inside" listings
