@@ -84,6 +84,27 @@ def test_chapter_shape(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_every_comparing_sentence_can_be_said(path):
+    # a quick run says one sentence of each `compare`; the others (said on other data) must format too
+    import string
+
+    said = 0
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "compare"):
+            continue
+        said += 1
+        fields = {"a", "b", "diff", "gap", "ratio"} | {k.arg for k in node.keywords}
+        sentences = {k.arg: k.value for k in node.keywords if k.arg in ("more", "less", "same")}
+        assert {"more", "less"} <= set(sentences), ast.unparse(node)[:80]
+        for name, value in sentences.items():
+            assert isinstance(value, ast.Constant) and isinstance(value.value, str), f"{name}: a plain string"
+            used = {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(value.value) if f}
+            assert used <= fields, f"{name} uses {used - fields}: {value.value[:60]}"
+            value.value.format(**{f: 0.5 for f in fields})  # every format spec fits a number
+    assert said >= len(CLAIMS.get(path.name[:2], ())), "every listed claim is made with compare"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_solutions_are_folded_and_skipped_by_run_all(path):
     # JupyterLab's Run All executes every code cell: a solution there would hand out the check's ✓ for free.
     nb = read_notebook(path)
