@@ -49,7 +49,7 @@ QUICK = env_flag("PADIM_QUICK")  # PADIM_QUICK=1: 64 px images, a minute for the
 DEVICE = env_device()  # PADIM_DEVICE: auto (the GPU if there is one), cpu or cuda
 SEEDS = 2  # random channel choices per setting; the paper averages 10 random models (`padim reproduce`: 10)
 RD_DRAWS = 2  # Table VI's random preprocessings; the paper averages 5 (`padim reproduce`: 5)
-OUT = Path("..") / "build" / ("reproduce_quick" if QUICK else "reproduce")  # `padim reproduce`'s own folder
+OUT = (Path("..") / "build" / ("reproduce_quick" if QUICK else "reproduce")).resolve()  # padim reproduce's folder
 
 # %% [markdown]
 # ## 1. The plan: which backbone, which data, how many units

@@ -8,6 +8,7 @@ beside the repository, chapters 04-06 also run on it at full size.
 import ast
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -143,6 +144,8 @@ def test_notebook_runs_in_quick_mode(path, quick_data_home, monkeypatch):
     assert outputs.count("✓ Exercise") == n_checks > 0
     assert "✗" not in outputs
     assert claims_problems(nb, path.name[:2]) == []  # every comparing sentence is the one the run's numbers make true
+    for written in re.findall(r"-> (\S+\.(?:json|md))$", outputs, flags=re.M):  # a path it prints is where it wrote
+        assert Path(written).is_absolute() and Path(written).is_file(), written
 
 
 @pytest.mark.slow
