@@ -262,9 +262,9 @@ print(f"threshold from {n_held} held-out good images: "
 
 # %%
 compare("05.threshold-holds", float(flagged[labels == 0].float().mean()), 0.05, tol=0.03, n=n_held,
-        more="On the good test images it raises {a:.0%} false alarms, far above the 5 % it allowed on the {n} "
-             "held-out ones: those score lower than the good test images. A reason to hold out more images, "
-             "ones that look like what the line will see, and to re-check the threshold when conditions change.",
+        more="On the good test images it raises {a:.0%} false alarms, above the 5 % it allowed on the {n} "
+             "held-out ones: those score lower than the good test images here. Hold out images that look like "
+             "what the line will see, and re-check the threshold when conditions change.",
         less="On the good test images it raises {a:.0%} false alarms, within the 5 % it allowed on the {n} "
              "held-out ones: the held-out images stand for the good test images well.",
         same="On the good test images it raises {a:.0%} false alarms, close to the 5 % it allowed on the {n} "
