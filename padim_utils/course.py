@@ -3,6 +3,7 @@
     QUICK = env_flag("PADIM_QUICK")       # tiny images: seconds per notebook
     DEVICE = env_device()                 # PADIM_DEVICE: auto (default), cpu or cuda
     data = course_data()                  # real MVTec AD under $PADIM_DATA/mvtec_ad, else the embedded set
+    train_cache = data.features("train")  # the backbone's layer outputs, computed once for the whole course
     show_source(GaussianStats.update)     # the exact code the pipeline runs
     check_exercise("3.1", my_cov, stats=stats, position=10)
     compare("02.flatten", gain, 0.01, more="AU-PRO still climbs ({a:+.3f})", less="the curves flatten")
