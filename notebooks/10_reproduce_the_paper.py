@@ -258,7 +258,7 @@ print("why ours differs:", *explain_gaps(tables["IV"]), sep="\n- ")
 show(table_markdown(tables["V"]))
 display(Image(filename=str(OUT / "table_V.png")))
 image_auc = ours("V", "image_auroc", group="all")
-compare("10.table-V", image_auc, ours_auroc, tol=0.002,
+compare("10.table-V", image_auc, ours_auroc, tol=0.005,
         less="Our image AUROC ({a:.3f}) is below our pixel AUROC ({b:.3f}), as in the paper (0.953 against 0.975 "
              "for WR50): detection is the harder ranking.",
         more="Our image AUROC ({a:.3f}) is above our pixel AUROC ({b:.3f}), unlike the paper (0.953 against 0.975 "
