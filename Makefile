@@ -24,9 +24,9 @@ course: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# JupyterLab on the course notebooks.
+# JupyterLab on the course notebooks. As root (e.g. in Docker) JupyterLab needs --allow-root to start.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf build

@@ -35,6 +35,7 @@ import numpy as np
 
 from padim_utils.course import (check_exercise, course_data, env_device, env_flag, environment_report,
                                 markdown_table, show, show_source)
+from padim_utils.data import MVTecDataset
 from padim_utils.plots import plot_gallery
 
 # %% tags=["parameters"]
@@ -115,7 +116,7 @@ print({k: (tuple(v.shape), str(v.dtype)) if hasattr(v, "shape") else v for k, v 
 # The paper resizes to 256 and crops 224; anomalib (and `offline_lite0`) keep 256 without a crop.
 
 # %%
-show_source(type(test).__getitem__)
+show_source(MVTecDataset.__getitem__)
 
 # %% [markdown]
 # ### Exercise 0.1
@@ -125,17 +126,22 @@ show_source(type(test).__getitem__)
 # %%
 answer = ...  # your answer: (n_defective, fraction)
 
-# %% tags=["solution"]
-masks = np.stack([test[i]["mask"].numpy() for i in range(len(test))])  # (N, S, S)
-answer = (sum(test.labels), masks.mean())
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# masks = np.stack([test[i]["mask"].numpy() for i in range(len(test))])  # (N, S, S)
+# answer = (sum(test.labels), masks.mean())
 
 # %%
 check_exercise("0.1", answer, test=test)
 
 # %% [markdown]
-# The fraction is small: the test set is mostly normal pixels. Keep it in mind for chapter 05: a
-# metric over all pixels (pixel AUROC) is dominated by the many easy normal pixels, which is why the
-# paper also reports the per-region overlap (PRO).
+# Keep that fraction in mind for chapter 05. In MVTec AD, as here, defective pixels are a few percent of
+# all test pixels at most, so a metric over all pixels (pixel AUROC) is dominated by the many easy normal
+# pixels, which is why the paper also reports the per-region overlap (PRO).
 #
 # ## Summary
 # - PaDiM learns from normal images only (`train/good`), then scores test images and their pixels.

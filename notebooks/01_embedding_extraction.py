@@ -165,10 +165,15 @@ show_source(embed)
 # %%
 answer = ...  # your answer: a (1, C, h_1, w_1) tensor
 
-# %% tags=["solution"]
-size = layers[0].shape[-2:]  # (h_1, w_1)
-answer = torch.cat([F.interpolate(f, size=size, mode="nearest") for f in layers], dim=1)
-print("identical to backbones.embed:", torch.equal(answer, embed(layers)))
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# size = layers[0].shape[-2:]  # (h_1, w_1)
+# answer = torch.cat([F.interpolate(f, size=size, mode="nearest") for f in layers], dim=1)
+# print("identical to backbones.embed:", torch.equal(answer, embed(layers)))
 
 # %%
 check_exercise("1.1", answer, layers=layers)

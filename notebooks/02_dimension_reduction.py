@@ -31,8 +31,8 @@
 import numpy as np
 import torch
 
-from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
-from padim_utils.features import FeatureCache
+from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
+                                show_source)
 from padim_utils.paper import CITATION, paper_results
 from padim_utils.plots import plot_channel_layout, plot_lines
 from padim_utils.reduction import Reducer, random_channels
@@ -46,14 +46,16 @@ D_VALUES = [8, 16, 32, 64]  # the d's of the sweep (at most C)
 
 # %% [markdown]
 # ## 1. Features once, fits many times
-# The backbone is the slow part; everything after it is cheap. `FeatureCache.compute` runs the backbone
-# once over the training and the test images and keeps every hooked layer's output, so each choice of
-# $d$ and of the reduction below re-fits in about a second without touching the network again.
+# The backbone is the slow part; everything after it is cheap. `FeatureCache.compute(dataset, cfg)` runs
+# the backbone once over a dataset and keeps every hooked layer's output, so each choice of $d$ and of the
+# reduction below re-fits in about a second without touching the network again. `data.features("train")`
+# calls it once per split for the whole course and keeps the result on disk (`$PADIM_DATA/features/`):
+# chapters 03, 04, 05 and 08 read it back instead of running the backbone again.
 
 # %%
 cfg = data.config
-train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
-test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+train_cache = data.features("train")
+test_cache = data.features("test")
 print(train_cache)
 print(test_cache)
 C = sum(train_cache.channels)
@@ -90,7 +92,10 @@ pca.fit_pca([emb])  # the pipeline's PCA fit
 total = X.var(0).sum()
 kept_pca = (X @ pca.projection.double()).var(0).sum() / total
 kept_random = X[:, index].var(0).sum() / total
-print(f"share of the total variance kept with d = {cfg.d}: PCA {kept_pca:.1%}, random channels {kept_random:.1%}")
+compare("02.pca-keeps-variance", kept_pca, kept_random, d=cfg.d,
+        more="With d = {d}, PCA keeps {a:.1%} of the total variance, the random channels {b:.1%}.",
+        less="With d = {d}, the random channels keep {b:.1%} of the total variance, more than PCA's {a:.1%}: "
+             "that cannot be (no projection keeps more than PCA's), so check the fit.")
 
 # %% [markdown]
 # So PCA should win? The paper found the opposite. Its ablation (ResNet18, all MVTec AD classes, pixel
@@ -114,8 +119,9 @@ show(markdown_table([{"reduction": label, "pixel AUROC": v[0] if v else "not rep
 # Now the same comparison on our data, for $d$ in `D_VALUES`, with `sweep`: each variant is fitted and
 # evaluated by the pipeline's own `Padim.fit` / `predict_dataset` on the cached features. The metrics are
 # chapter 05's: pixel AUROC and AU-PRO (localisation), image AUROC (detection). If the paper's result
-# carries over, expect the random curve on or above PCA's; either way, expect both to rise with $d$ and
-# then flatten. (The sweep stops at $d = 64$ to stay fast: the fit's cost grows like $d^3$.)
+# carries over, expect the random curve on or above PCA's. Either way, expect both to rise with $d$, each
+# doubling adding less than the one before: somewhere the curves flatten, and where that happens depends
+# on the data. (The sweep stops at $d = 64$ to stay fast: the fit's cost grows like $d^3$.)
 
 # %%
 d_values = [d for d in D_VALUES if d <= C]
@@ -132,7 +138,9 @@ fig = plot_lines(d_values, series, xlabel="d (channels kept)", ylabel="score (1 
 
 # %% [markdown]
 # What did this run show? The cell below counts, metric by metric, at how many of the $d$ values random
-# channels scored at least as well as PCA, and the scores at the largest $d$.
+# channels scored at least as well as PCA, and the scores at the largest $d$; then it says which came out
+# ahead on average, and whether the curves have flattened by the largest $d$ (the last doubling of $d$
+# adding under 0.01 to every curve).
 # It also prints the mean fit times: PCA adds a pass over the training features and a $C \times C$
 # eigendecomposition, which on a small dataset is lost in the noise of the timings.
 
@@ -146,6 +154,22 @@ for key, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AU-PRO"), ("i
 fit_random = np.mean([by[("random", d)]["fit_seconds"] for d in d_values])
 fit_pca = np.mean([by[("pca", d)]["fit_seconds"] for d in d_values])
 print(f"mean fit time: random {fit_random:.2f} s, PCA {fit_pca:.2f} s")
+mean_aupro = {red: np.mean([by[(red, d)]["pixel_aupro"] for d in d_values]) for red in ("random", "pca")}
+compare("02.random-vs-pca", mean_aupro["random"], mean_aupro["pca"], tol=0.005,
+        more="On average over the values of d, random channels scored {gap:.3f} AU-PRO above PCA, "
+             "as in the paper.",
+        less="On average over the values of d, PCA scored {gap:.3f} AU-PRO above random channels: the "
+             "opposite of the paper's finding (see below why this setting differs).",
+        same="On average over the values of d, random channels and PCA are within {gap:.3f} AU-PRO of each "
+             "other: a tie at this precision, as the paper's 'as good or better' allows.")
+gains = {f"{red} {name}": by[(red, d_values[-1])][key] - by[(red, d_values[-2])][key]
+         for red in ("random", "pca") for key, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AU-PRO"))}
+curve = max(gains, key=gains.get)  # the curve that still climbs most over the last doubling of d
+compare("02.flatten", gains[curve], 0.01, curve=curve, lo=d_values[-2], hi=d_values[-1],
+        more="The curves have not flattened yet: from d = {lo} to {hi} the {curve} still gains {a:+.3f}. On "
+             "this data more channels would still pay, at d² memory and d³ time.",
+        less="The curves flatten: from d = {lo} to {hi} no curve gains more than {a:+.3f}, so more channels "
+             "would cost memory (d²) and time (d³) for little accuracy.")
 
 # %% [markdown]
 # Read these numbers honestly. Where they agree with the paper, random channels are the cheaper and
@@ -161,8 +185,9 @@ print(f"mean fit time: random {fit_random:.2f} s, PCA {fit_pca:.2f} s")
 #   averages over 15 classes are the better guide;
 # - **noise**: with a few dozen test images, differences in the third decimal are within noise.
 #
-# Either way the curves flatten as $d$ grows: beyond some $d$, more channels cost memory and time
-# ($d^2$, $d^3$) for little accuracy, which is the point of the reduction.
+# Wherever the curves flatten, on this data or on yours, $d$ can stop there: beyond it more channels cost
+# memory and time ($d^2$, $d^3$) for little accuracy, which is the point of the reduction. The paper keeps
+# $d = 100$ of ResNet18's 448 channels.
 #
 # ### Look inside
 # The random reduction never builds the full embedding: it picks each layer's channels **before**
@@ -183,11 +208,16 @@ show_source(Reducer.__call__)
 # %%
 answer = ...  # your answer: a float, the explained-variance fraction
 
-# %% tags=["solution"]
-cov = torch.cov(X.T)  # (C, C): rows of X.T are the variables
-eigenvalues = torch.linalg.eigvalsh(cov).flip(0)  # largest first
-answer = float(eigenvalues[: cfg.d].sum() / eigenvalues.sum())
-print(f"top {cfg.d} of {C} directions explain {answer:.1%} of the variance")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# cov = torch.cov(X.T)  # (C, C): rows of X.T are the variables
+# eigenvalues = torch.linalg.eigvalsh(cov).flip(0)  # largest first
+# answer = float(eigenvalues[: cfg.d].sum() / eigenvalues.sum())
+# print(f"top {cfg.d} of {C} directions explain {answer:.1%} of the variance")
 
 # %%
 check_exercise("2.1", answer, X=X, d=cfg.d)

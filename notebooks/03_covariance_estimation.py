@@ -35,9 +35,9 @@
 import numpy as np
 import torch
 
-from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
+from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
+                                show_source)
 from padim_utils.errors import PadimError
-from padim_utils.features import FeatureCache
 from padim_utils.gaussian import GaussianStats
 from padim_utils.metrics import image_auroc, pixel_auroc
 from padim_utils.paper import CITATION, paper_results
@@ -54,12 +54,12 @@ EPS_VALUES = [0.01, 1.0, 100.0]  # the paper uses 0.01
 
 # %% [markdown]
 # ## 1. The training embeddings
-# As in chapter 02: the backbone's layers once (`FeatureCache`), then the configured reduction to $d$
+# As in chapter 02: the backbone's layer outputs once (`data.features`, a `FeatureCache`), then the configured reduction to $d$
 # channels, the same `Reducer` that `Padim.fit` uses.
 
 # %%
 cfg = data.config
-train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
+train_cache = data.features("train")
 reducer = Reducer(cfg.reduction, train_cache.channels, cfg.d, cfg.seed)
 emb = reducer(train_cache.layers)  # (N, d, h, w)
 N, d, h, w = emb.shape
@@ -143,8 +143,16 @@ show(markdown_table(rows))
 # %% [markdown]
 # So how large should $\epsilon$ be? Compare it with the largest eigenvalues above: an $\epsilon$ far below them
 # only regularises the degenerate directions, one far above them swamps the data and turns the Mahalanobis
-# distance into a scaled Euclidean distance. The paper's 0.01 is on the small side for these activations.
-#
+# distance into a scaled Euclidean distance. Where does the paper's 0.01 sit for these activations?
+
+# %%
+compare("03.eps-small", 0.01, 0.01 * float(ev[:, -1].median()), largest=float(ev[:, -1].median()),
+        less="The paper's ε = 0.01 is far below the largest eigenvalues here (median {largest:.3g}): it only "
+             "regularises the degenerate directions, the data keeps the rest.",
+        more="The paper's ε = 0.01 is not small for these activations: the median largest eigenvalue is only "
+             "{largest:.3g}, so ε reaches into directions the data itself describes.")
+
+# %% [markdown]
 # ## 4. Several ε on one fit: `finalize(eps, keep=True)`
 # `finalize` turns the statistics into what chapter 04 needs, the means and the **precisions**
 # $\Sigma_{ij}^{-1}$ via a Cholesky factorisation, position chunk by chunk. By default it consumes the scatter
@@ -153,7 +161,7 @@ show(markdown_table(rows))
 # $\epsilon = 0$ to be refused whenever the covariances are singular, and the scores to change with $\epsilon$:
 
 # %%
-test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+test_cache = data.features("test")
 test_emb = reducer(test_cache.layers)  # (M, d, h, w)
 try:
     stats.finalize(0.0, keep=True)
@@ -184,7 +192,7 @@ show(markdown_table(rows))
 # %%
 print(f"our fit: P = {P}, d = {d}: formula P d^2 8 = {P * d * d * 8:,} bytes; "
       f"stats.m2 holds {stats.m2.nbytes:,} bytes")
-d_axis = [10, 25, 50, 100, 200, 400, 550, 800]
+d_axis = [10, 25, 50, 100, 200, 550, 800]
 grids = {"28x28 (ResNet layer1 at 112 px)": 28 * 28, "56x56 (224 px, the paper)": 56 * 56,
          "64x64 (256 px, no crop)": 64 * 64}
 fig = plot_lines(d_axis, {name: [p * dd * dd * 8 / 2**30 for dd in d_axis] for name, p in grids.items()},
@@ -224,11 +232,16 @@ show_source(GaussianStats.update)
 # %%
 answer = ...  # your answer: a (d, d) covariance matrix
 
-# %% tags=["solution"]
-xs = emb[:, :, h // 2, w // 2].double()  # (N, d): one row per training image
-xc = xs - xs.mean(0)  # centred
-answer = xc.T @ xc / (N - 1)  # unbiased: divide by N - 1
-print("equal to GaussianStats:", torch.allclose(answer, stats.covariance()[centre]))
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# xs = emb[:, :, h // 2, w // 2].double()  # (N, d): one row per training image
+# xc = xs - xs.mean(0)  # centred
+# answer = xc.T @ xc / (N - 1)  # unbiased: divide by N - 1
+# print("equal to GaussianStats:", torch.allclose(answer, stats.covariance()[centre]))
 
 # %%
 check_exercise("3.1", answer, emb=emb, position=(h // 2, w // 2))

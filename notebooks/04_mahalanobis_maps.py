@@ -27,8 +27,8 @@
 import numpy as np
 import torch
 
-from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
-from padim_utils.features import FeatureCache
+from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
+                                show_source)
 from padim_utils.metrics import evaluate
 from padim_utils.model import Padim
 from padim_utils.plots import pick_examples, plot_maps, plot_overlays, plot_score_histogram
@@ -42,14 +42,14 @@ data = course_data()  # real MVTec AD under $PADIM_DATA/mvtec_ad if present, els
 
 # %% [markdown]
 # ## 1. Fit once, then look at every step
-# We compute the backbone's layer outputs once for the training and the test images (a `FeatureCache`,
-# chapter 01), fit the per-position Gaussians on the training images (chapter 03), and reduce the test
+# We take the backbone's layer outputs for the training and the test images (a `FeatureCache`, chapter 02:
+# `data.features` reads them back from disk where an earlier chapter computed them), fit the per-position Gaussians on the training images (chapter 03), and reduce the test
 # layer outputs to the same d channels. Everything after that is this chapter: no backbone pass again.
 
 # %%
 cfg = data.config
-train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
-test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+train_cache = data.features("train")
+test_cache = data.features("test")
 model = Padim(cfg).fit(train_cache, progress=False)
 test_emb = model.reducer([f.to(model.device) for f in test_cache.layers])  # (N, d, h, w)
 labels, masks = test_cache.labels, test_cache.masks  # (N,), (N, S, S)
@@ -83,15 +83,30 @@ print(f"median patch distance, good test images:      {dist[good].median():.1f}"
 print(f"median patch distance, defective test images: {dist[bad].median():.1f}")
 print(f"largest patch distance, good test images:      {dist[good].amax():.1f}")
 print(f"largest patch distance, defective test images: {dist[bad].amax():.1f}")
+compare("04.beyond-sqrt-d", float(dist[good].median()), d ** 0.5, d=d,
+        more="Good test patches lie at a median {a:.1f}, beyond sqrt(d) = {b:.1f}, as expected for Gaussians "
+             "estimated from few images.",
+        less="Good test patches lie at a median {a:.1f}, within sqrt(d) = {b:.1f}: the Gaussians describe new "
+             "normal images as well as the ones they were fitted on.")
 
 # %% [markdown]
 # How far above $\sqrt{d}$ depends on how well the Gaussians are estimated: with $N$ training images the
 # sample covariance has rank at most $N-1$, and in the other directions only $\epsilon I$ is left, whose
 # inverse $1/\epsilon$ is huge. The fewer images per channel, the larger the distances of new normal patches.
 #
-# The medians of good and defective images are close: most patches of a defective image are normal. What
-# differs is the *largest* distance, where the defect is. That is why the image score below is a maximum.
-#
+# Most patches of a defective image are normal, so expect the medians of good and defective images to be
+# close, and the *largest* distances, where the defects are, to differ more:
+
+# %%
+medians, largest = [float(dist[s].median()) for s in (good, bad)], [float(dist[s].amax()) for s in (good, bad)]
+compare("04.max-differs-more", largest[1] / largest[0] - 1, medians[1] / medians[0] - 1,
+        more="The largest distance of the defective images is {a:.0%} above the good images', their median only "
+             "{b:.0%}: what sets a defective image apart is its most distant patch. That is why the image "
+             "score below is a maximum.",
+        less="Here the medians differ as much as the largest distances ({b:.0%} against {a:.0%}): the defects "
+             "change most of their images' patches, not only a few.")
+
+# %% [markdown]
 # ## 3. From the patch grid to pixels: upsample, then blur
 # The grid is coarser than the image, so `anomaly_maps` first resizes the $h \times w$ distances to
 # $S \times S$ pixels with the config's `interpolation`: **bicubic** in the paper, **bilinear** in anomalib
@@ -122,9 +137,14 @@ fig = plot_maps(test[k]["image"],
 # %%
 maps = anomaly_maps(dist, S, cfg.sigma, cfg.interpolation)  # (N, S, S), the maps Padim.predict returns
 scores = image_scores(maps)  # (N,)
-fig = plot_score_histogram(scores, labels)
-fig.axes[0].set_title(f"{data.category}: image scores of the test set")
-print(f"mean image score: good {scores[good].mean():.1f}, defective {scores[bad].mean():.1f}")
+fig = plot_score_histogram(scores, labels, title=f"{data.category}: image scores of the test set")
+
+# %%
+compare("04.scores-right", float(scores[bad].median()), float(scores[good].median()),
+        more="The median defective image scores {a:.1f}, the median good one {b:.1f}: the defective histogram "
+             "lies to the right.",
+        less="The median defective image scores {a:.1f}, not above the median good one ({b:.1f}): on this "
+             "data the image score barely separates them.")
 
 # %% [markdown]
 # ## 5. Good and defective images side by side
@@ -175,11 +195,19 @@ show(markdown_table([{"variant": name, "image AUROC": r["image_auroc"], "pixel A
 
 # %%
 ref, noblur, shared = results.values()
-for name, other in (("no blur", noblur), ("one shared Gaussian", shared)):
-    changes = ", ".join(f"{m} {'+' if other[key] >= ref[key] else ''}{other[key] - ref[key]:.3f}"
-                        for m, key in (("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"),
-                                     ("AU-PRO", "pixel_aupro")))
-    print(f"{name} vs PaDiM at {S} px: {changes}")
+compare("04.shared-lower", shared["pixel_auroc"], ref["pixel_auroc"], tol=0.002, size=S,
+        less="One shared Gaussian loses {gap:.3f} pixel AUROC against PaDiM's per-position Gaussians at {size} px: "
+             "where a patch is matters on this data.",
+        more="One shared Gaussian scores {gap:.3f} pixel AUROC *above* the per-position Gaussians at {size} px: "
+             "on this data position matters less than the extra samples a shared Gaussian is fitted on.",
+        same="One shared Gaussian is within {gap:.3f} pixel AUROC of the per-position Gaussians at {size} px: "
+             "on this data position barely matters.")
+compare("04.blur", ref["pixel_aupro"], noblur["pixel_aupro"], tol=0.005, size=S,
+        more="The blur (σ = 4 px) adds {gap:.3f} AU-PRO at {size} px: it removes more isolated noisy patches "
+             "than it spreads the defects.",
+        less="The blur (σ = 4 px) costs {gap:.3f} AU-PRO at {size} px: at this image size it spreads the defects "
+             "over their surroundings more than it removes noise.",
+        same="The blur (σ = 4 px) changes AU-PRO by {diff:+.3f} at {size} px: next to nothing at this size.")
 
 # %% [markdown]
 # The same defective image under the three variants (each map with its own colour bar: compare the shapes,
@@ -221,13 +249,18 @@ r, c = int(r), int(c)
 print(f"image {k}, position (r, c) = ({r}, {c})")
 answer = ...  # your answer: a float
 
-# %% tags=["solution"]
-x = test_emb[k, :, r, c].double().cpu().numpy()  # (d,)
-mu = model.mean[r * w + c].double().cpu().numpy()  # (d,)
-precision = model.precision[r * w + c].double().cpu().numpy()  # (d, d) = inverse covariance
-delta = x - mu
-answer = float(np.sqrt(delta @ precision @ delta))
-print(f"by hand {answer:.4f}, mahalanobis() {dist[k, r, c]:.4f}")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# x = test_emb[k, :, r, c].double().cpu().numpy()  # (d,)
+# mu = model.mean[r * w + c].double().cpu().numpy()  # (d,)
+# precision = model.precision[r * w + c].double().cpu().numpy()  # (d, d) = inverse covariance
+# delta = x - mu
+# answer = float(np.sqrt(delta @ precision @ delta))
+# print(f"by hand {answer:.4f}, mahalanobis() {dist[k, r, c]:.4f}")
 
 # %%
 check_exercise("4.1", answer, embeddings=test_emb, mean=model.mean, precision=model.precision, image=k,

@@ -27,8 +27,8 @@
 import numpy as np
 import torch
 
-from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
-from padim_utils.features import FeatureCache
+from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
+                                show_source)
 from padim_utils.metrics import (aupro, evaluate, f1_at, f1_max, image_auroc, pixel_auroc, pro_at, pro_curve,
                                  threshold_from_normal)
 from padim_utils.model import Padim
@@ -125,14 +125,15 @@ print(f"every pro_at point lies on the curve: {on_curve};  AU-PRO (FPR <= 0.3) =
 
 # %% [markdown]
 # ## 2. The same metrics on real anomaly maps
-# Now PaDiM's maps of this chapter's data. We keep a quarter of the normal training images **aside** (section
+# Now PaDiM's maps of this chapter's data, fitted on the backbone's layer outputs (`data.features`,
+# chapter 02). We keep a quarter of the normal training images **aside** (section
 # 5 needs normal images the model has not seen), fit on the rest, and predict the test set. Expect image
 # AUROC and pixel AUROC to be high, and AU-PRO to be the lowest of the three: it is the strictest.
 
 # %%
 cfg = data.config
-train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
-test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+train_cache = data.features("train")
+test_cache = data.features("test")
 n_held = max(2, len(train_cache) // 4)  # normal images kept aside for section 5
 fit_cache = train_cache.subset(slice(0, len(train_cache) - n_held))
 held_cache = train_cache.subset(slice(len(train_cache) - n_held, None))
@@ -143,6 +144,9 @@ labels, scores, masks, maps = result["labels"], result["scores"], result["masks"
 metrics = evaluate(labels, scores, masks, maps)
 show(markdown_table({"image AUROC": metrics["image_auroc"], "image F1 (best threshold)": metrics["image_f1"],
                      "pixel AUROC": metrics["pixel_auroc"], "AU-PRO (FPR 0.3)": metrics["pixel_aupro"]}))
+compare("05.aupro-lowest", metrics["pixel_aupro"], min(metrics["image_auroc"], metrics["pixel_auroc"]),
+        less="AU-PRO ({a:.3f}) is the lowest of the three, as expected of the strictest.",
+        more="AU-PRO ({a:.3f}) is not the lowest here: detection (image AUROC) is the weaker side on this data.")
 
 # %% [markdown]
 # ### ROC curves
@@ -177,9 +181,19 @@ print(f"pixel TPR {found / defect_px.numel():.3f} (all defect pixels together) v
 
 # %% [markdown]
 # Two lessons. A "low" pixel FPR still paints many good pixels red, which a pixel AUROC near 1 hides. And
-# the pixel TPR is dominated by the **large** defects, which are the easy ones; PRO averages regions, so
-# a missed small defect costs as much as a missed big one, which is why PRO is usually the lower number.
-#
+# the pixel TPR is dominated by the **large** defects, which are usually the easy ones, while PRO averages
+# regions, so a missed small defect costs as much as a missed big one. Expect PRO below the pixel TPR:
+
+# %%
+compare("05.pro-below-tpr", at_t5.pro, found / defect_px.numel(), tol=0.005,
+        less="At this threshold PRO ({a:.3f}) is below the pixel TPR ({b:.3f}): the small regions are the ones "
+             "missed.",
+        more="At this threshold PRO ({a:.3f}) is above the pixel TPR ({b:.3f}): here the large defects are the "
+             "ones missed, and the many small ones are found.",
+        same="At this threshold PRO ({a:.3f}) and the pixel TPR ({b:.3f}) agree: small and large defects are "
+             "found alike.")
+
+# %% [markdown]
 # ## 4. The PRO curve of real maps, and why it stops at FPR 0.3
 # Below, the full PRO curve with `pro_at` at the thresholds that flag 1 %, 5 %, 10 % and 30 % of the
 # defect-free pixels. Expect the curve to climb steeply at first and the points to lie on it.
@@ -210,6 +224,11 @@ fig = plot_lines(limits, series, xlabel="FPR limit L of the integration", ylabel
                  title=f"{data.category}: AU-PRO depends on where it stops", ylim=(0, 1.02))
 show(markdown_table([{"FPR limit L": L, "PaDiM": a, "random": b, "PaDiM / random": f"{a / b:.1f}x"}
                      for L, a, b in zip(limits, *series.values())]))
+lead = [a / b for a, b in zip(*series.values())]
+compare("05.lead-shrinks", lead[-1], lead[limits.index(0.3)],
+        less="PaDiM's lead over random maps shrinks from {b:.1f}x at L = 0.3 to {a:.1f}x at L = 1: the area "
+             "beyond 0.3 says little about useful thresholds.",
+        more="PaDiM's lead over random maps does not shrink here ({b:.1f}x at L = 0.3, {a:.1f}x at L = 1).")
 
 # %% [markdown]
 # ## 5. A threshold chosen without test labels
@@ -227,8 +246,8 @@ show(markdown_table([
     {"threshold": "from held-out good images (no test labels)", "value": f"{t_normal:.1f}",
      "test F1": f1_at(labels, scores, t_normal)},
     {"threshold": "best F1 (peeks at the test labels)", "value": f"{t_best:.1f}", "test F1": f1_best}]))
-fig = plot_score_histogram(scores, labels, threshold=t_normal)
-fig.axes[0].set_title(f"{data.category}: test image scores and the label-free threshold")
+fig = plot_score_histogram(scores, labels, threshold=t_normal,
+                           title=f"{data.category}: test image scores and the label-free threshold")
 flagged = scores >= t_normal
 print(f"threshold from {n_held} held-out good images: "
       f"on the test set it flags {flagged[labels == 1].float().mean():.0%} of the defective and "
@@ -238,9 +257,20 @@ print(f"threshold from {n_held} held-out good images: "
 # With few held-out images the threshold can only sit above the highest held-out score, and a handful of
 # images says little about the tail of normal scores: more held-out images give a steadier threshold. If
 # the held-out good images score lower than the good test images (other lighting, another day of
-# production), the threshold lands too low and flags good test images: a reason to hold out images that
-# look like what the line will see, and to re-check the threshold when conditions change.
-#
+# production), the threshold lands too low and flags good test images. Did it happen here? The threshold
+# allowed 5 % false alarms on the held-out images:
+
+# %%
+compare("05.threshold-holds", float(flagged[labels == 0].float().mean()), 0.05, tol=0.03, n=n_held,
+        more="On the good test images it raises {a:.0%} false alarms, above the 5 % it allowed on the {n} "
+             "held-out ones: those score lower than the good test images here. Hold out images that look like "
+             "what the line will see, and re-check the threshold when conditions change.",
+        less="On the good test images it raises {a:.0%} false alarms, within the 5 % it allowed on the {n} "
+             "held-out ones: the held-out images stand for the good test images well.",
+        same="On the good test images it raises {a:.0%} false alarms, close to the 5 % it allowed on the {n} "
+             "held-out ones: the held-out images stand for the good test images about as well as {n} images can.")
+
+# %% [markdown]
 # ### Look inside
 # The PRO curve at one threshold, straight from its definition (the fast `pro_curve` and `aupro` compute
 # all thresholds from one sort and pass through these points):
@@ -263,12 +293,17 @@ show_source(threshold_from_normal)
 # %%
 answer = ...  # your answer: a float
 
-# %% tags=["solution"]
-s, y = scores.numpy(), labels.numpy()
-bad, good = s[y == 1], s[y == 0]
-wins = (bad[:, None] > good[None, :]).sum() + 0.5 * (bad[:, None] == good[None, :]).sum()  # all pairs at once
-answer = float(wins / (len(bad) * len(good)))
-print(f"by counting {len(bad) * len(good)} pairs: {answer:.4f};  image_auroc: {image_auroc(labels, scores):.4f}")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# s, y = scores.numpy(), labels.numpy()
+# bad, good = s[y == 1], s[y == 0]
+# wins = (bad[:, None] > good[None, :]).sum() + 0.5 * (bad[:, None] == good[None, :]).sum()  # all pairs at once
+# answer = float(wins / (len(bad) * len(good)))
+# print(f"by counting {len(bad) * len(good)} pairs: {answer:.4f};  image_auroc: {image_auroc(labels, scores):.4f}")
 
 # %%
 check_exercise("5.1", answer, labels=labels, scores=scores)
@@ -282,15 +317,20 @@ check_exercise("5.1", answer, labels=labels, scores=scores)
 # %%
 answer = ...  # your answer: a float
 
-# %% tags=["solution"]
-from scipy import ndimage
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
 
-overlaps = []
-for m, a in zip(tiny_masks, tiny_maps):
-    regions, n = ndimage.label(m, structure=np.ones((3, 3)))  # 8-connected regions 1..n of this image
-    overlaps += [(a[regions == r] >= 2).mean() for r in range(1, n + 1)]
-answer = float(np.mean(overlaps))
-print(f"{len(overlaps)} regions, overlaps {np.round(overlaps, 3)}, PRO {answer:.3f}")
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# from scipy import ndimage
+#
+# overlaps = []
+# for m, a in zip(tiny_masks, tiny_maps):
+#     regions, n = ndimage.label(m, structure=np.ones((3, 3)))  # 8-connected regions 1..n of this image
+#     overlaps += [(a[regions == r] >= 2).mean() for r in range(1, n + 1)]
+# answer = float(np.mean(overlaps))
+# print(f"{len(overlaps)} regions, overlaps {np.round(overlaps, 3)}, PRO {answer:.3f}")
 
 # %%
 check_exercise("5.2", answer, masks=tiny_masks, maps=tiny_maps, threshold=2)

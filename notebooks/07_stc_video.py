@@ -30,11 +30,12 @@
 # %%
 import numpy as np
 
-from padim_utils.course import check_exercise, env_device, env_flag, markdown_table, show, show_source, stc_data
+from padim_utils.course import (check_exercise, compare, env_device, env_flag, markdown_table, show, show_source,
+                                solved, stc_data)
 from padim_utils.metrics import image_auroc, pixel_auroc
 from padim_utils.model import Padim
 from padim_utils.paper import CITATION, paper_results
-from padim_utils.plots import plot_examples, plot_frame_scores, plot_gallery
+from padim_utils.plots import plot_frame_scores, plot_gallery, plot_overlays
 from padim_utils.stc import run_stc
 
 # %% tags=["parameters"]
@@ -83,8 +84,9 @@ fig = plot_gallery([test[i]["image"] for i in pick], masks=[test[i]["mask"] for 
 # %% [markdown]
 # ## 2. One model for one scene
 # Nothing changes in the method: a frame is an image. We fit on the scene's training frames, then score
-# every test frame. Expect the frame scores to rise while an anomaly is in view (shaded), and to stay low
-# between; a moving pedestrian is normal here, so it should not light up the map much.
+# every test frame. Expect the frame scores to rise while an anomaly is in view (shaded); a moving
+# pedestrian is normal here, so it should light up the map less. How low the normal frames stay is the
+# question the frame AUROC answers: the lines under the plot say what happened here.
 
 # %%
 model = Padim(stc.config).fit(train)
@@ -99,13 +101,24 @@ clips = [p.split("/")[-2] for p in test.paths]
 fig = plot_frame_scores(result["scores"], result["labels"], clips=clips,
                         title=f"scene {scene}: frame score over the test clips (dotted: a new clip)")
 
+# %%
+frame_scores, frame_labels = result["scores"].numpy(), result["labels"].numpy()
+compare("07.normal-frames-low", float(frame_scores[frame_labels == 0].max()),
+        float(np.median(frame_scores[frame_labels == 1])),
+        less="Every normal frame scores below the median anomalous frame (highest normal {a:.1f}, median "
+             "anomalous {b:.1f}): the scores stay low between the anomalies.",
+        more="Normal frames do not all stay low: the highest scores {a:.1f}, above the median anomalous frame "
+             "({b:.1f}). A frame's score is the maximum of its map, so one unusual patch anywhere (a pedestrian "
+             "where the few training frames had none) raises a whole normal frame; the frame AUROC counts "
+             "these overlaps.")
+
 # %% [markdown]
-# The anomaly maps of the most and least anomalous test frames (one colour scale for all):
+# The anomaly maps of the most and least anomalous test frames, on one colour scale (the bar on the right):
 
 # %%
 order = np.argsort(-result["scores"].numpy())
 show_idx = [int(order[0]), int(order[1]), int(order[len(order) // 2]), int(order[-1])]
-fig = plot_examples([test[i]["image"] for i in show_idx], [result["masks"][i] for i in show_idx],
+fig = plot_overlays([test[i]["image"] for i in show_idx], [result["masks"][i] for i in show_idx],
                     [result["maps"][i] for i in show_idx], scores=[result["scores"][i] for i in show_idx],
                     labels=[result["labels"][i] for i in show_idx],
                     titles=[clips[i] for i in show_idx], title=f"scene {scene}: anomaly maps, most to least anomalous")
@@ -145,18 +158,38 @@ show(markdown_table(rows) + f"\n\nPaper: {CITATION}, Table IV.")
 # %%
 answer = ...  # the frame AUROC with mean-of-map scores
 
-# %% tags=["solution"]
-mean_scores = result["maps"].mean(dim=(1, 2))  # (N,)
-answer = image_auroc(result["labels"], mean_scores)
-print(f"max of the map: {frame_auc:.3f}, mean of the map: {answer:.3f}")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# mean_scores = result["maps"].mean(dim=(1, 2))  # (N,)
+# answer = image_auroc(result["labels"], mean_scores)
+# print(f"max of the map: {frame_auc:.3f}, mean of the map: {answer:.3f}")
 
 # %%
 check_exercise("7.1", answer, maps=result["maps"], labels=result["labels"])
 
 # %% [markdown]
-# A small anomaly raises the maximum but barely moves the mean of a large frame: that is why the maximum
-# is the usual choice when anomalies are small.
-#
+# Which of the two scores ranks the frames better depends on the anomalies: a small one raises the maximum
+# of the map but barely moves the mean of a large frame, while a large one moves the mean too, and the
+# maximum also picks up single unusual patches of normal frames. Once your answer is right, the cell below
+# compares it with the maximum's frame AUROC:
+
+# %%
+if solved("7.1"):
+    compare("07.max-vs-mean", frame_auc, answer, tol=0.005,
+            more="The maximum ranks the frames better here: frame AUROC {a:.3f} against {b:.3f} for the mean. "
+                 "The anomalies are small against the frame, the usual case, hence the paper's choice.",
+            less="The mean ranks the frames better here: frame AUROC {b:.3f} against {a:.3f} for the maximum. "
+                 "These anomalies (vehicles, cyclists) cover much of the frame and raise the whole map, while the "
+                 "maximum of a normal frame is raised by single unusual patches. The paper keeps the maximum: on "
+                 "real campus video the anomalies are small against the frame.",
+            same="Both scores rank the frames alike here (frame AUROC {a:.3f} for the maximum, {b:.3f} for the mean).")
+else:
+    print("Answer exercise 7.1 first: this cell compares your number with the maximum's.")
+
 # %% [markdown]
 # ## 4. Which frames to train on
 # The paper does not say how many training frames it used, and more normal data sounds always better.
@@ -205,6 +238,18 @@ for codec in ("none", "match"):
     print(f"{codec:5s}: {few} -> {every} frames: frame AUROC {a['frame_auroc']:.3f} -> {b['frame_auroc']:.3f}, "
           f"AU-PRO {a['aupro']:.3f} -> {b['aupro']:.3f}, background {a['background_median']:.1f} -> "
           f"{b['background_median']:.1f}, cart {a['cart_median']:.1f} -> {b['cart_median']:.1f}")
+compare("07.decoded-more-frames", row[few, "none"]["frame_auroc"], row[every, "none"]["frame_auroc"], tol=0.01,
+        more="As decoded, more training frames made the model blinder: frame AUROC {a:.3f} with {few} frames, "
+             "{b:.3f} with all {every}.",
+        less="As decoded, more training frames did not hurt in this run: frame AUROC {a:.3f} with {few} frames, "
+             "{b:.3f} with all {every}.",
+        same="As decoded, the frame AUROC barely moved with more frames here ({a:.3f} with {few}, {b:.3f} with "
+             "{every}).", few=few, every=every)
+compare("07.matched-background", row[every, "none"]["background_median"], row[every, "match"]["background_median"],
+        more="With every frame, matching the codec lowers the background's median score from {a:.1f} to {b:.1f} "
+             "({ratio:.1f} times lower).",
+        less="With every frame, matching the codec did not lower the background's median score here ({a:.1f} "
+             "as decoded, {b:.1f} matched).")
 
 # %% [markdown]
 # The maps say the same for one test frame with the cart in the middle of the path, both models fitted on
@@ -247,5 +292,8 @@ show_source(match_test_codec)
 #   normal training videos (resize 256, no crop in the paper).
 # - Frame-level AUROC scores each frame by the maximum of its map; pixel-level AUROC scores every pixel.
 # - Nothing in PaDiM uses time: motion is only "seen" through what it changes in one frame.
+# - More training frames are not always better: a static background's Gaussians are only as wide as the video
+#   codec's noise, and normal activity widens the Gaussians where it happens. Train on frames stored as the
+#   test frames are (`train_codec="match"`, the default) and spread over every video.
 #
 # **Next:** 08 lets you change each of PaDiM's choices with sliders and see the effect.

@@ -30,8 +30,8 @@
 
 # %%
 from padim_utils import ablations
-from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
-from padim_utils.features import FeatureCache
+from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
+                                show_source)
 from padim_utils.paper import CITATION, paper_results
 from padim_utils.plots import plot_ablation
 
@@ -43,14 +43,15 @@ data = course_data()  # real MVTec AD under $PADIM_DATA/mvtec_ad if present, els
 # %% [markdown]
 # ## 1. Run the backbone once
 # Everything after the backbone (reduction, Gaussians, distances, blur, metrics) is cheap; the
-# backbone's forward pass is not. A `FeatureCache` keeps every hooked layer's output for every image,
-# so each ablation below re-fits from memory. Changing the **image size or crop** would change these
+# backbone's forward pass is not. A `FeatureCache` keeps every hooked layer's output for every image
+# (`data.features`, chapter 02: computed once for the course and read back from disk), so each ablation
+# below re-fits from memory. Changing the **image size or crop** would change these
 # features themselves (a new backbone pass, see chapter 01), so the controls leave geometry alone.
 
 # %%
 cfg = data.config
-train_cache = FeatureCache.compute(data.train(), cfg, progress=False)
-test_cache = FeatureCache.compute(data.test(), cfg, progress=False)
+train_cache = data.features("train")
+test_cache = data.features("test")
 print(train_cache)
 print(test_cache)
 
@@ -105,9 +106,14 @@ best_single = max(layer_rows[:-1], key=lambda r: r["pixel_aupro"])  # rows: each
 joint = layer_rows[-1]
 ranking = sorted(layer_rows[:-1], key=lambda r: -r["pixel_aupro"])
 print("single layers, best AU-PRO first:", ", ".join(f"{r['layers']} {r['pixel_aupro']:.3f}" for r in ranking))
-print(f"best single layer: {best_single['layers']} (AU-PRO {best_single['pixel_aupro']:.3f}); "
-      f"all layers jointly: AU-PRO {joint['pixel_aupro']:.3f} ({joint['pixel_aupro'] - best_single['pixel_aupro']:+.3f}), "
-      f"from {len(train_cache)} training images for {joint['d']} channels")
+compare("08.joint-vs-single", joint["pixel_aupro"], best_single["pixel_aupro"], tol=0.005,
+        best=best_single["layers"], n=len(train_cache), d=joint["d"],
+        more="All layers jointly ({a:.3f} AU-PRO) beat the best single layer, {best} ({b:.3f}), as in the paper.",
+        less="The best single layer, {best} ({b:.3f} AU-PRO), beats all layers jointly ({a:.3f}) here, unlike the "
+             "paper, which keeps every channel: at the same d = {d} the joint model keeps a few random channels of "
+             "each layer, a single layer most of its own, and with {n} training images every covariance rests "
+             "mostly on ε.",
+        same="All layers jointly ({a:.3f} AU-PRO) tie with the best single layer, {best} ({b:.3f}).")
 fig = plot_ablation(layer_rows, title="Which layers? Ours (bars) vs the paper (black ticks)")
 
 # %% [markdown]
@@ -127,8 +133,14 @@ fig = plot_ablation(red_rows, title=f"Reduction to d = {cfg.d}: ours vs the pape
 
 # %%
 by = {r["reduction"]: r for r in red_rows}
-print(f"random - PCA at d = {cfg.d}: AU-PRO {by['random']['pixel_aupro'] - by['pca']['pixel_aupro']:+.3f} "
-      f"(paper, R18, d = 100: {reduction_table['random_100'][1] - reduction_table['pca_100'][1]:+.3f})")
+compare("08.random-vs-pca", by["random"]["pixel_aupro"], by["pca"]["pixel_aupro"], tol=0.005, d=cfg.d,
+        paper=reduction_table["random_100"][1] - reduction_table["pca_100"][1],
+        more="Random channels beat PCA by {gap:.3f} AU-PRO at d = {d}, as in the paper ({paper:+.3f} for R18 at "
+             "d = 100).",
+        less="PCA beats random channels by {gap:.3f} AU-PRO at d = {d}, unlike the paper (random {paper:+.3f} "
+             "for R18 at d = 100); chapter 02 lists how this setting differs (backbone, data, noise).",
+        same="Random channels and PCA are within {gap:.3f} AU-PRO at d = {d}; the paper found random "
+             "{paper:+.3f} ahead (R18, d = 100).")
 
 # %% [markdown]
 # ## 5. Your turn: the controls
@@ -168,11 +180,16 @@ show_source(ablations.run_ablation)
 # %%
 answer = ...  # your answer: AU-PRO(sigma=4) - AU-PRO(sigma=0)
 
-# %% tags=["solution"]
-with_blur = ablations.run_ablation(train_cache, test_cache, cfg, sigma=4)
-without_blur = ablations.run_ablation(train_cache, test_cache, cfg, sigma=0)
-answer = with_blur["pixel_aupro"] - without_blur["pixel_aupro"]
-print(f"AU-PRO with blur {with_blur['pixel_aupro']:.3f}, without {without_blur['pixel_aupro']:.3f}: {answer:+.3f}")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# with_blur = ablations.run_ablation(train_cache, test_cache, cfg, sigma=4)
+# without_blur = ablations.run_ablation(train_cache, test_cache, cfg, sigma=0)
+# answer = with_blur["pixel_aupro"] - without_blur["pixel_aupro"]
+# print(f"AU-PRO with blur {with_blur['pixel_aupro']:.3f}, without {without_blur['pixel_aupro']:.3f}: {answer:+.3f}")
 
 # %%
 check_exercise("8.1", answer, train_cache=train_cache, test_cache=test_cache, config=cfg)

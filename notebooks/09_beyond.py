@@ -34,7 +34,8 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
-from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
+from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
+                                show_source)
 from padim_utils.data import ImageFolderDataset
 from padim_utils.model import Padim
 from padim_utils.paper import CITATION, paper_results, paper_value
@@ -97,7 +98,11 @@ fig = plot_overlays([mine[i]["image"] for i in range(len(mine))], None, own["map
 show(markdown_table([{"image": n, "score": float(s), "really": truth[n]} for n, s in zip(names, own["scores"])]))
 good_max = max(float(s) for n, s in zip(names, own["scores"]) if truth[n] == "good")
 bad_min = min(float(s) for n, s in zip(names, own["scores"]) if truth[n] != "good")
-print("every defective photo scores above every good one:", bad_min > good_max)
+compare("09.own-images", bad_min, good_max,
+        more="Every defective photo scores above every good one (lowest defective {a:.1f}, highest good {b:.1f}): "
+             "a threshold between them would flag exactly the defects.",
+        less="Not every defective photo scores above the good ones (lowest defective {a:.1f}, highest good "
+             "{b:.1f}): no threshold flags exactly the defects here.")
 
 # %% [markdown]
 # To flag images without labels you need a threshold. Chapter 05 chose one from normal images only
@@ -150,7 +155,11 @@ for r in rows:
     r["image"] = Path(r["image"]).name
 show(markdown_table(rows))
 cli_scores = np.array([float(r["score"]) for r in rows])
-print("largest difference from model.predict:", float(np.abs(cli_scores - own["scores"].numpy()).max()))
+compare("09.cli-matches", float(np.abs(cli_scores - own["scores"].numpy()).max()),
+        1e-5 * float(np.abs(cli_scores).max()),
+        less="The CLI's scores match `model.predict`: the largest difference, {a:.2g}, is float rounding.",
+        more="The CLI's scores differ from `model.predict` by up to {a:.2g}, more than float rounding: the "
+             "two fits did not see the same data or config.")
 
 # %% [markdown]
 # ## 4. Where PaDiM fails: misaligned objects
@@ -169,7 +178,7 @@ print(f"PaDiM-WR50-Rd550 pixel AUROC: MVTec AD {paper_value('PaDiM-WR50-Rd550', 
 # We rotate and shift a few *good* test images with `torchvision.transforms.functional.affine`
 # (filling the uncovered corners with the image's own border colour, so the corners do not look like
 # defects by themselves) and score them. Expect the scores to rise with the angle and with the shift,
-# toward the defective images' median score (green line), and for the larger shifts past it.
+# toward the defective images' median score (the dashed line); the lines under the plots say how far.
 
 # %%
 goods = torch.stack([test[i]["image"] for i in [i for i, y in enumerate(test.labels) if y == 0][:4]])
@@ -193,19 +202,29 @@ shift_scores = np.stack([loaded.predict(move(goods, shift=s))[1].numpy() for s i
 reference = {"median score of good test images": float(good_scores.median()),
              "median score of defective test images": float(defect_scores.median())}
 fig = plot_lines(angles, {"rotated good images (mean)": rot_scores.mean(1)}, "rotation (degrees)",
-                 "image score (max of the map)", "Good images, rotated: their scores rise", reference)
+                 "image score (max of the map)", "Good images, rotated: mean score against the angle", reference)
 fig = plot_lines([100 * s / S for s in shifts], {"shifted good images (mean)": shift_scores.mean(1)},
                  "shift (% of the image side, right and down)", "image score (max of the map)",
-                 "Good images, shifted: their scores rise", reference)
+                 "Good images, shifted: mean score against the shift", reference)
 
 # %%
-print(f"mean good score: {rot_scores[0].mean():.1f} upright, {rot_scores[-1].mean():.1f} at {angles[-1]} degrees; "
-      f"{shift_scores[-1].mean():.1f} shifted by {shifts[-1]} px ({100 * shifts[-1] / S:.0f} % of the side); "
-      f"defective median {defect_scores.median():.1f}")
+median_defect = float(defect_scores.median())
+compare("09.rotation-raises", rot_scores[-1].mean(), rot_scores[0].mean(), angle=angles[-1],
+        more="Rotated by {angle}°, the good images score {a:.1f} on average, against {b:.1f} upright: "
+             "misalignment alone raises the score.",
+        less="Rotated by {angle}°, the good images score {a:.1f} on average, not above the {b:.1f} they score "
+             "upright: on this data rotation barely disturbs the model.")
+compare("09.shift-vs-defects", shift_scores[-1].mean(), median_defect, px=shifts[-1], pct=100 * shifts[-1] / S,
+        more="Shifted by {px} px ({pct:.0f} % of the side), the good images score {a:.1f} on average, past the "
+             "defective images' median ({b:.1f}): a misaligned good object looks more anomalous than a typical "
+             "defect.",
+        less="Shifted by {px} px ({pct:.0f} % of the side), the good images score {a:.1f} on average, still "
+             "below the defective images' median ({b:.1f}).")
 
 # %% [markdown]
 # Here is what the model sees: the same good image upright, rotated and shifted, with one colour
-# scale. The "anomaly" follows the object's edges and the changed layout, not any defect:
+# scale. Expect the "anomaly" of the moved images to follow the object's edges and the changed layout,
+# not any defect:
 
 # %%
 im = goods[:1]
@@ -214,7 +233,7 @@ variants = {"upright": im, f"rotated {angles[-1]}°": move(im, angle=angles[-1])
 moved = torch.cat(list(variants.values()))
 maps, scores = loaded.predict(moved)
 fig = plot_overlays(moved, None, maps, scores=scores, titles=list(variants),
-                    title="One good image, moved: PaDiM flags the misalignment")
+                    title="One good image, upright and moved: its anomaly maps (one colour scale)")
 
 # %% [markdown]
 # In practice: align the objects before PaDiM (fixtures, registration, or cropping on a detected
@@ -251,10 +270,15 @@ show_source(Padim.save)
 # %%
 answer = ...  # your answer: the slope, score units per degree
 
-# %% tags=["solution"]
-slope, intercept = np.polyfit(angles, rot_scores.mean(axis=1), 1)
-answer = slope
-print(f"the mean good score rises by {slope:.2f} per degree")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# slope, intercept = np.polyfit(angles, rot_scores.mean(axis=1), 1)
+# answer = slope
+# print(f"the mean good score rises by {slope:.2f} per degree")
 
 # %%
 check_exercise("9.1", answer, angles=angles, rot_scores=rot_scores)

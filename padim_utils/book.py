@@ -6,8 +6,9 @@ Notebooks are stored as jupytext `py:percent` files (paired with outputs-free `.
 is read with jupytext, executed with nbclient in a fresh kernel (with PADIM_QUICK / PADIM_DATA /
 PADIM_DEVICE passed through and exercise checks made strict), saved executed under
 `build/notebooks/`, and rendered with nbconvert into `build/<name>.html` with a bar linking the
-previous chapter, the index and the next chapter. Solution cells (tag `solution`) are folded into
-a "Solution" box that the reader opens. The maths is typeset by a local copy of MathJax 2.7 (from
+previous chapter, the index and the next chapter. Exercise solutions are raw cells tagged `solution`
+(JupyterLab's Run All skips them); the book runs them as code (`with_solutions`), so every check is
+made on a worked solution, and folds them into a "Solution" box that the reader opens. The maths is typeset by a local copy of MathJax 2.7 (from
 the pip package `jupyter-server-mathjax`, copied to `build/mathjax/`), so the site reads offline.
 """
 
@@ -22,11 +23,12 @@ import time
 from pathlib import Path
 
 
+from .config import env_flag
 from .errors import PadimError
 from .files import write_text
 from .progress import progress_bar
 
-__all__ = ["course_notebooks", "read_notebook", "execute_notebook", "render_html", "build_course",
+__all__ = ["course_notebooks", "read_notebook", "with_solutions", "execute_notebook", "render_html", "build_course",
            "notebook_problems"]
 
 _STYLE = """
@@ -37,6 +39,7 @@ _STYLE = """
 .padim-nav .title{font-weight:600;margin-right:auto}
 details.padim-solution{margin:6px 0 6px 0;border:1px solid #c9d6e3;border-radius:4px;padding:2px 8px}
 details.padim-solution>summary{cursor:pointer;color:#1f3b57;font-weight:600;padding:4px 0}
+.jp-RenderedMarkdown pre,.jp-RenderedMarkdown pre code{font-family:var(--jp-code-font-family,monospace)}
 </style>
 """
 _SCRIPT = """
@@ -84,23 +87,44 @@ def _environment(values: dict[str, str | None]):
         _apply(old)
 
 
-def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, timeout: int = 1200):
+def with_solutions(nb):
+    """`nb` with each exercise's solution made runnable: a raw cell tagged "solution" (what JupyterLab's
+    Run All skips, so a learner's check judges their own answer) becomes a code cell, folded
+    (`jupyter.source_hidden`) as it was. The book and the tests run the checks on these solutions."""
+    import nbformat
+
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "raw" and "solution" in cell.get("metadata", {}).get("tags", []):
+            code = nbformat.v4.new_code_cell(cell.source, metadata=cell.metadata)
+            if "id" in cell:
+                code.id = cell.id
+            nb.cells[i] = code
+    return nb
+
+
+def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, timeout: int = 1200,
+                     solutions: bool = True):
     """Run every cell of `nb` in a fresh kernel started in `cwd`; returns the executed notebook.
 
-    The kernel sees this process's environment, with PADIM_STRICT_EXERCISES=1 (a wrong exercise
-    solution fails the run), PADIM_PROGRESS=0 (no progress widgets in the pages), PADIM_QUICK set from
+    With `solutions` (the default: the book and the tests) the exercises' solutions run too
+    (`with_solutions`); without, the notebook runs as JupyterLab's Run All runs it.
+
+    The kernel sees this process's environment, with PADIM_STRICT_EXERCISES=1 with `solutions` (a wrong
+    exercise solution fails the run), PADIM_PROGRESS=0 (no progress widgets in the pages), PADIM_QUICK set from
     `quick` when given, PADIM_DATA defaulting to the `data/` folder beside `cwd` (the notebooks' folder),
     and MPLBACKEND removed (a forced Agg backend would keep figures out of the outputs). A failing cell raises PadimError naming it.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    env = {"PADIM_STRICT_EXERCISES": "1", "PADIM_PROGRESS": "0", "MPLBACKEND": None,
+    env = {"PADIM_STRICT_EXERCISES": "1" if solutions else "0", "PADIM_PROGRESS": "0", "MPLBACKEND": None,
            "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     if not os.environ.get("PADIM_DATA"):  # the repository's data/, not notebooks/data/
         env["PADIM_DATA"] = str(Path(cwd).resolve().parent / "data")
     if quick is not None:
         env["PADIM_QUICK"] = "1" if quick else "0"
+    if solutions:
+        nb = with_solutions(nb)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no start-up chatter
     with _environment(env):
@@ -113,12 +137,16 @@ def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, time
 
 
 def notebook_problems(nb) -> list[str]:
-    """What a reader would see as broken in an executed notebook: error outputs, and no figure at all."""
+    """What a reader would see as broken in an executed notebook: error outputs, a stray matplotlib object
+    printed as a cell's result (`Out: Text(0.5, 1.0, ...)`), and no figure at all."""
     problems, pngs = [], 0
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 problems.append(f"cell {i}: {out.get('ename')}: {out.get('evalue')}")
+            shown = out.get("data", {}).get("text/plain", "") if out.get("output_type") == "execute_result" else ""
+            if re.match(r"\[?(<matplotlib\.|Text\(|Line2D\()", "".join(shown)):
+                problems.append(f"cell {i}: prints a matplotlib object ({''.join(shown)[:40]})")
             if out.get("output_type") == "stream" and out.get("name") == "stderr" and "Traceback" in out.get("text", ""):
                 problems.append(f"cell {i}: a traceback on stderr")
             pngs += "image/png" in out.get("data", {})
@@ -173,20 +201,43 @@ def render_html(nb, title: str, prev: tuple[str, str] | None = None, next_: tupl
     return body.replace("</body>", _SCRIPT + "</body>", 1)
 
 
-def _index_page(chapters: list[dict]) -> str:
+def _banner(chapters: list[dict], quick: bool) -> str:
+    """What this build ran on (from the chapters' own "Data: ..." lines) and how to run it on real MVTec AD."""
+    lines = list(dict.fromkeys(c["data_line"] for c in chapters if c["data_line"]))
+    real = any(line.startswith("Data: MVTec AD") for line in lines)
+    mode = ("<b>quick mode</b> (<code>PADIM_QUICK=1</code>: 64 px images, a few training images; numbers show the "
+            "method at work, not its accuracy)" if quick else
+            "<b>full mode</b> (256 px images; <code>PADIM_QUICK=1</code> runs the quick version)")
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines) or "<li>(no data line printed)</li>"
+    switch = ("These pages ran on real MVTec AD." if real else
+              "These pages ran on the course's <b>embedded synthetic data</b>, not MVTec AD. To run them on real "
+              "MVTec AD, put its categories under <code>data/mvtec_ad/</code> (<code>padim download mvtec</code>, "
+              "or copy them there; e.g. <code>data/mvtec_ad/bottle/train/good</code>) or set "
+              "<code>PADIM_DATA</code> to a folder holding <code>mvtec_ad/</code>, then run <code>make course</code> "
+              "again (<code>PADIM_CATEGORY=bottle</code> picks the category).")
+    return (f'<div class="banner"><p>This build: {mode}.</p><ul>{items}</ul><p>{switch}</p></div>')
+
+
+def _index_page(chapters: list[dict], quick: bool = False) -> str:
     rows = "\n".join(
-        f'<li><a href="{c["html"]}">{html.escape(c["title"])}</a> <span class="t">'
-        f'({c["seconds"]:.0f} s to run{", " + html.escape(c["data"]) if c["data"] else ""})</span></li>'
+        f'<li><a href="{c["html"]}">{html.escape(c["title"])}</a>'
+        + (f'<div class="d">{html.escape(c["about"])}</div>' if c["about"] else "")
+        + f'<div class="t">{c["seconds"]:.0f} s to run{", " + html.escape(c["data"]) if c["data"] else ""} · '
+          f'<a href="{c["ipynb"]}" download>executed notebook (.ipynb)</a></div></li>'
         for c in chapters)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>PaDiM, step by step</title>{_STYLE}
 <style>body{{font:16px/1.5 system-ui,sans-serif;margin:0}}main{{max-width:820px;margin:24px auto;padding:0 16px}}
-li{{margin:6px 0}}.t{{color:#667;font-size:14px}}</style></head>
+li{{margin:10px 0}}.t{{color:#667;font-size:14px}}.d{{font-size:15px}}
+.banner{{background:#eef3f8;border-left:4px solid #1f3b57;padding:4px 14px;margin:12px 0;font-size:15px}}
+.banner ul{{margin:4px 0;padding-left:20px}}</style></head>
 <body><nav class="padim-nav"><span class="title">PaDiM, step by step</span></nav><main>
 <h1>PaDiM, step by step</h1>
 <p>A course on PaDiM (Defard et al., 2020, <a href="https://arxiv.org/abs/2011.08785">arXiv 2011.08785</a>):
 each chapter explains one step, runs the tested code of <code>padim_utils</code> and ends with an exercise.
-These pages were executed headless; open the same notebooks in JupyterLab with <code>make lab</code>.</p>
+These pages were executed headless; open the same notebooks in JupyterLab with <code>make lab</code>, or
+download a chapter's executed notebook below.</p>
+{_banner(chapters, quick)}
 <ol start="0">
 {rows}
 </ol></main></body></html>
@@ -194,12 +245,37 @@ These pages were executed headless; open the same notebooks in JupyterLab with <
 
 
 def _data_line(nb) -> str:
+    """The first "Data: ..." line a chapter printed (what it ran on), or ""."""
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             text = out.get("text", "") if out.get("output_type") == "stream" else ""
-            m = re.search(r"^Data: (.+?) from ", text, flags=re.M)
+            m = re.search(r"^Data: .+$", text, flags=re.M)
             if m:
-                return m.group(1)
+                return m.group(0)
+    return ""
+
+
+_TEX = {r"\epsilon": "ε", r"\sigma": "σ", r"\Sigma": "Σ", r"\mu": "μ", r"\times": "×", r"\cdot": "·"}
+
+
+def _about(nb) -> str:
+    """A chapter in one line: its "**You will learn** ..." sentence up to the first colon or semicolon, as
+    plain text (the maths of a description in Unicode: the index page has no MathJax)."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            m = re.search(r"\*\*You will learn\*\*\s+(.+?)(?:\n\s*\n|$)", cell.source, flags=re.S)
+            if m:
+                text = re.sub(r"\s+", " ", m.group(1)).strip()
+                for tex, char in _TEX.items():
+                    text = text.replace(tex, char)
+                text = re.sub(r"[*`$]|\\[a-zA-Z]+", "", text)  # emphasis, code and maths marks, other TeX
+                depth, end = 0, len(text)
+                for i, ch in enumerate(text):  # the first ": " or "; " outside parentheses ends the line
+                    depth += (ch == "(") - (ch == ")")
+                    if depth == 0 and ch in ":;" and text[i + 1:i + 2] == " ":
+                        end = i
+                        break
+                return "You will learn " + text[:end].rstrip(" .,") + "."
     return ""
 
 
@@ -243,8 +319,11 @@ def build_course(notebooks: str | os.PathLike = "notebooks", out: str | os.PathL
         nxt = (f"{executed[i + 1][0].stem}.html", titles[i + 1]) if i + 1 < len(executed) else None
         write_text(out / f"{name}.html", render_html(nb, titles[i], prev, nxt))
         write_text(out / "notebooks" / f"{name}.ipynb", nbformat.writes(nb))
-        chapters.append({"html": f"{name}.html", "title": titles[i], "seconds": seconds, "data": _data_line(nb)})
-    index = write_text(out / "index.html", _index_page(chapters))
+        line = _data_line(nb)
+        m = re.match(r"Data: (.+?) from ", line)
+        chapters.append({"html": f"{name}.html", "title": titles[i], "seconds": seconds, "data": m.group(1) if m else "",
+                         "data_line": line, "about": _about(nb), "ipynb": f"notebooks/{name}.ipynb"})
+    index = write_text(out / "index.html", _index_page(chapters, env_flag("PADIM_QUICK") if quick is None else quick))
     if failures:
         raise PadimError("course notebooks failed: " + " | ".join(failures))
     return index

@@ -357,8 +357,12 @@ def cmd_reproduce(args) -> int:
         seeds = None if args.seeds is None else int(args.seeds)
     except ValueError:
         raise PadimError(f"--seeds must be a whole number >= 1, got {args.seeds!r}") from None
+    try:
+        draws = None if args.rd_draws is None else int(args.rd_draws)
+    except ValueError:
+        raise PadimError(f"--rd-draws must be a whole number from 1 to 5, got {args.rd_draws!r}") from None
     tables = reproduce(tables=args.table, out=args.out, quick=args.quick, seeds=seeds, backbone=args.backbone,
-                       data=args.data, device=args.device, progress=not args.quiet)
+                       data=args.data, device=args.device, progress=not args.quiet, rd_draws=draws)
     for t, table in tables.items():
         print(f"Table {t}: {table['title']}")
     return 0
@@ -376,7 +380,10 @@ def cmd_course(args) -> int:
 
 # ---------------------------------------------------------------------------- entry point
 def make_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="padim", description="PaDiM anomaly detection (Defard et al., 2020)")
+    parser.add_argument("--version", action="version", version=f"padim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate the embedded synthetic dataset (MVTec AD layout)")
@@ -437,6 +444,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", help="one backbone for every table (default: the paper's where its weights are "
                                       "here, else efficientnet_lite0)")
     p.add_argument("--seeds", help="seeds of the random channel choice (default 10; 2 with --quick)")
+    p.add_argument("--rd-draws", help="Table VI: how many of the paper's 5 random preprocessings (default 5; the "
+                                      "course runs 2)")
     p.add_argument("--quick", action="store_true", help="64 px images on the embedded quick-size data: every "
                                                         "table's structure in about a minute")
     p.add_argument("--data", help="folder of MVTec AD categories (default $PADIM_DATA/mvtec_ad, else the embedded "

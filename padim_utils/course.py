@@ -3,17 +3,23 @@
     QUICK = env_flag("PADIM_QUICK")       # tiny images: seconds per notebook
     DEVICE = env_device()                 # PADIM_DEVICE: auto (default), cpu or cuda
     data = course_data()                  # real MVTec AD under $PADIM_DATA/mvtec_ad, else the embedded set
+    train_cache = data.features("train")  # the backbone's layer outputs, computed once for the whole course
     show_source(GaussianStats.update)     # the exact code the pipeline runs
     check_exercise("3.1", my_cov, stats=stats, position=10)
+    compare("02.flatten", gain, 0.01, more="AU-PRO still climbs ({a:+.3f})", less="the curves flatten")
 
 The helpers here only wire things together; the method lives in the step modules.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import inspect
 import os
 import platform
+import textwrap
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +27,18 @@ from pathlib import Path
 from .config import DEVICES, QUICK_DATA, PadimConfig, env_flag, preset
 from .errors import PadimError
 
-__all__ = ["env_flag", "env_device", "course_data", "CourseData", "stc_data", "STCData", "environment_report", "show_source", "show",
-           "markdown_table", "check_exercise"]
+__all__ = ["env_flag", "env_device", "course_data", "CourseData", "stc_data", "STCData", "environment_report", "show_source", "source_listing", "show",
+           "markdown_table", "check_exercise", "solved", "compare", "verdict", "CLAIM_KEY"]
 
 #: The embedded category a notebook uses when no real MVTec AD category is found.
 DEFAULT_SYNTHETIC = "bottle_syn"
+#: How many feature files `CourseData.features` keeps under $PADIM_DATA/features (the newest).
+FEATURES_KEPT = 8
+
+
+def _size_and_time(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
 
 
 def env_device() -> str:
@@ -63,6 +76,39 @@ class CourseData:
 
     def test(self, category: str | None = None):
         return self.dataset("test", category)
+
+    def features(self, split: str, category: str | None = None):
+        """The backbone's layer outputs for a split (a `FeatureCache`), computed once for the whole course.
+
+        The first chapter that asks runs `FeatureCache.compute(self.dataset(split), self.config)` and keeps
+        the result under `$PADIM_DATA/features/`; the next ones read it back instead of running the
+        backbone again. A file is named by a hash of the config's backbone, layers, image geometry and
+        dtype and of the images (paths, sizes, modification times), so other data or another config
+        computes anew; the newest FEATURES_KEPT files are kept.
+        """
+        from .data import data_home
+        from .features import FeatureCache
+
+        dataset = self.dataset(split, category)
+        cfg = self.config
+        stamp = [(p, *_size_and_time(p)) for p in dataset.paths]
+        name = category or self.category
+        key = repr((cfg.backbone, cfg.layers, cfg.image_size, cfg.crop, cfg.interpolation, cfg.dtype, stamp))
+        folder = data_home() / "features"
+        path = folder / f"{name}_{split}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+        if path.is_file():
+            try:
+                cache = FeatureCache.load(path)
+                cache.check_config(cfg)
+                os.utime(path)  # the newest: kept longest
+                return cache
+            except PadimError:
+                path.unlink(missing_ok=True)  # unreadable or stale: computed again
+        cache = FeatureCache.compute(dataset, cfg, progress=False)
+        cache.save(path)
+        for old in sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)[:-FEATURES_KEPT]:
+            old.unlink(missing_ok=True)
+        return cache
 
     def describe(self) -> str:
         from .model import resolve_device
@@ -197,34 +243,113 @@ def markdown_table(rows, columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def show(markdown: str) -> None:
-    """Render markdown in a notebook (plain text elsewhere)."""
+def show(markdown: str, metadata: dict | None = None) -> None:
+    """Render markdown in a notebook (plain text elsewhere); `metadata` goes with the notebook output."""
     try:
         from IPython import get_ipython
         from IPython.display import Markdown, display
 
         if get_ipython() is not None:
-            display(Markdown(markdown))
+            display(Markdown(markdown), metadata=metadata)
             return
     except ImportError:  # pragma: no cover - IPython ships with the course
         pass
     print(markdown)
 
 
-def show_source(obj) -> None:
-    """Print the source of a function, method or class: the exact tested code the pipeline runs."""
+#: The notebook output metadata under which `compare` records each claim (the tests read it back).
+CLAIM_KEY = "padim_claim"
+
+
+def verdict(a: float, b: float, tol: float = 0.0) -> str:
+    """"more" when a > b + tol, "less" when a < b - tol, else "same"."""
+    return "more" if a - b > tol else "less" if b - a > tol else "same"
+
+
+def compare(key: str, a: float, b: float, more: str, less: str, same: str | None = None, tol: float = 0.0,
+            **values) -> None:
+    """Say the comparing sentence that the run's numbers make true, and record the claim.
+
+    The prose before a cell says what to expect; a sentence that compares numbers the run produces is
+    picked here from those numbers: `more` when a > b + tol, `less` when a < b - tol, else `same`
+    (where `same` is None: `more` if a >= b, else `less`). The sentences are format strings over
+    {a}, {b}, {diff} (a - b), {gap} (|a - b|), {ratio} (a / b, where b is not 0) and the `values` given, e.g.
+    "random channels ({a:.3f}) beat PCA ({b:.3f})". The sentence is shown as markdown; the claim (key,
+    a, b, tol, the verdict and every sentence) rides in the output's metadata under CLAIM_KEY, so a test
+    can check that each shown sentence is the one its numbers make true.
+    """
+    a, b = float(a), float(b)
+    found = verdict(a, b, tol)
+    sentences = {"more": more, "less": less, "same": same}
+    chosen = found if sentences[found] is not None else ("more" if a >= b else "less")
+    fields = {"a": a, "b": b, "diff": a - b, "gap": abs(a - b), **({"ratio": a / b} if b else {}), **values}
+    text = sentences[chosen].format(**fields)
+    show(text, metadata={CLAIM_KEY: {"key": key, "a": a, "b": b, "tol": float(tol), "verdict": found,
+                                     "said": chosen, "sentences": sentences, "text": text}})
+
+
+def source_listing(obj) -> tuple[str, str]:
+    """(the code of a function, method, class or property exactly as written in its file, that file).
+
+    Decorators are kept, the body's indentation is kept, and only the indentation common to every
+    line (a method's or a nested function's) is removed (`textwrap.dedent`, not `inspect.cleandoc`,
+    which would strip the body down to the `def` line's level), so the listing parses as Python.
+    Where a multi-line string inside reaches further left than the `def`, every line but the string's
+    own loses the `def` line's indentation.
+    """
+    if isinstance(obj, property):
+        obj = obj.fget  # the getter's code
+    elif isinstance(obj, functools.cached_property):
+        obj = obj.func
+    elif isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
     obj = inspect.unwrap(obj)  # a decorated function (e.g. @torch.no_grad()) shows its own code
     try:
         source = inspect.getsource(obj)
+        where = inspect.getsourcefile(obj) or "?"
     except (TypeError, OSError) as e:
         raise PadimError(f"no source available for {obj!r}: {e}") from None
-    where = f"{inspect.getsourcefile(obj)}"
     where = where[where.rfind("padim_utils"):] if "padim_utils" in where else where
-    show(f"`{getattr(obj, '__qualname__', obj)}` in `{where}`:\n\n```python\n{inspect.cleandoc(source)}\n```")
+    code = textwrap.dedent(source).rstrip("\n")
+    indent = code[: len(code) - len(code.lstrip(" \t"))]
+    if indent:  # a multi-line string reaches further left: dedent every line but the string's own
+        inside = _string_lines(code)
+        code = "\n".join(line if i in inside else line.removeprefix(indent)
+                         for i, line in enumerate(code.split("\n"), start=1))
+    return code, where
+
+
+def _string_lines(code: str) -> set[int]:
+    """Numbers (from 1) of the lines of `code` that continue a multi-line string literal."""
+    import io
+    import tokenize
+
+    lines: set[int] = set()
+    with contextlib.suppress(tokenize.TokenError, IndentationError, SyntaxError):
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+                lines.update(range(tok.start[0] + 1, tok.end[0] + 1))
+    return lines
+
+
+def show_source(obj) -> None:
+    """Show the source of a function, method, class or property: the exact tested code the pipeline runs."""
+    code, where = source_listing(obj)
+    name = getattr(obj, "__qualname__", None) or getattr(getattr(obj, "fget", None), "__qualname__", repr(obj))
+    show(f"`{name}` in `{where}`:\n\n```python\n{code}\n```")
+
+
+#: The exercises whose last check passed in this session (`solved`).
+_SOLVED: set[str] = set()
+
+
+def solved(key: str) -> bool:
+    """Whether the last `check_exercise(key, ...)` of this session found the answer right."""
+    return key in _SOLVED
 
 
 def check_exercise(key: str, answer, **given) -> None:
-    """Check an exercise's answer; prints ✓ or what is off.
+    """Check an exercise's answer; prints ✓ or what is off (and remembers it for `solved`).
 
     With PADIM_STRICT_EXERCISES=1 (the tests and `make course` set it) a wrong answer raises, so a
     broken solution can never pass unnoticed.
@@ -232,7 +357,9 @@ def check_exercise(key: str, answer, **given) -> None:
     from .exercises import check
 
     problem = check(key, answer, **given)
+    _SOLVED.discard(key)
     if problem is None:
+        _SOLVED.add(key)
         print(f"✓ Exercise {key}: correct.")
         return
     print(f"✗ Exercise {key}: {problem}")

@@ -181,17 +181,18 @@ def check_metrics_defined(test, name: str | None = None) -> None:
 
 
 def save_benchmark_figures(figures: Path, category: str, test, result: dict, metrics: dict) -> None:
-    """`<category>_examples.png` (images, masks, maps) and `<category>_scores.png` (score histogram)."""
-    from .plots import pick_examples, plot_examples, plot_score_histogram, save_figure
+    """`<category>_examples.png` (images, masks, maps on one colour scale, with its colour bar) and
+    `<category>_scores.png` (score histogram)."""
+    from .plots import pick_examples, plot_overlays, plot_score_histogram, save_figure
 
     idx = pick_examples(result["scores"], result["labels"], n=6)
-    fig = plot_examples([test[i]["image"] for i in idx], [result["masks"][i] for i in idx],
+    fig = plot_overlays([test[i]["image"] for i in idx], [result["masks"][i] for i in idx],
                         [result["maps"][i] for i in idx], scores=[result["scores"][i] for i in idx],
                         labels=[result["labels"][i] for i in idx], titles=[test.defect_types[i] for i in idx],
                         title=f"{category}: the most and least anomalous test images")
     save_figure(fig, figures / f"{category}_examples.png")
-    fig = plot_score_histogram(result["scores"], result["labels"], metrics.get("image_f1_threshold"))
-    fig.axes[0].set_title(f"{category}: image scores of the test set")
+    fig = plot_score_histogram(result["scores"], result["labels"], metrics.get("image_f1_threshold"),
+                               title=f"{category}: image scores of the test set")
     save_figure(fig, figures / f"{category}_scores.png")
 
 

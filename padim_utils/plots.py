@@ -7,8 +7,11 @@ return a matplotlib Figure (or an RGB array) and never call `plt.show()`.
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
 import numpy as np
+from matplotlib.ticker import NullLocator
 
 from .files import atomic_path
 
@@ -90,7 +93,7 @@ def plot_examples(images, masks, maps, scores=None, labels=None, titles=None, vm
     return fig
 
 
-def plot_score_histogram(scores, labels, threshold: float | None = None):
+def plot_score_histogram(scores, labels, threshold: float | None = None, title: str = ""):
     """Image scores of good vs defective test images, the picture behind image AUROC."""
     s, y = _np(scores).astype(float), _np(labels).astype(int)
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -101,6 +104,7 @@ def plot_score_histogram(scores, labels, threshold: float | None = None):
         ax.axvline(threshold, color="k", ls="--", label="threshold")
     ax.set_xlabel("image score (max of the anomaly map)")
     ax.set_ylabel("images")
+    ax.set_title(title or "image scores, good vs defective")
     ax.legend()
     fig.tight_layout()
     return fig
@@ -202,22 +206,34 @@ def plot_lines(x, series: dict, xlabel: str, ylabel: str, title: str, reference:
                logx: bool = False, logy: bool = False, ylim=None):
     """Curves y(x), one per entry of `series` (name -> y values); `reference` draws horizontal dashed lines
     (name -> value), e.g. the paper's numbers."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     for name, y in series.items():
         ax.plot(list(x), [float(v) for v in _np(y)], marker="o", label=name)
     for i, (name, v) in enumerate((reference or {}).items()):
         if v is not None:
             ax.axhline(float(v), ls="--", lw=1, color=f"C{len(series) + i}", label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if logx:
+    if logx:  # ticks at the x values themselves, written plainly (8, 16, 32, not 2x10^1)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticks(list(x), [f"{float(v):g}" for v in x])
     if logy:
         ax.set_yscale("log")
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
     fig.tight_layout()
+    if logx:  # close values (400 and 550 on a log axis) would print over each other: keep the first label
+        fig.canvas.draw()
+        labels, last = ax.get_xticklabels(), None
+        for label in labels:
+            box = label.get_window_extent()
+            if last is not None and box.x0 < last.x1 + 2:
+                label.set_text("")
+            else:
+                last = box
+        ax.set_xticks(ax.get_xticks(), [label.get_text() for label in labels])
     return fig
 
 
@@ -237,20 +253,34 @@ def plot_roc_curves(curves: dict, title: str = "ROC curves"):
     return fig
 
 
-def plot_pro_curve(fpr, pro, limit: float = 0.3, title: str = "PRO curve", points=None):
+def plot_pro_curve(fpr, pro, limit: float = 0.3, title: str = "PRO curve", points=None, xmax: float | None = None):
     """The PRO curve with the area up to FPR = `limit` shaded (the AU-PRO before its division by `limit`);
-    `points` marks (fpr, pro) pairs, e.g. from `metrics.pro_at`."""
-    fpr, pro = _np(fpr), _np(pro)
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    ax.plot(fpr, pro, color="C0", label="PRO curve")
-    keep = fpr <= limit
-    ax.fill_between(fpr[keep], pro[keep], alpha=0.25, color="C0", label=f"area up to FPR {limit}")
-    ax.axvline(limit, ls="--", color="k", lw=1)
-    for i, (x, y) in enumerate(points or []):
-        ax.plot([x], [y], "o", color="C3", label="pro_at points" if i == 0 else None)
-    ax.set(xlabel="false positive rate (defect-free pixels)", ylabel="per-region overlap (PRO)", title=title,
-           xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(fontsize=8, loc="lower right")
+    `points` marks (fpr, pro) pairs, e.g. from `metrics.pro_at`. The axes show FPR 0 to `xmax` (default:
+    just past the last point, or past `limit` when there are no points or they reach it), where the curve
+    is read; an inset shows the whole curve, FPR 0 to 1, with that window outlined."""
+    fpr, pro = _np(fpr).astype(float), _np(pro).astype(float)
+    points = list(points or [])
+    if xmax is None:
+        far = max([x for x, _ in points], default=limit)
+        xmax = 1.1 * limit if far >= 0.5 * limit else 1.25 * far
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    for a, whole in ((ax, False), (ax.inset_axes((0.58, 0.1, 0.38, 0.38)) if xmax < 1 else None, True)):
+        if a is None:
+            continue
+        a.plot(fpr, pro, color="C0", label="PRO curve")
+        keep = fpr <= limit
+        a.fill_between(fpr[keep], pro[keep], alpha=0.25, color="C0", label=f"area up to FPR {limit}")
+        a.axvline(limit, ls="--", color="k", lw=1)
+        for i, (x, y) in enumerate(points):
+            a.plot([x], [y], "o", color="C3", ms=4 if whole else 6, label="pro_at points" if i == 0 else None)
+        a.set(xlim=(0, 1 if whole else xmax), ylim=(0, 1.01))
+        if whole:
+            a.set_title("whole curve, FPR 0-1", fontsize=7)
+            a.tick_params(labelsize=6)
+            a.axvspan(0, xmax, color="C1", alpha=0.15)  # the window the main axes show
+    ax.set(xlabel="false positive rate (defect-free pixels)", ylabel="per-region overlap (PRO)", title=title)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -325,7 +355,7 @@ def plot_category_metrics(records, metrics=("image_auroc", "pixel_auroc", "pixel
         xs = x - 0.4 + width * (j + 0.5)
         values = [float(r[m]) for r in records]
         bars = ax.bar(xs, values, width, label=names.get(m, m), color=f"C{j}")
-        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, label_type="center", color="white")  # clear of the paper's ticks
         if paper_model is not None:
             for xi, c in zip(xs, cats):
                 v = paper_value(paper_model, c, m)
@@ -359,7 +389,7 @@ def plot_frame_scores(scores, labels, clips=None, threshold: float | None = None
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=1, label="threshold")
     ax.set(xlabel="test frame (clips one after another)", ylabel="anomaly score", title=title)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)  # off the curve
     fig.tight_layout()
     return fig
 
@@ -424,7 +454,7 @@ def plot_ablation(rows, title: str = "ablation"):
                                           ("pixel_aupro", "paper PRO", "AU-PRO (FPR 0.3)"))):
         xs = x - 0.2 + 0.4 * j
         bars = ax.bar(xs, [float(r[key]) for r in rows], 0.4, label=f"ours: {name}", color=f"C{j}")
-        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, label_type="center", color="white")  # clear of the paper's ticks
         for xi, r in zip(xs, rows):
             if r.get(ref) is not None:
                 ax.plot([xi - 0.2, xi + 0.2], [r[ref]] * 2, color="k", lw=2,
@@ -440,10 +470,34 @@ def plot_ablation(rows, title: str = "ablation"):
     return fig
 
 
+def _spread_label(table: dict) -> str:
+    """What our bars' error bars are: SEM over seeds (over preprocessings in Table VI), or none for one run."""
+    several = any((r["ours"].get(c["key"]) or {}).get("n", 0) > 1 for r in table["rows"] for c in table["columns"])
+    if not several:
+        return "ours (one run per row, no error bar)"
+    return "ours (± SEM over random preprocessings)" if table["table"] == "VI" else "ours (± SEM over seeds)"
+
+
+def _legend_below(fig, handles: dict, fontsize: int = 8) -> float:
+    """A figure legend under the axes, in as many columns as fit the figure's width (never clipped);
+    returns the fraction of the figure's height it takes."""
+    ncol = len(handles)
+    while True:
+        legend = fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=ncol, fontsize=fontsize,
+                            frameon=False)
+        fig.canvas.draw()
+        box = legend.get_window_extent()
+        if box.width <= 0.98 * fig.bbox.width or ncol == 1:
+            return box.height / fig.bbox.height + 0.01
+        legend.remove()
+        ncol -= 1
+
+
 def plot_reproduced_table(table: dict):
-    """One of `padim reproduce`'s tables (`reproduce_tables`): per metric, our mean as bars with ± SEM error bars,
-    the paper's published values as black markers (one marker per paper model); a log scale where values span
-    more than two orders of magnitude (times, memory)."""
+    """One of `padim reproduce`'s tables (`reproduce_tables`): per metric, our mean as bars (± SEM error bars
+    where there are several seeds or preprocessings), the paper's published values as black markers beside
+    each bar (one marker per paper model, never over our value's label); a log scale where values span more
+    than two orders of magnitude (times, memory)."""
     cols, rows = table["columns"], table["rows"]
     names = [str(r["labels"][table["labels"][0]]) for r in rows]  # the first label column, if it tells rows apart
     xlabel = table["labels"][0]
@@ -457,13 +511,14 @@ def plot_reproduced_table(table: dict):
         stats = [r["ours"].get(c["key"]) or {} for r in rows]
         mean = [np.nan if s.get("mean") is None else s["mean"] for s in stats]
         sem = [0.0 if s.get("sem") is None else s["sem"] for s in stats]
-        bars = ax.bar(x, mean, 0.6, yerr=sem, capsize=3, color="C0", label="ours (± SEM over seeds)")
+        bars = ax.bar(x, mean, 0.5, yerr=sem if any(sem) else None, capsize=3, color="C0", label=_spread_label(table))
         ax.bar_label(bars, labels=["" if np.isnan(m) else format(m, c["fmt"]) for m in mean], fontsize=6, padding=2)
-        for j, model in enumerate(table["paper_models"]):
-            pts = [(xi, p["value"]) for xi, r in zip(x, rows) for p in r["paper"]
+        for j, model in enumerate(table["paper_models"]):  # beside the bar (x + 0.32, + 0.40, ...), not over it
+            pts = [(xi + 0.32 + 0.08 * j, p["value"]) for xi, r in zip(x, rows) for p in r["paper"]
                    if p["model"] == model and p["metric"] == c["key"] and p["value"] is not None]
             if pts:
-                ax.scatter(*zip(*pts), marker=markers[j % len(markers)], color="k", zorder=3, label=f"paper: {model}")
+                ax.scatter(*zip(*pts), marker=markers[j % len(markers)], s=18, color="k", zorder=3,
+                           label=f"paper: {model}")
         unit = f" ({c['unit']})" if c["unit"] else ""
         ax.set(title=c["name"], xlabel=xlabel, ylabel=f"{c['name']}{unit}")
         ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
@@ -476,8 +531,10 @@ def plot_reproduced_table(table: dict):
             ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    handles = dict(sorted(handles.items(), key=lambda kv: not kv[0].startswith("ours")))  # ours first
     backbones = ", ".join(table["run"]["backbones"].values())
-    fig.suptitle(f"Table {table['table']}: {table['title']}\nours: {backbones}", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    width = int(fig.get_figwidth() * 12)  # characters of a 10 pt title line that fit the figure
+    fig.suptitle("\n".join(textwrap.wrap(f"Table {table['table']}: {table['title']}", width)
+                           + textwrap.wrap(f"ours: {backbones}", width)), fontsize=10)
+    fig.tight_layout(rect=(0, _legend_below(fig, handles), 1, 1))
     return fig

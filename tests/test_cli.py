@@ -103,6 +103,16 @@ def test_model_from_another_version(quick_root, quick_category, tmp_path, capsys
     assert "format 99" in err
 
 
+def test_version(capsys):
+    from padim_utils import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"padim {__version__}"
+    proc = subprocess.run([sys.executable, "-m", "padim_utils.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"padim {__version__}"
+
+
 def test_entry_point_prints_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "padim_utils.cli", "predict", "--model", str(tmp_path / "x"),
                            "--input", ".", "--out", str(tmp_path)], capture_output=True, text=True)
@@ -121,7 +131,14 @@ def test_course_builds_the_site_in_quick_mode(tmp_path, monkeypatch, capsys):
     assert main(["course", "--notebooks", str(REPO / "notebooks"), "--out", str(out), "--only", "00", "--quiet"]) == 0
     page = (out / "00_setup_and_data.html").read_text()
     assert "padim-nav" in page and "celltag_solution" in page and "image/png" in page
-    assert "00_setup_and_data.html" in (out / "index.html").read_text()
+    index = (out / "index.html").read_text()
+    assert "00_setup_and_data.html" in index
+    assert "You will learn what this course runs on" in index  # a line describing the chapter
+    assert "<b>quick mode</b>" in index and "Data: embedded synthetic category &#x27;bottle_syn&#x27;" in index
+    assert "data/mvtec_ad/" in index  # how to switch to real MVTec AD
+    assert '<a href="notebooks/00_setup_and_data.ipynb" download>' in index
+    executed = json.loads((out / "notebooks" / "00_setup_and_data.ipynb").read_text())
+    assert any(o for c in executed["cells"] for o in c.get("outputs", []))  # the download holds the outputs
     assert (out / "mathjax" / "MathJax.js").is_file()
     assert "✓ Exercise 0.1: correct." in page and "jp-OutputArea-output" in page
     assert str((out / "index.html").resolve()) in capsys.readouterr().out
@@ -189,3 +206,21 @@ def test_fit_and_predict_with_bicubic(quick_root, quick_category, tmp_path):
     assert main(["predict", "--model", str(model), "--input", str(good), "--out", str(tmp_path / "p"),
                  "--quiet"]) == 0
     assert len(list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))) == len(list(good.iterdir()))
+
+
+@pytest.mark.parametrize("uid, root", [("0", True), ("1000", False)])
+def test_make_lab_allows_root_only_for_root(tmp_path, uid, root):
+    # JupyterLab refuses to run as root without --allow-root (Docker users are root)
+    from conftest import REPO
+
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "id").write_text(f"#!/bin/sh\necho {uid}\n")
+    (fake / "id").chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(["make", "-n", "lab", "STAMP=Makefile"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    [line] = [line for line in proc.stdout.splitlines() if "jupyter lab" in line]
+    assert line.endswith("--allow-root") is root

@@ -1,6 +1,8 @@
 """The notebooks' helpers: settings from the environment, finding the data, exercises, the paper's numbers,
 the site builder's pages."""
 
+import functools
+import os
 import json
 
 import pytest
@@ -128,14 +130,19 @@ def test_paper_value_and_table():
              "pixel_auroc": 0.99, "pixel_aupro": 0.95},
             {"category": "bottle_syn", "backbone": "wide_resnet50_2", "d": 550, "image_auroc": 0.5,
              "pixel_auroc": 0.5, "pixel_aupro": 0.5}]
-    lines = paper_table(recs).splitlines()
+    lines = paper_table(recs[:3]).splitlines()
     assert "| objects | bottle | 1.000 / – | 0.980 / 0.983 | 0.900 / – |" in lines
     assert "| objects | **mean of 2** | 0.900 / – | 0.970 / 0.978 | 0.850 / 0.916 |" in lines
     assert "| textures | **mean of 1** | 0.900 / – | 0.990 / 0.969 | 0.950 / 0.932 |" in lines
-    # the overall mean covers the three MVTec categories only, not the synthetic one
     assert "| all | **mean of 3** | 0.900 / 0.953 | 0.977 / 0.975 | 0.883 / 0.921 |" in lines
-    assert "| other | bottle_syn | 0.500 / – | 0.500 / – | 0.500 / – |" in lines
-    assert "Defard et al., 2020" in lines[0]
+    assert "Defard et al., 2020" in lines[0] and "Our means cover 3 of the 15" in lines[-1]
+    # an embedded synthetic category counts as the group it imitates, as in `padim reproduce`'s tables
+    lines = paper_table([recs[3], {**recs[3], "category": "carpet_syn", "pixel_auroc": 0.7}]).splitlines()
+    assert "| objects | bottle_syn | 0.500 / – | 0.500 / – | 0.500 / – |" in lines
+    assert "| textures | carpet_syn | 0.500 / – | 0.700 / – | 0.500 / – |" in lines
+    assert "| all | **mean of 2** | 0.500 / 0.953 | 0.600 / 0.975 | 0.500 / 0.921 |" in lines
+    assert not any(line.startswith("| other") for line in lines)
+    assert any("reference only" in line for line in lines) and "Our means cover 0 of the 15" in lines[-1]
 
 
 # --------------------------------------------------------------------------- the site
@@ -154,3 +161,172 @@ def test_render_html_adds_navigation_and_folds_solutions():
     assert notebook_problems(nb) == ["no figure (image/png output) at all"]
     nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
     assert "cell 1: ValueError: boom" in notebook_problems(nb)
+    nb.cells[1].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "Text(0.5, 1.0, 'scores')"})]
+    assert "cell 1: prints a matplotlib object (Text(0.5, 1.0, 'scores'))" in notebook_problems(nb)
+
+
+# --------------------------------------------------------------------------- the "Look inside" listings
+def _show_source_targets(path):
+    """The expressions passed to show_source(...) in a notebook's .py file, with the notebook's imports."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    namespace: dict = {}
+    exec(compile(ast.Module(body=imports, type_ignores=[]), str(path), "exec"), namespace)
+    targets = [ast.unparse(n.args[0]) for n in ast.walk(tree)
+               if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "show_source"]
+    return targets, namespace
+
+
+def _assert_listing_is_the_file(obj, code):
+    """`code` parses, and is the object's lines in its file with only their common indentation removed."""
+    import ast
+    import inspect
+
+    ast.parse(code)
+    lines, start = inspect.getsourcelines(inspect.unwrap(getattr(obj, "fget", obj)))
+    indent = lines[0][: len(lines[0]) - len(lines[0].lstrip())]
+    assert [indent + line if line else "" for line in code.split("\n")] == \
+           [line.rstrip("\n") if line.strip() else "" for line in lines][: len(code.split("\n"))]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")), ids=lambda p: p.stem)
+def test_every_listing_the_course_shows_is_python_as_in_the_file(path):
+    targets, namespace = _show_source_targets(path)
+    assert targets, f"{path.name} shows no listing"
+    for target in targets:
+        try:
+            obj = eval(target, namespace)
+        except NameError as e:
+            pytest.fail(f"{path.name}: show_source({target}) needs a name the notebook computes ({e}); "
+                        "show a name it imports")
+        code, where = course.source_listing(obj)
+        _assert_listing_is_the_file(obj, code)
+        assert where.startswith("padim_utils/"), where
+
+
+def _twice(fn):
+    @functools.wraps(fn)
+    def wrapper(*args):
+        return 2 * fn(*args)
+    return wrapper
+
+
+@_twice
+def _decorated(x):
+    if x > 0:
+        return x
+    return -x
+
+
+class _Listed:
+    """A class whose listing must keep its methods' bodies indented."""
+
+    def method(self, x):
+        for i in range(x):
+            if i:
+                return i
+        return None
+
+    @property
+    def prop(self):
+        return {"a": 1}
+
+
+class _WithText:
+    def with_text(self):
+        return """
+text at column 0
+    indented text
+"""
+
+
+def _plain(x):
+    y = x + 1
+    return y
+
+
+@pytest.mark.parametrize("obj, first", [(_plain, "def _plain(x):"), (_decorated, "@_twice"),
+                                        (_Listed.method, "def method(self, x):"), (_Listed, "class _Listed:"),
+                                        (_Listed.prop, "@property"), (_WithText.with_text, "def with_text(self):")],
+                         ids=["function", "decorated function", "method", "class", "property", "method with text"])
+def test_source_listing_keeps_the_code_as_written(obj, first):
+    import ast
+
+    code, where = course.source_listing(obj)
+    assert code.split("\n")[0] == first and where.endswith("test_course.py")
+    ast.parse(code)
+    if obj is not _WithText.with_text:  # its string's lines at column 0 cannot lose an indentation they lack
+        _assert_listing_is_the_file(obj, code)
+    else:
+        assert "\ntext at column 0\n    indented text\n" in code and "    return" in code
+
+
+def test_a_wrong_answer_gets_a_hint_never_the_expected_value():
+    from padim_utils.exercises._common import compare_arrays, compare_number
+
+    msg = compare_number(0.5, 0.8125, "your AUROC", hint="count the pairs.")
+    assert msg == "your AUROC is 0.5, which is not right. Hint: count the pairs."
+    assert compare_number(0.8125, 0.8125, "x") is None
+    msg = compare_arrays([[1.0, 2.0]], [[1.0, 2.75]], "your matrix", hint="divide by N - 1.")
+    assert "index (0, 1) (yours: 2)" in msg and "Hint: divide by N - 1." in msg and "2.75" not in msg
+
+
+# --------------------------------------------------------------------------- sentences chosen by the run's numbers
+@pytest.mark.parametrize("a, b, tol, said", [(0.92, 0.90, 0.0, "ours 0.920 above 0.900"),
+                                             (0.88, 0.90, 0.0, "ours 0.880 below 0.900 (gap 0.020)"),
+                                             (0.905, 0.90, 0.01, "a tie, +0.005"),
+                                             (0.90, 0.90, 0.0, "a tie, +0.000")])
+def test_compare_says_the_sentence_its_numbers_make_true(a, b, tol, said, capsys):
+    course.compare("x.y", a, b, tol=tol, more="ours {a:.3f} above {b:.3f}", less="ours {a:.3f} below {b:.3f} "
+                   "(gap {gap:.3f})", same="a tie, {diff:+.3f}")
+    assert capsys.readouterr().out.strip() == said  # outside a notebook: printed
+
+
+def test_compare_without_a_same_sentence_and_its_record(monkeypatch):
+    shown = []
+    monkeypatch.setattr(course, "show", lambda text, metadata=None: shown.append((text, metadata)))
+    course.compare("k", 0.5, 0.5, more="{what}: at least", less="{what}: below", what="AU-PRO")
+    course.compare("k", 0.49, 0.5, tol=0.02, more="at least", less="below")
+    (text, meta), (text2, meta2) = shown
+    assert text == "AU-PRO: at least" and text2 == "below"
+    claim = meta[course.CLAIM_KEY]
+    assert (claim["key"], claim["a"], claim["b"], claim["verdict"], claim["said"]) == ("k", 0.5, 0.5, "same", "more")
+    assert meta2[course.CLAIM_KEY]["verdict"] == "same" and meta2[course.CLAIM_KEY]["said"] == "less"
+    assert [course.verdict(1, 0), course.verdict(0, 1), course.verdict(1, 0.95, 0.1)] == ["more", "less", "same"]
+
+
+def test_solved_follows_the_last_check(monkeypatch, capsys):
+    monkeypatch.delenv("PADIM_STRICT_EXERCISES", raising=False)
+    course.check_exercise("10.1", (2.0, 1.0), values=[1.0, 3.0])
+    assert course.solved("10.1")
+    course.check_exercise("10.1", (2.5, 1.0), values=[1.0, 3.0])
+    assert not course.solved("10.1") and "✗ Exercise 10.1" in capsys.readouterr().out
+
+
+def test_course_features_are_computed_once_and_read_back(tmp_path, monkeypatch):
+    import torch
+
+    from padim_utils.features import FeatureCache
+
+    monkeypatch.setenv("PADIM_DATA", str(tmp_path))
+    data = course.course_data(quick=True, device="cpu", verbose=False)
+    computed = []
+    real_compute = FeatureCache.compute.__func__
+    monkeypatch.setattr(FeatureCache, "compute",
+                        classmethod(lambda cls, *a, **k: computed.append(1) or real_compute(cls, *a, **k)))
+    first = data.features("train")
+    assert len(computed) == 1 and len(list((tmp_path / "features").glob("*.safetensors"))) == 1
+    again = data.features("train")  # read back from disk, not computed
+    assert len(computed) == 1 and all(torch.equal(a, b) for a, b in zip(first.layers, again.layers))
+    assert again.paths == first.paths and len(again) == len(data.train())
+    other = course.CourseData(data.root, data.category, data.source, True, data.config.replace(d=8), data.categories)
+    other.features("train")  # d is not a feature setting: the same file
+    assert len(computed) == 1
+    data.features("test")
+    assert len(computed) == 2
+    path = data.train().paths[0]  # the images change: computed anew
+    os.utime(path, ns=(0, 0))
+    data.features("train")
+    assert len(computed) == 3

@@ -26,7 +26,7 @@ def test_squared_distance_is_caught():
     given = _given()
     dist = mahalanobis(given["embeddings"], given["mean"], given["precision"])
     msg = check("4.1", dist[2, 1, 2].item() ** 2, **given)
-    assert msg is not None and "square" in msg
+    assert msg is not None and "square" in msg and f"{dist[2, 1, 2].item():.6g}" not in msg
 
 
 def test_covariance_instead_of_precision_is_caught():
@@ -41,5 +41,6 @@ def test_covariance_instead_of_precision_is_caught():
 def test_wrong_position_is_caught():
     given = _given()
     dist = mahalanobis(given["embeddings"], given["mean"], given["precision"])
-    assert check("4.1", dist[2, 2 - 1, 0].item(), **given) is not None  # column 0 instead of 2
+    msg = check("4.1", dist[2, 2 - 1, 0].item(), **given)  # column 0 instead of 2
+    assert msg is not None and "Hint:" in msg and f"{dist[2, 1, 2].item():.6g}" not in msg
     assert check("4.1", "big", **given) is not None

@@ -18,7 +18,7 @@ def test_auroc_wrong_answers_are_caught():
     bad, good = SCORES[LABELS == 1], SCORES[LABELS == 0]
     strict = (bad[:, None] > good[None, :]).mean()  # ties counted 0
     msg = check("5.1", strict, labels=LABELS, scores=SCORES)
-    assert msg is not None and "tie" in msg
+    assert msg is not None and "tie" in msg and f"{image_auroc(LABELS, SCORES):.4f}" not in msg
     msg = check("5.1", 1 - image_auroc(LABELS, SCORES), labels=LABELS, scores=SCORES)
     assert msg is not None and "1 - AUROC" in msg
     assert check("5.1", 0.5, labels=LABELS, scores=SCORES) is not None
@@ -47,6 +47,6 @@ def test_pro_wrong_answers_are_caught():
     overlaps = [(maps[i][four[i] == r] >= 2).mean() for i in range(2) for r in range(1, four[i].max() + 1)]
     assert len(overlaps) == 4
     msg = check("5.2", float(np.mean(overlaps)), masks=masks, maps=maps, threshold=2)
-    assert msg is not None and "8-connected" in msg
+    assert msg is not None and "8-connected" in msg and "Hint:" in msg and f"{(1 + 0 + 6 / 9) / 3:.4f}" not in msg
     msg = check("5.2", float((maps[masks == 1] >= 2).mean()), masks=masks, maps=maps, threshold=2)
     assert msg is not None and "region" in msg

@@ -14,4 +14,6 @@ def test_mean_of_map_auroc():
     right = image_auroc(labels, maps.mean(axis=(1, 2)))
     assert check("7.1", right, maps=maps, labels=labels) is None
     wrong = image_auroc(labels, maps.max(axis=(1, 2)))
-    assert wrong != right and "expected" in check("7.1", wrong, maps=maps, labels=labels)
+    msg = check("7.1", wrong, maps=maps, labels=labels)
+    assert wrong != right and "Hint:" in msg and f"{wrong:.6g}" in msg  # the learner's value and a hint ...
+    assert f"{right:.6g}" not in msg and f"{right:.3f}" not in msg  # ... never the expected value

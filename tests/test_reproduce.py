@@ -261,6 +261,9 @@ def test_plan_shares_units_between_tables(data_home):
     n_cat, n_scene = len(sources.categories), len(sources.scenes)
     expected = n_cat * (5 + (3 + 2 * 3) + 2 * 3 + 5 * 3 + 1) + n_scene * 3  # I, II, III/V, VI, VII; IV
     assert len(plan) == expected
+    fewer = rp.make_plan(rp.TABLES, backbones, 3, sources, quick=True, draws=2)  # Table VI on 2 of the 5 draws
+    assert set(fewer) < set(plan) and len(plan) - len(fewer) == n_cat * 3 * 3
+    assert {u.setting for u in fewer if u.study == "rd"} == {"rd0", "rd1"}
 
 
 def test_bad_arguments_are_one_line(tmp_path, capsys):
@@ -270,10 +273,14 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     for seeds in (0, -1, 1.5, True):
         with pytest.raises(PadimError, match="--seeds"):
             rp.reproduce("I", out=tmp_path / "o", seeds=seeds)
+    for draws in (0, 6, 1.5, True):
+        with pytest.raises(PadimError, match="--rd-draws"):
+            rp.reproduce("I", out=tmp_path / "o", rd_draws=draws)
     a_file = tmp_path / "file"
     a_file.write_text("x")
     cases = [(["--table", "IX"], "unknown table 'IX'"), (["--seeds", "0"], "--seeds"), (["--seeds", "two"], "--seeds"),
-             (["--out", str(a_file)], "not a folder"), (["--backbone", "vgg"], "unknown backbone")]
+             (["--out", str(a_file)], "not a folder"), (["--backbone", "vgg"], "unknown backbone"),
+             (["--rd-draws", "6"], "--rd-draws"), (["--rd-draws", "two"], "--rd-draws")]
     for args, text in cases:
         out = [] if "--out" in args else ["--out", str(tmp_path / "o")]
         assert cli.main(["reproduce", *args, *out]) == 2
@@ -320,7 +327,9 @@ def test_figures_have_titles_labels_and_the_paper(quick_run):
             assert ax.get_title() == col["name"] and ax.get_xlabel() and col["name"] in ax.get_ylabel()
             assert len(ax.patches) == len(table["rows"])  # one bar per row
         labels = [text.get_text() for text in fig.legends[0].get_texts()]
-        assert "ours (± SEM over seeds)" in labels and any(label.startswith("paper: ") for label in labels)
+        ours = {"I": "ours (one run per row, no error bar)", "VI": "ours (± SEM over random preprocessings)",
+                "VII": "ours (one run per row, no error bar)", "VIII": "ours (one run per row, no error bar)"}
+        assert labels[0] == ours.get(t, "ours (± SEM over seeds)") and any(label.startswith("paper: ") for label in labels)
         if t == "VII":  # ours ~1e-2 s, the paper's SPADE 7.1 s: a log scale
             assert fig.axes[0].get_yscale() == "log"
         plt.close(fig)

@@ -17,5 +17,8 @@ def defects_in_test_set(answer, test):
     defect_pixels = sum(int(np.asarray(resize_crop(load_mask(p), test.image_size, test.crop, Image.NEAREST)).sum())
                         for p in mask_files)
     fraction = defect_pixels / (len(test) * test.out_size**2)
-    return (compare_number(answer[0], len(mask_files), "the number of defective images")
-            or compare_number(answer[1], fraction, "the fraction of defective pixels"))
+    return (compare_number(answer[0], len(mask_files), "the number of defective images",
+                           hint="count the test items whose `label` is 1 (`test.labels` lists them all).")
+            or compare_number(answer[1], fraction, "the fraction of defective pixels",
+                              hint="average the masks (1 on a defective pixel, 0 elsewhere) over every pixel of "
+                                   "every test image, the good images included."))

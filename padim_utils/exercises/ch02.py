@@ -22,4 +22,6 @@ def explained_variance(answer, X, d):
     ascending = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))
     if abs(a - ascending[: int(d)].sum() / ascending.sum()) <= 1e-6 and abs(a - expected) > 1e-4:
         return "that is the share of the d *smallest* eigenvalues: eigvalsh sorts them in ascending order."
-    return compare_number(a, expected, "the explained-variance fraction", tol=1e-4)
+    return compare_number(a, expected, "the explained-variance fraction", tol=1e-4,
+                          hint="the eigenvalues of the channels' covariance matrix torch.cov(X.T): the sum of the "
+                               "d largest over the sum of all.")

@@ -26,4 +26,6 @@ def covariance_of_one_position(answer, emb, position):
             and np.diag(a - expected)[0] > 1e-6 and np.allclose(a - np.diag(np.diag(a)), expected - np.diag(np.diag(expected)),
                                                                rtol=1e-4, atol=1e-8):
         return f"you added {np.diag(a - expected)[0]:.3g} * I; compute it without eps."
-    return compare_arrays(a, expected, "your covariance", rtol=1e-4, atol=1e-8)
+    return compare_arrays(a, expected, "your covariance", rtol=1e-4, atol=1e-8,
+                          hint="take the (N, d) rows emb[:, :, i, j], subtract their mean over the images, and "
+                               "divide x_c^T x_c by N - 1.")

@@ -22,9 +22,9 @@ def one_patch_distance(answer, embeddings, mean, precision, image, position):
     if np.isclose(a, expected, rtol=1e-4):
         return None
     if np.isclose(a, expected**2, rtol=1e-4):
-        return f"{a:.6g} is the squared distance; take its square root ({expected:.6g})."
+        return f"{a:.6g} is the squared distance; take its square root."
     with_cov = scipy_mahalanobis(x, mu, np.linalg.inv(vi))
     if np.isclose(a, with_cov, rtol=1e-4):
         return "you multiplied by the covariance; the distance uses its inverse, the precision matrix."
-    return f"the distance is {a:.6g}, expected {expected:.6g} (is it position (row, col) = {tuple(position)} " \
-           f"of image {image}, and mean[row * w + col]?)."
+    return (f"the distance is {a:.6g}, which is not right. Hint: is it position (row, col) = {tuple(position)} "
+            f"of image {image}, with mean[row * w + col] and precision[row * w + col]?")

@@ -21,8 +21,10 @@ def auroc_by_pairs(answer, labels, scores):
     bad, good = s[y == 1], s[y == 0]
     ties = (bad[:, None] == good[None, :]).sum() / (len(bad) * len(good))
     if ties and (np.isclose(a, expected - ties / 2) or np.isclose(a, expected + ties / 2)):
-        return f"{a:.4f} counts the tied pairs as 0 or 1; a tie counts one half ({expected:.4f})."
-    return compare_number(a, expected, "the AUROC", tol=1e-9)
+        return f"{a:.4f} counts the tied pairs as 0 or 1; a tie counts one half."
+    return compare_number(a, expected, "the AUROC", tol=1e-9,
+                          hint="over every (defective, good) pair count 1 when the defective image scores "
+                               "higher, 1/2 for a tie, and divide by the number of pairs.")
 
 
 def _regions(mask: np.ndarray) -> list[list[tuple[int, int]]]:
@@ -61,5 +63,5 @@ def pro_at_one_threshold(answer, masks, maps, threshold):
         return None
     if np.isclose(got, float((a[m] >= threshold).mean()), atol=1e-9):
         return "that is the fraction of all defect pixels found; PRO averages the overlap of each *region*."
-    return (f"the PRO is {got:.4f}, expected {expected:.4f} over {len(overlaps)} regions (8-connected: pixels "
-            "touching at a corner belong to the same region).")
+    return (f"the PRO is {got:.4f}, which is not right. Hint: average the overlaps of the {len(overlaps)} regions "
+            "(8-connected: pixels touching at a corner belong to the same region).")

@@ -21,4 +21,5 @@ def hardest_category(answer, records):
     gap = float(aupro.mean() - aupro[k])
     if len(records) > 1 and abs(float(answer[1]) + gap) < 1e-9 and gap > 0:
         return "the gap has the wrong sign: take the mean minus the lowest value."
-    return compare_number(answer[1], gap, "the gap below the mean AU-PRO", tol=1e-6)
+    return compare_number(answer[1], gap, "the gap below the mean AU-PRO", tol=1e-6,
+                          hint="the mean of every category's AU-PRO minus the lowest one.")

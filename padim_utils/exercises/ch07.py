@@ -11,4 +11,6 @@ def frame_auroc_with_mean_scores(answer, maps, labels):
     """Frame AUROC when each frame is scored by the mean of its map (scikit-learn as the oracle)."""
     m, y = as_array(maps), as_array(labels).astype(int)
     expected = roc_auc_score(y, m.reshape(m.shape[0], -1).mean(axis=1))
-    return compare_number(answer, float(expected), "your frame AUROC", tol=1e-6)
+    return compare_number(answer, float(expected), "your frame AUROC", tol=1e-6,
+                          hint="score each frame by the mean of its map, maps.mean(dim=(1, 2)), then compute "
+                               "image_auroc(labels, those scores).")

@@ -26,4 +26,6 @@ def blur_gain(answer, train_cache, test_cache, config):
         return f"answer with one number, got {answer!r}."
     if expected != 0 and abs(a + expected) <= 1e-6 * max(1.0, abs(expected)):
         return "the sign is reversed: take AU-PRO with the blur minus AU-PRO without it."
-    return compare_number(a, expected, "AU-PRO(sigma=4) - AU-PRO(sigma=0)", tol=1e-6)
+    return compare_number(a, expected, "AU-PRO(sigma=4) - AU-PRO(sigma=0)", tol=1e-6,
+                          hint="run_ablation(train_cache, test_cache, cfg, sigma=...) twice, everything else "
+                               "as cfg, and subtract the two \"pixel_aupro\" values.")

@@ -21,4 +21,6 @@ def rotation_slope(answer, angles, rot_scores):
         return "that is the slope per radian: use the angles in degrees."
     if slope != 0 and abs(a - 1 / slope) <= 1e-6 * abs(1 / slope):
         return "that is degrees per score unit: regress the score on the angle, not the other way round."
-    return compare_number(a, slope, "the slope (score units per degree)", tol=1e-6)
+    return compare_number(a, slope, "the slope (score units per degree)", tol=1e-6,
+                          hint="average rot_scores over the images of each angle (axis=1), then fit a line to "
+                               "those means against the angles in degrees: the slope is its first coefficient.")

@@ -19,7 +19,7 @@ def mean_and_sem(answer, values):
         mean, sem = (float("nan") if x is None else float(x) for x in answer)
     except (TypeError, ValueError):
         return f"answer with two numbers (mean, sem), got {answer!r}."
-    problem = compare_number(mean, float(np.mean(v)), "the mean", tol=1e-9)
+    problem = compare_number(mean, float(np.mean(v)), "the mean", tol=1e-9, hint="the mean of the seeds' values.")
     if problem:
         if len(v) > 1 and np.isclose(sem, np.mean(v)):
             return "the order is (mean, sem): the mean first."
@@ -31,4 +31,6 @@ def mean_and_sem(answer, values):
         return "that SEM uses the population std (ddof=0); the sample std divides by n - 1 (ddof=1)."
     if np.isclose(sem, np.std(v, ddof=1), rtol=1e-9) and not np.isclose(sem, expected):
         return "that is the standard deviation of the seeds; the SEM divides it by sqrt(n)."
-    return compare_number(sem, expected, "the SEM", tol=1e-9)
+    return compare_number(sem, expected, "the SEM", tol=1e-9,
+                          hint="the sample standard deviation (ddof=1) divided by the square root of the number "
+                               "of seeds.")
