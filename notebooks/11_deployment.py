@@ -33,7 +33,8 @@ import onnx
 import onnxruntime
 import torch
 
-from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
+from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
+                                 show_source)
 from padim_utils.export import (PadimGraph, compare_with_torch, onnx_session, run_onnx, size_breakdown,
                                 time_inference)
 from padim_utils.metrics import evaluate
@@ -115,8 +116,8 @@ show(markdown_table([{"constant": t.name, "shape": tuple(t.dims), "MiB": float(n
 # %% [markdown]
 # The check that the export ran, now on the **whole** test set, once as one batch and once image by image
 # (the batch axis is free): each map against its own peak value, and the order of the scores. The two runtimes
-# do the same arithmetic in float32, in a different order (onnxruntime also folds each batch norm into its
-# convolution), so their features differ by about $10^{-6}$. The Mahalanobis distance amplifies that, most where
+# do the same arithmetic in float32, in a different order (onnxruntime fuses operations of its own), so their
+# features differ by about $10^{-6}$. The Mahalanobis distance amplifies that, most where
 # the distance is small. Expect the maps to agree to between $10^{-6}$ and a few $10^{-5}$ of their peak (the real
 # bottle at 256 px sits at the top of that range), inside the tolerance of $10^{-4}$, with single pixels a few times
 # further apart, and the scores in the same order.
@@ -156,14 +157,21 @@ for batch in (1, big):
         rows.append({"runtime": runtime, "batch": batch, "latency (ms)": t["latency_s"] * 1e3,
                      "images / s": t["images_per_s"]})
 show(markdown_table(rows))
+speed = {(r["runtime"], r["batch"]): r["images / s"] for r in rows}
+for batch in (1, big):
+    compare(f"11.onnx-vs-torch-batch{batch}", speed["onnxruntime", batch], speed["torch", batch], tol=0.05 * speed["torch", batch],
+            more="At batch {batch}, onnxruntime ran {ratio:.1f} times as many images a second as torch here.",
+            less="At batch {batch}, torch was the faster here ({b:.1f} against {a:.1f} images a second): the "
+                 "expectation above did not hold on this machine, now.",
+            same="At batch {batch}, the two ran alike here ({a:.1f} and {b:.1f} images a second).", batch=batch)
 
 # %% [markdown]
 # ## 4. What fills the file
 # Almost all of it is numbers, 4 bytes each in float32:
 # - the **precision matrices**: one $d \times d$ matrix per position, $P \cdot d^2$ numbers;
 # - the **means**: $P \cdot d$ numbers;
-# - the **backbone's weights**: its parameters (the batch norms end up folded into the convolutions before
-#   them, so the network's parameter count is right or a slight overestimate).
+# - the **backbone's weights**: its parameters (the package folds each batch norm into the convolution
+#   before it, `backbones.fold_batchnorm`, so the network's parameters are exactly what the file holds).
 #
 # The graph's own description (operators, names) adds under 0.1 MB. `size_breakdown` counts the three parts:
 
@@ -185,9 +193,14 @@ n_backbone = sum(p.numel() for p in small.extractor.parameters())
 print(f"P = {P}, d_small = {d_small}, n_backbone = {n_backbone}")
 answer = ...  # your prediction, in bytes
 
-# %% tags=["solution"]
-answer = 4 * (P * d_small**2 + P * d_small + n_backbone)  # precision, mean, backbone: 4 bytes a number
-print(f"predicted: {answer / 2**20:.2f} MiB")
+# %% [markdown]
+# *Stuck?* The worked solution is folded below; open it to read it. In JupyterLab it is a raw cell that
+# *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
+# press `Y` (it becomes a code cell), then `Shift+Enter`.
+
+# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# answer = 4 * (P * d_small**2 + P * d_small + n_backbone)  # precision, mean, backbone: 4 bytes a number
+# print(f"predicted: {answer / 2**20:.2f} MiB")
 
 # %% [markdown]
 # Now export it and compare with the real file:
@@ -240,6 +253,10 @@ full, half, smaller = rows
 for name, other in (("float16 storage", half), (f"d = {d_small}", smaller)):
     print(f"{name}: {other['MiB'] / full['MiB']:.0%} of the size; "
           + ", ".join(f"{m} {other[m] - full[m]:+.4f}" for m in ("image AUROC", "pixel AUROC", "AU-PRO")))
+compare("11.smaller-d-costs-more", full["AU-PRO"] - smaller["AU-PRO"], full["AU-PRO"] - half["AU-PRO"], tol=1e-4,
+        more="Halving d cost more AU-PRO ({a:.4f}) than float16 storage ({b:.4f}) here.",
+        less="Float16 storage cost more AU-PRO ({b:.4f}) than halving d ({a:.4f}) here.",
+        same="Neither lever moved AU-PRO by more than 1e-4 here (halving d {a:+.4f}, float16 {b:+.4f}).")
 
 # %% [markdown]
 # Both levers combine (float16 at the smaller $d$). `benchmarks/bench_export.py` measures the same on real
