@@ -47,6 +47,7 @@ single line naming the file, folder or option at fault.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from pathlib import Path
@@ -241,7 +242,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _open(path: Path, what: str) -> Image.Image:
+def _open(path: Path | io.BytesIO, what: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
@@ -267,6 +268,12 @@ def read_image(path: str | os.PathLike, what: str = "image", exif_transpose: boo
         return ImageOps.exif_transpose(img)
     except _READ_ERRORS as exc:
         raise PadimError(f"cannot apply the EXIF orientation of {what} {path}: {_one_line(exc)}") from None
+
+
+def decode_image(data: bytes, what: str = "image") -> Image.Image:
+    """Decode an image file held in memory (e.g. a JPEG written to a buffer) as :func:`read_image`
+    decodes files, with the same one-line PadimError if it cannot be read."""
+    return _open(io.BytesIO(data), what)
 
 
 def check_image_file(path: str | os.PathLike, what: str = "image") -> tuple[int, int]:

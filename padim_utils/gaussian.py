@@ -183,6 +183,10 @@ class GaussianStats:
                 cov = m2[s : s + sub] / (self.n - 1) if keep else m2[s : s + sub].div_(self.n - 1)
                 cov.diagonal(dim1=-2, dim2=-1).add_(eps)
                 chol, info = torch.linalg.cholesky_ex(cov)
+                # a failed factor (info > 0) is swapped for I before inverting: a CPU inverse would raise on
+                # its zero diagonal, and the caller reports the failure once, without a sync per chunk
+                chol = torch.where(info[:, None, None] == 0, chol, torch.eye(self.d, dtype=chol.dtype,
+                                                                            device=chol.device))
                 out[s : s + sub] = torch.cholesky_inverse(chol)
                 infos.append(info)
             return torch.cat(infos)

@@ -62,8 +62,7 @@ from PIL import Image
 
 from .config import MIN_IMAGE_SIZE, PadimConfig
 from .data import (_check_geometry, _check_interpolation, _image_tensor, _subfolders, check_image_file,
-                   list_images, load_rgb,
-                   resample_filter, resize_crop)
+                   decode_image, list_images, load_rgb, read_image, resample_filter, resize_crop)
 from .errors import PadimError
 from .progress import progress_bar
 
@@ -270,14 +269,14 @@ def jpeg_settings(image: str | os.PathLike) -> dict[str, Any] | None:
     compress another picture the same way (:func:`jpeg_round_trip`); None for a file that is not a JPEG."""
     from PIL import JpegImagePlugin
 
-    with Image.open(image) as im:
-        if im.format != "JPEG":
-            return None
-        settings = {"qtables": im.quantization, "mode": im.mode}
-        subsampling = JpegImagePlugin.get_sampling(im)
-        if subsampling != -1:
-            settings["subsampling"] = subsampling
-        return settings
+    im = read_image(image, "test frame", exif_transpose=False)  # decoded; keeps the JPEG's tables
+    if im.format != "JPEG":
+        return None
+    settings = {"qtables": im.quantization, "mode": im.mode}
+    subsampling = JpegImagePlugin.get_sampling(im)
+    if subsampling != -1:
+        settings["subsampling"] = subsampling
+    return settings
 
 
 def jpeg_round_trip(frame: np.ndarray, settings: dict[str, Any] | None) -> np.ndarray:
@@ -290,9 +289,7 @@ def jpeg_round_trip(frame: np.ndarray, settings: dict[str, Any] | None) -> np.nd
         img = img.convert(mode)
     buf = io.BytesIO()
     img.save(buf, "JPEG", **settings)
-    buf.seek(0)
-    with Image.open(buf) as out:
-        return np.asarray(out.convert("RGB"))
+    return np.asarray(decode_image(buf.getvalue(), "JPEG round trip").convert("RGB"))
 
 
 def match_test_codec(frame: np.ndarray, settings: dict[str, Any] | None, rng: np.random.Generator) -> np.ndarray:

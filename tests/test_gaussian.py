@@ -103,6 +103,27 @@ def test_eps_makes_rank_deficient_covariance_invertible():
     assert torch.isfinite(precision).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("keep", [True, False])
+def test_singular_covariance_is_one_clear_error(threads, keep):
+    """eps = 0 on rank-deficient statistics (3 images, 5 channels): a PadimError naming eps, on the sequential
+    path and on the CPU's parallel one alike (the latter once raised LAPACK's own error from the inverse).
+    Kept statistics still finalise with eps afterwards, to numpy's inverse."""
+    x = _data(n=3, seed=6)
+    stats = _fit(x, [3], dtype=torch.float64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.raises(PadimError, match="not positive definite; increase eps"):
+            stats.finalize(0.0, dtype=torch.float64, keep=keep)
+    finally:
+        torch.set_num_threads(before)
+    if keep:
+        _, precision = stats.finalize(0.01, dtype=torch.float64, keep=True)
+        ref = np.linalg.inv(_np_cov(x) + 0.01 * np.eye(5))
+        np.testing.assert_allclose(precision.numpy(), ref, rtol=1e-8, atol=1e-10)
+
+
 def test_fewer_than_two_images_is_a_clear_error():
     stats = _fit(_data(n=1), [1])
     with pytest.raises(PadimError, match="at least 2 training images"):
