@@ -327,7 +327,8 @@ def fold_batchnorm(model: nn.Module, probe: Tensor) -> int:
 class SamePadConv2d(nn.Conv2d):
     """TensorFlow's "same" convolution (timm's `Conv2dSame`, in Lite0's stride-2 layers) with a
     cheaper pad: the border is zeroed and the input copied in, where `F.pad` first fills the whole
-    padded tensor with zeros (a fifth of Lite0's CPU forward time). Same values, same convolution."""
+    padded tensor with zeros (a fifth of Lite0's CPU forward time). Same values, same convolution.
+    Traced (torch.compile, exporters) it pads with `F.pad`, which a compiler fuses and ONNX has as one op."""
 
     @classmethod
     def replacing(cls, conv: nn.Conv2d) -> "SamePadConv2d":
@@ -341,7 +342,11 @@ class SamePadConv2d(nn.Conv2d):
         h, w = x.shape[-2:]
         ph = max((-(-h // sh) - 1) * sh + (kh - 1) * dh + 1 - h, 0)  # TF's total padding per axis
         pw = max((-(-w // sw) - 1) * sw + (kw - 1) * dw + 1 - w, 0)
-        if ph or pw:
+        if (ph or pw) and torch.compiler.is_compiling():  # torch.compile / torch.export / ONNX export
+            # one pad op: the copy below would trace to index_put, which ONNX runs as ScatterND and four
+            # whole-tensor transposes (onnxruntime CPU: 7x slower than eager torch on Lite0)
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        elif ph or pw:
             top, left = ph // 2, pw // 2  # the extra row / column goes to the bottom / right
             layout = torch.channels_last if x.dim() == 4 and not x.is_contiguous() else torch.contiguous_format
             padded = torch.empty(*x.shape[:-2], h + ph, w + pw, dtype=x.dtype, device=x.device,

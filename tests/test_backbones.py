@@ -223,6 +223,23 @@ def test_same_pad_conv_equals_timm_conv2d_same(size, channels_last):
             torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)  # the same padded input
 
 
+def test_same_pad_conv_traced_pads_with_one_op():
+    """Under torch.export (what the ONNX exporter and torch.compile trace) the pad is one aten.pad,
+    not the eager path's copy into an empty tensor (index_put: ScatterND and transposes in ONNX), with
+    timm's values."""
+    from timm.layers import Conv2dSame
+
+    torch.manual_seed(0)
+    ref = Conv2dSame(8, 8, 3, 2, groups=8, bias=True).eval()
+    ours = bb.SamePadConv2d.replacing(ref)
+    x = torch.randn(2, 8, 33, 33)
+    program = torch.export.export(ours, (x,))
+    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert targets == ["aten.pad.default", "aten.conv2d.default"]
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), ref(x), rtol=0, atol=0)
+
+
 def test_layout_policy_per_backbone_and_device():
     assert all(bb.prefers_channels_last(n, "cpu") for n in available_backbones())
     assert bb.prefers_channels_last("resnet18", "cuda") and bb.prefers_channels_last("wide_resnet50_2", "cuda:1")

@@ -83,6 +83,9 @@ def test_the_graph_holds_the_models_tensors(model, onnx_file):
     assert len(mean) == 1 and np.array_equal(mean[0].reshape(p, d), model.mean.numpy())
     ops = {n.op_type for n in graph.graph.node}
     assert {"Conv", "MatMul", "ReduceMax", "Sqrt"} <= ops
+    # Lite0's "same" padding traced as a pad (folded into the Conv's pads): a traced copy into a buffer was
+    # ScatterND + whole-tensor transposes, 7x slower in onnxruntime than eager torch
+    assert "ScatterND" not in ops
     raw = onnx_file.read_bytes()  # the exporter's stack traces (local paths) are not shipped
     assert b"stack_trace" not in raw and str(Path(export.__file__).parent).encode() not in raw
 
