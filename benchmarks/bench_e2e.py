@@ -55,9 +55,23 @@ def _env(repo: Path) -> dict:
     return dict(os.environ, PYTHONPATH=str(repo), PADIM_PROGRESS="0")
 
 
+def _run(args: list[str], repo: Path) -> subprocess.CompletedProcess:
+    """A fresh Python process importing `repo`'s padim_utils: run from `repo`, since `python -c` and `-m` put
+    the working directory first on sys.path (before PYTHONPATH and this venv's editable install)."""
+    return subprocess.run([sys.executable, *args], env=_env(repo), cwd=repo, capture_output=True, text=True,
+                          check=True)
+
+
+def check_repo(repo: Path) -> str:
+    """The padim_utils folder the subprocesses import; exits if it is not `repo`'s."""
+    found = Path(_run(["-c", "import padim_utils; print(padim_utils.__file__)"], repo).stdout.strip()).parent
+    if found != repo / "padim_utils":
+        sys.exit(f"bench_e2e: the subprocesses import {found}, not {repo / 'padim_utils'}")
+    return str(found)
+
+
 def forward(repo: Path, data: str, category: str, config: str, layout: str, fold: str) -> float:
-    out = subprocess.run([sys.executable, "-c", _FORWARD, data, category, config, layout, fold], env=_env(repo),
-                         capture_output=True, text=True, check=True)
+    out = _run(["-c", _FORWARD, data, category, config, layout, fold], repo)
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
 
 
@@ -65,9 +79,8 @@ def benchmark(repo: Path, data: str, category: str, config: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "record.json"
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "padim_utils.cli", "benchmark", "--dataset", "mvtec", "--root", data,
-                        "--category", category, "--config", config, "--device", "cpu", "--out", str(out)],
-                       env=_env(repo), capture_output=True, text=True, check=True)
+        _run(["-m", "padim_utils.cli", "benchmark", "--dataset", "mvtec", "--root", data, "--category", category,
+              "--config", config, "--device", "cpu", "--out", str(out)], repo)
         wall = time.perf_counter() - t
         record = json.loads(out.read_text())
     return {"fit_s": record["fit_seconds"], "predict_s": record["predict_seconds"],
@@ -88,6 +101,7 @@ def main() -> None:
     p.add_argument("--tag", default="cpu")
     args = p.parse_args()
     repo = Path(args.repo).resolve()
+    package = check_repo(repo)
     runs = {"benchmark": [], "forward": {}}
     folds = ["package", "unfolded"] if args.unfolded else ["package"]  # package: the network as the package runs it
     for _ in range(args.repeat):  # interleaved, so a slow spell of the machine hits every kind alike
@@ -101,7 +115,7 @@ def main() -> None:
     best = {k: min(r[k] for r in runs["benchmark"]) for k in ("fit_s", "predict_s", "fit_predict_s", "wall_s")}
     floor = {k: min(v) for k, v in runs["forward"].items()}
     fastest = min(floor, key=floor.get)
-    report = {"repo": str(repo), "config": args.config, "category": args.category, "repeat": args.repeat,
+    report = {"repo": str(repo), "package": package, "config": args.config, "category": args.category, "repeat": args.repeat,
               "cpu_threads": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "runs": runs,
               "best": best, "forward_best": floor, "fastest_forward": fastest,
               "ratio_fit_predict": best["fit_predict_s"] / floor[fastest],

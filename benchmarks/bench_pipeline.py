@@ -346,7 +346,8 @@ def main() -> None:
     p.add_argument("--out-dir", default=str(HERE / "results"))
     p.add_argument("--tag", default=None, help="suffix of the result files (default: the device)")
     args = p.parse_args()
-    if args.worker:
+    if args.worker:  # this checkout's padim_utils, whatever else is installed (a before/after compares two)
+        sys.path.insert(0, str(HERE.parent))
         print(json.dumps(worker(json.loads(args.worker))))
         return
     data = Path(args.data)

@@ -142,10 +142,11 @@ fig = plot_maps(test[k]["image"], {"torch (Padim.predict)": torch_maps[k], "ONNX
 # %% [markdown]
 # ## 3. Time it
 # `time_inference` calls a predict function on batches of a given size (two warm-up calls, then the median
-# of several) and reports the latency per batch and the throughput. Expect onnxruntime to be faster, most at
-# batch 1: it runs a graph it optimised once, at load, while torch dispatches each of the hundred operations
-# from Python; with a large batch the arithmetic itself weighs more. By how much depends on the CPU, its threads
-# and the image size. These are **this machine's** numbers, now (on a shared machine they move from run to run);
+# of several) and reports the latency per batch and the throughput. Expect onnxruntime to be faster: it runs
+# a graph it optimised once, at load (the elementwise steps fused, the batch norms already inside the
+# convolutions), while eager torch runs each operation on its own, writing every intermediate tensor to memory.
+# On real bottle at 256 px with 2 threads, `benchmarks/bench_export.py` measured 1.2× at batch 1 and 2.3× at
+# batch 32. By how much depends on the CPU, its threads and the image size. These are **this machine's** numbers, now (on a shared machine they move from run to run);
 # `benchmarks/bench_export.py` measures them with the machine to itself.
 
 # %%
