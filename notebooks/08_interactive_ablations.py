@@ -149,9 +149,9 @@ compare("08.random-vs-pca", by["random"]["pixel_aupro"], by["pca"]["pixel_aupro"
 # scale; the paper uses 0.01) and σ (the blur of chapter 04; 0 = none), then press **re-fit**. The
 # result appears under the button with the paper's closest row.
 #
-# On this rendered page the controls do nothing (there is no Python behind it): open the notebook in
-# JupyterLab (`make lab`) to use them. The cell after the widget runs one setting the same way, so you
-# can see what a click produces.
+# On this rendered page the controls cannot appear (a static page has no Python behind it), so a note
+# stands in their place: open the notebook in JupyterLab (`make lab`) to use them. The cell after the
+# widget runs one setting the same way, so you can see what a click produces.
 
 # %%
 widget = ablations.AblationWidget(train_cache, test_cache, cfg)

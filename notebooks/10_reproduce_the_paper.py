@@ -370,5 +370,6 @@ check_exercise("10.1", answer, values=values)
 # - The gaps have causes you can name: the backbone, the data, the image size, the number of seeds and
 #   the machine; run on the paper's backbones and all of MVTec AD to close them.
 #
-# **Next:** back to the [contents](index.html); run `padim reproduce` on your own machine with
-# `--backbone resnet18` where torchvision's weights can be downloaded.
+# **Next:** 11 takes a fitted model from the notebook to a production line: one ONNX graph, checked
+# against torch and timed. On your own machine, run `padim reproduce` with `--backbone resnet18` where
+# torchvision's weights can be downloaded.

@@ -215,8 +215,8 @@ check_exercise("11.1", answer, positions=P, d=d_small, backbone_parameters=n_bac
 # %% [markdown]
 # ## 5. Making it smaller, and what that costs
 # The precision matrices grow with $d^2$: at the course's full size ($P = 64 \times 64$, $d = 100$) they are
-# 164 MB of the file's 169 MB, and with Wide-ResNet50 ($d = 550$, $P = 56 \times 56$) 3.8 GB, over ONNX's
-# 2 GB limit for one file (`export_onnx` refuses it and says what to do). Two levers:
+# 156 MiB of the file's 161 MiB, and with Wide-ResNet50 ($d = 550$, $P = 56 \times 56$) 3.5 GiB, over ONNX's
+# 2 GiB limit for one file (`export_onnx` refuses it and says what to do). Two levers:
 #
 # - **float16 storage** (`precision="float16"`, or `padim export --precision float16`): the matrices are
 #   stored in 2 bytes a number and cast back to float32 once, when onnxruntime loads the file. Half the

@@ -29,7 +29,7 @@ from .files import write_text
 from .progress import progress_bar
 
 __all__ = ["course_notebooks", "read_notebook", "with_solutions", "execute_notebook", "render_html", "build_course",
-           "notebook_problems"]
+           "notebook_problems", "static_widgets"]
 
 _STYLE = """
 <style>
@@ -182,13 +182,33 @@ def copy_mathjax(out: str | os.PathLike) -> Path:
     return target
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_NOTE = ("<p class=\"padim-widget\"><b>Interactive controls appear here in JupyterLab.</b> They need a "
+               "running Python kernel, which a static page has not: open this notebook with <code>make lab</code> "
+               "to use them.</p>")
+
+
+def static_widgets(nb):
+    """A copy of `nb` where every widget output (which a static page cannot draw: it would show an empty
+    "Out[n]:") says instead where its controls work. The executed notebook itself keeps its widgets."""
+    import copy
+
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if WIDGET_VIEW in out.get("data", {}):
+                out["data"] = {"text/html": WIDGET_NOTE}
+    return nb
+
+
 def render_html(nb, title: str, prev: tuple[str, str] | None = None, next_: tuple[str, str] | None = None) -> str:
     """One chapter as a standalone HTML page (nbconvert's lab template) with the course's navigation bar;
-    its maths is typeset by the MathJax that `copy_mathjax` puts beside it."""
+    its maths is typeset by the MathJax that `copy_mathjax` puts beside it, and its widgets say where they
+    work (`static_widgets`)."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab", mathjax_url=MATHJAX_URL)
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    body, _ = exporter.from_notebook_node(static_widgets(nb), resources={"metadata": {"name": title}})
     links = [f'<span class="title">{html.escape(title)}</span>']
     if prev:
         links.append(f'<a href="{prev[0]}">&larr; {html.escape(prev[1])}</a>')

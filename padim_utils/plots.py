@@ -263,7 +263,7 @@ def plot_pro_curve(fpr, pro, limit: float = 0.3, title: str = "PRO curve", point
     if xmax is None:
         far = max([x for x, _ in points], default=limit)
         xmax = 1.1 * limit if far >= 0.5 * limit else 1.25 * far
-    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
     for a, whole in ((ax, False), (ax.inset_axes((0.58, 0.1, 0.38, 0.38)) if xmax < 1 else None, True)):
         if a is None:
             continue
@@ -279,7 +279,7 @@ def plot_pro_curve(fpr, pro, limit: float = 0.3, title: str = "PRO curve", point
             a.tick_params(labelsize=6)
             a.axvspan(0, xmax, color="C1", alpha=0.15)  # the window the main axes show
     ax.set(xlabel="false positive rate (defect-free pixels)", ylabel="per-region overlap (PRO)", title=title)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes: it hides no point
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -404,7 +404,7 @@ def plot_training_frames(rows, title: str = "more training frames: where the sco
     background and of the anomaly against the number of training frames (log scale); right: frame AUROC
     and AU-PRO. One line style per `train_codec` (solid the first one met, dashed the next)."""
     codecs = list(dict.fromkeys(r["train_codec"] for r in rows))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 5.0))
     for j, codec in enumerate(codecs):
         rs = sorted((r for r in rows if r["train_codec"] == codec), key=lambda r: r["train_frames"])
         x, ls, name = [r["train_frames"] for r in rs], "-" if j == 0 else "--", CODEC_LABELS.get(codec, codec)
@@ -419,7 +419,7 @@ def plot_training_frames(rows, title: str = "more training frames: where the sco
               title="frame AUROC and AU-PRO")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17))  # under the axes: it hides no point
     fig.suptitle(title)
     fig.tight_layout()
     return fig

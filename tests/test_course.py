@@ -85,6 +85,19 @@ def test_every_notebook_exercise_is_registered():
             assert key in keys, f"{path.name} uses exercise {key}, which has no check"
 
 
+def test_each_chapter_ends_by_naming_the_next_one():
+    import re
+
+    paths = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+    for path, following in zip(paths, paths[1:] + [None]):
+        lines = re.findall(r"^# \*\*Next:\*\* (.*)$", path.read_text(), flags=re.M)
+        assert len(lines) == 1, f"{path.name}: one 'Next:' line"
+        if following is None:
+            assert lines[0].startswith("the end of the course"), path.name
+        else:
+            assert lines[0].startswith(following.name[:2] + " "), f"{path.name} should lead to {following.name}"
+
+
 def test_markdown_table_and_show_source(capsys):
     table = course.markdown_table([{"a": 1, "b": 0.12345}, {"a": "x|y", "b": 2}])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.123 |", "| x\\|y | 2 |"]
@@ -163,6 +176,23 @@ def test_render_html_adds_navigation_and_folds_solutions():
     assert "cell 1: ValueError: boom" in notebook_problems(nb)
     nb.cells[1].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "Text(0.5, 1.0, 'scores')"})]
     assert "cell 1: prints a matplotlib object (Text(0.5, 1.0, 'scores'))" in notebook_problems(nb)
+
+
+def test_a_widget_on_the_site_says_where_its_controls_work():
+    import nbformat
+
+    from padim_utils.book import WIDGET_VIEW, render_html
+
+    nb = nbformat.v4.new_notebook()
+    widget = {WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": "abc"},
+              "text/plain": "VBox(children=(SelectMultiple(...),))"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# 08 · Ablations"),
+                nbformat.v4.new_code_cell("widget.box", outputs=[
+                    nbformat.v4.new_output("execute_result", data=widget, execution_count=1)])]
+    page = render_html(nb, "08 · Ablations")
+    assert "Interactive controls appear here in JupyterLab" in page and "make lab" in page
+    assert "VBox(children" not in page
+    assert WIDGET_VIEW in nb.cells[1].outputs[0]["data"]  # the executed notebook keeps its widget
 
 
 # --------------------------------------------------------------------------- the "Look inside" listings

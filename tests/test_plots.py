@@ -268,3 +268,42 @@ def test_log_axis_labels_never_print_over_each_other():
     fig = plot_lines([10, 400, 420, 440, 800], {"a": [1, 2, 3, 4, 5]}, "d", "GiB", "t", logx=True)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["10", "400", "", "", "800"]
     plt.close(fig)
+
+
+def _hidden_points(fig):
+    """(axes title, x, y) of every plotted data point that lies under a legend of the figure."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+    boxes = [legend.get_window_extent(renderer) for legend in legends]
+    hidden = []
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            xy = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]).astype(float))
+            for (px, py), (x, y) in zip(xy, np.column_stack([line.get_xdata(), line.get_ydata()])):
+                if any(b.x0 <= px <= b.x1 and b.y0 <= py <= b.y1 for b in boxes):
+                    hidden.append((ax.get_title(), float(x), float(y)))
+    return hidden
+
+
+def test_no_legend_hides_a_plotted_point():
+    import matplotlib.pyplot as plt
+
+    from padim_utils.plots import plot_pro_curve, plot_training_frames
+
+    # chapter 07's walkway study as the course ran it: the matched background at 96 frames (27.6) sat
+    # under a legend in the lower left
+    study = [(32, "none", 1.0, 0.996, 125.9, 812.4), (32, "match", 1.0, 0.997, 82.2, 777.4),
+             (96, "none", 0.966, 0.986, 124.0, 423.0), (96, "match", 1.0, 0.994, 27.6, 286.8),
+             (192, "none", 0.836, 0.610, 121.9, 198.2), (192, "match", 0.996, 0.985, 13.6, 96.6)]
+    rows = [dict(zip(("train_frames", "train_codec", "frame_auroc", "aupro", "background_median", "cart_median"),
+                     r)) for r in study]
+    # chapter 05's PRO curve of real maps: a steep climb, the pro_at points at FPR 0.01-0.3 near the top
+    fpr = np.concatenate([[0.0], np.geomspace(1e-4, 1.0, 200)])
+    pro = np.clip(1.0 - 0.3 * np.exp(-fpr / 0.01) - 0.05 * np.exp(-fpr / 0.1), 0, 1)
+    points = [(f, float(np.interp(f, fpr, pro))) for f in (0.01, 0.05, 0.1, 0.3)]
+    for fig in (plot_training_frames(rows), plot_pro_curve(fpr, pro, points=points),
+                plot_pro_curve([0, 0.0114, 0.0171, 0.0229, 1], [0.222, 0.556, 0.667, 1, 1],
+                               points=[(0.0, 0.222), (0.0114, 0.556), (0.0171, 0.667), (0.0229, 1.0)])):
+        assert _hidden_points(fig) == []
+        plt.close(fig)
