@@ -136,6 +136,11 @@ def save_figure(fig, path, dpi: int = 110) -> None:
 
 
 # ------------------------------------------------------------------ course figures
+def _legend_beside(ax, fontsize: int = 8) -> None:
+    """The axes' legend to their right, top-aligned: beside the curves and bars, it hides no plotted point."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
 def _grid(n: int, ncols: int | None, size: float = 2.2, rows_per_item: int = 1):
     ncols = min(n, ncols or 6)
     nrows = -(-n // ncols) * rows_per_item
@@ -222,7 +227,7 @@ def plot_lines(x, series: dict, xlabel: str, ylabel: str, title: str, reference:
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
+    _legend_beside(ax)
     fig.tight_layout()
     if logx:  # close values (400 and 550 on a log axis) would print over each other: keep the first label
         fig.canvas.draw()
@@ -279,7 +284,7 @@ def plot_pro_curve(fpr, pro, limit: float = 0.3, title: str = "PRO curve", point
             a.tick_params(labelsize=6)
             a.axvspan(0, xmax, color="C1", alpha=0.15)  # the window the main axes show
     ax.set(xlabel="false positive rate (defect-free pixels)", ylabel="per-region overlap (PRO)", title=title)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes: it hides no point
+    _legend_beside(ax)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -368,7 +373,7 @@ def plot_category_metrics(records, metrics=("image_auroc", "pixel_auroc", "pixel
     ax.set_xticks(x, cats)
     ax.set(xlabel="category", ylabel="metric value (1 = perfect)", title=title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
+    _legend_beside(ax)
     fig.tight_layout()
     return fig
 
@@ -465,7 +470,7 @@ def plot_ablation(rows, title: str = "ablation"):
     ax.set_xticks(x, labels, fontsize=8)
     ax.set(xlabel="setting (hooked layers, reduction)", ylabel="metric value (1 = perfect)", title=title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
+    _legend_beside(ax, fontsize=7)
     fig.tight_layout()
     return fig
 

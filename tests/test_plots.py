@@ -279,8 +279,8 @@ def _hidden_points(fig):
     hidden = []
     for ax in fig.axes:
         for line in ax.get_lines():
-            xy = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]).astype(float))
-            for (px, py), (x, y) in zip(xy, np.column_stack([line.get_xdata(), line.get_ydata()])):
+            data = np.column_stack([line.get_xdata(), line.get_ydata()]).astype(float)
+            for (px, py), (x, y) in zip(ax.transData.transform(data), data):
                 if any(b.x0 <= px <= b.x1 and b.y0 <= py <= b.y1 for b in boxes):
                     hidden.append((ax.get_title(), float(x), float(y)))
     return hidden
