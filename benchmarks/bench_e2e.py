@@ -29,11 +29,11 @@ _FORWARD = r"""
 import json, sys, time
 import torch
 from padim_utils.config import preset
-from padim_utils.datasets import open_dataset
+from padim_utils.datasets.registry import open_dataset
 from padim_utils.model import Padim
 data, category, config, layout, fold = sys.argv[1:6]
 cfg = preset(config).replace(device="cpu")
-kw = dict(image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
+kw = cfg.geometry.as_kwargs()
 sets = [open_dataset("mvtec", data, category, split, **kw) for split in ("train", "test")]
 model = Padim(cfg)
 if fold == "unfolded":  # the network as timm / torchvision build it (batch norm not folded)

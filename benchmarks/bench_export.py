@@ -151,15 +151,15 @@ def main() -> None:
     import torch
 
     from padim_utils.config import preset
-    from padim_utils.data import MVTecDataset
-    from padim_utils.experiment import cpu_name
-    from padim_utils.features import FeatureCache
+    from padim_utils.datasets import MVTecDataset
+    from padim_utils.measure import cpu_name
+    from padim_utils.experiments.features import FeatureCache
     from padim_utils.files import write_json, write_text
 
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)
     cfg = preset(args.config).replace(device="cpu")
-    kw = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
+    kw = cfg.geometry.as_kwargs()
     train = MVTecDataset(data, args.category, "train", **kw)
     test = MVTecDataset(data, args.category, "test", **kw)
     progress = not args.quiet

@@ -144,17 +144,11 @@ def _status(key):
     return 0
 
 
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-        return True
-    except OSError:
-        return False
-
-
 def worker(job, data_dir, device, repeat, check_images):
+    import torch
+
     from padim_utils import metrics
+    from padim_utils.measure import peak_memory_bytes, reset_peak_memory
 
     masks = np.load(Path(data_dir) / "masks.npy")
     maps = np.load(Path(data_dir) / "maps.npy")
@@ -173,12 +167,10 @@ def worker(job, data_dir, device, repeat, check_images):
 
     sync = lambda: None  # noqa: E731
     if device == "cuda":
-        import torch
-
         inputs = [torch.from_numpy(x).cuda() for x in (labels, scores, masks, maps)]
         sync = torch.cuda.synchronize
         sync()
-        torch.cuda.reset_peak_memory_stats()
+        reset_peak_memory(torch.device("cuda"))
     else:
         inputs = [labels, scores, masks, maps]
     calls = {
@@ -189,7 +181,7 @@ def worker(job, data_dir, device, repeat, check_images):
             masks.reshape(-1), maps.reshape(-1)
         ),
     }
-    out["peak_reset"] = _reset_peak()
+    out["peak_reset"] = reset_peak_memory(torch.device("cpu"))  # VmHWM restarts from the current RSS
     out["rss_before"] = _status("VmRSS")
     times = []
     for _ in range(repeat):
@@ -197,9 +189,9 @@ def worker(job, data_dir, device, repeat, check_images):
         value = calls[job]()
         sync()
         times.append(time.perf_counter() - t)
-    out.update(value=value, times=times, peak_rss=_status("VmHWM"))
+    out.update(value=value, times=times, peak_rss=peak_memory_bytes(torch.device("cpu")))
     if device == "cuda":
-        out["peak_gpu"] = torch.cuda.max_memory_allocated()
+        out["peak_gpu"] = peak_memory_bytes(torch.device("cuda"))
         if job in ("aupro", "pixel_auroc"):  # same value on the CPU?
             out["cpu_value"] = getattr(metrics, job)(masks, maps)
     return out

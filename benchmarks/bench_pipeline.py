@@ -90,9 +90,9 @@ def _config(job: dict):
 def _datasets(job: dict, cfg):
     from torch.utils.data import Subset
 
-    from padim_utils.datasets import open_dataset
+    from padim_utils.datasets.registry import open_dataset
 
-    kw = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
+    kw = cfg.geometry.as_kwargs()
     train = open_dataset("mvtec", job["data"], job["category"], "train", **kw)
     test = open_dataset("mvtec", job["data"], job["category"], "test", **kw)
     real_n, real_test = len(train), len(test)
@@ -105,7 +105,7 @@ def _datasets(job: dict, cfg):
 
 
 def _run_ours(model, train, test):
-    from padim_utils.model import timed
+    from padim_utils.measure import timed
 
     _, fit_s = timed(model.fit, train, progress=False)
     result, predict_s = timed(model.predict_dataset, test, progress=False)
@@ -117,7 +117,7 @@ def _run_anomalib(model, train, test):
     from anomalib.models.image.padim.torch_model import PadimModel
 
     from padim_utils.backbones import build_backbone
-    from padim_utils.model import timed
+    from padim_utils.measure import timed
 
     torch.manual_seed(0)  # random-init backbones: the same weights as ours (built after the same seed)
     classifier = build_backbone(model.config.backbone, model.config.pretrained).eval()
@@ -135,7 +135,7 @@ def _run_anomalib(model, train, test):
     def loader(data):  # what anomalib's datamodules build: a new DataLoader per pass
         from torch.utils.data import DataLoader
 
-        from padim_utils.data import collate
+        from padim_utils.datasets import collate
 
         cuda = model.device.type == "cuda"
         return DataLoader(data, batch_size=model.config.batch_size, shuffle=False, collate_fn=collate,
@@ -165,7 +165,7 @@ def _run_anomalib(model, train, test):
 
 
 def _run_forward(model, train, test):
-    from padim_utils.model import timed
+    from padim_utils.measure import timed
 
     def forward(data):
         for batch in model.loader(data):
@@ -175,7 +175,7 @@ def _run_forward(model, train, test):
 
 
 def _run_loader(model, train, test):
-    from padim_utils.model import timed
+    from padim_utils.measure import timed
 
     def decode(data):
         for batch in model.loader(data):
@@ -187,7 +187,7 @@ def _run_loader(model, train, test):
 def worker(job: dict) -> dict:
     import torch
 
-    from padim_utils.experiment import device_name, reset_peak_memory
+    from padim_utils.measure import device_name, reset_peak_memory
     from padim_utils.metrics import evaluate
     from padim_utils.model import Padim
 
@@ -198,7 +198,7 @@ def worker(job: dict) -> dict:
     if variant == "cache":  # decoded images from a warm cache: an untimed pass fills it first
         import tempfile
 
-        from padim_utils.imagecache import set_cache_dir
+        from padim_utils.datasets.imagecache import set_cache_dir
 
         set_cache_dir(tempfile.mkdtemp(prefix="padim-bench-cache-"))
     train, test, real_data = _datasets(job, cfg)
@@ -357,8 +357,8 @@ def main() -> None:
     if args.fullres:
         data = full_resolution(data, args.category, args.fullres, args.fullres_size)
         args.n = args.n or [args.fullres]
-    from padim_utils.data import MVTecDataset
-    from padim_utils.experiment import cpu_name
+    from padim_utils.datasets import MVTecDataset
+    from padim_utils.measure import cpu_name
     import torch
 
     threads = args.threads or os.cpu_count()

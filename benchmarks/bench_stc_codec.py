@@ -1,11 +1,11 @@
 """More normal frames, a blinder model? PaDiM on the walkway scene, with and without the codec match.
 
-The scene (`padim_utils.stc_walkway`, official STC layout): 4 MPEG-4 training videos of 48 frames
+The scene (`padim_utils.datasets.walkway`, official STC layout): 4 MPEG-4 training videos of 48 frames
 (a static textured background, dark figures walking the middle of a path), 2 test clips of 60 JPEG
 frames (quality 75) where a red cart crosses the path. For each number of training frames per
 video (8, 24, all 48: 32, 96, 192 frames) and each `train_codec` ("none": frames as decoded, the
-former behaviour; "match": the default, see `padim_utils.stc.match_test_codec`), one model is
-fitted and scored (`padim_utils.stc_walkway.frames_study`: the backbone's outputs cached once per codec,
+former behaviour; "match": the default, see `padim_utils.datasets.stc.match_test_codec`), one model is
+fitted and scored (`padim_utils.experiments.stc.frames_study`: the backbone's outputs cached once per codec,
 then `Padim.fit` + `predict_dataset` per row); the metrics are `padim_utils.metrics` (frame AUROC = image
 AUROC of the max-of-map scores, pixel AUROC, AU-PRO to FPR 0.3). Also reported: the median anomaly score
 of the wall (the top 30% of the frame, static in every frame) and the median score inside the cart's mask.
@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from padim_utils.config import preset
-from padim_utils.stc_walkway import frames_study, make_walkway_stc
+from padim_utils.datasets.walkway import make_walkway_stc
+from padim_utils.experiments.stc import frames_study
 
 
 def main(argv=None) -> int:

@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset, collate, list_categories
+from padim_utils.datasets import MVTecDataset, collate, list_categories, make_synthetic_mvtec
 from padim_utils.files import write_json, write_text
 from padim_utils.gaussian import GaussianStats
-from padim_utils.metrics import evaluate
+from padim_utils.markdown import markdown_table
+from padim_utils.metrics import METRIC_LABELS, evaluate
 from padim_utils.model import Padim
 from padim_utils.scoring import anomaly_maps, image_scores, mahalanobis
-from padim_utils.synthetic import make_synthetic_mvtec
 
 
 def raw_patches(images: torch.Tensor) -> torch.Tensor:
@@ -68,10 +68,8 @@ def main() -> None:
     cfg = preset("offline_lite0").replace(d=args.d)
     rows = []
     for category in list_categories(root):
-        train = MVTecDataset(root, category, "train", image_size=cfg.image_size, crop=cfg.crop,
-                             interpolation=cfg.interpolation)
-        test = MVTecDataset(root, category, "test", image_size=cfg.image_size, crop=cfg.crop,
-                            interpolation=cfg.interpolation)
+        train = MVTecDataset(root, category, "train", **cfg.geometry.as_kwargs())
+        test = MVTecDataset(root, category, "test", **cfg.geometry.as_kwargs())
         results = {"raw": raw_pixel_padim(train, test, cfg)}
         for name, pretrained in (("random", False), ("imagenet", True)):
             torch.manual_seed(0)  # the random-init weights
@@ -85,11 +83,10 @@ def main() -> None:
     machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
     out_dir = Path(args.out_dir)
     write_json(out_dir / "synthetic_cpu.json", {"machine": machine, "d": args.d, "rows": rows})
-    lines = ["| category | features | image AUROC | pixel AUROC | AU-PRO (0.3) |", "|---|---|---|---|---|"]
-    lines += [f"| {r['category']} | {r['features']} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
-              f"{r['pixel_aupro']:.3f} |" for r in rows]
+    columns = {"category": "category", "features": "features",
+               **{m: METRIC_LABELS[m] for m in ("image_auroc", "pixel_auroc", "pixel_aupro")}}
     write_text(out_dir / "synthetic_cpu.md", f"Embedded synthetic data, PaDiM d={args.d}, {machine}\n\n"
-               + "\n".join(lines) + "\n")
+               + markdown_table(rows, columns) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 import torch
 
 from padim_utils.config import preset
-from padim_utils.datasets import open_dataset
+from padim_utils.datasets.registry import open_dataset
 from padim_utils.metrics import evaluate
 from padim_utils.model import Padim
 
@@ -34,7 +34,7 @@ def main(data: str, out: str, n: str | None = None) -> None:
         if device == "cuda" and not torch.cuda.is_available():
             continue
         cfg = preset("offline_lite0").replace(device=device, **changes)
-        kw = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
+        kw = cfg.geometry.as_kwargs()
         train = open_dataset("mvtec", data, "bottle", "train", **kw)
         test = open_dataset("mvtec", data, "bottle", "test", **kw)
         if n:

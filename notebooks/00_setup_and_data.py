@@ -35,7 +35,7 @@ import numpy as np
 
 from padim_utils.course import (check_exercise, course_data, env_device, env_flag, environment_report,
                                 markdown_table, show, show_source)
-from padim_utils.data import MVTecDataset
+from padim_utils.datasets import MVTecDataset
 from padim_utils.plots import plot_gallery
 
 # %% tags=["parameters"]

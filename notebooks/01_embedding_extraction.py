@@ -31,11 +31,10 @@
 import torch
 import torch.nn.functional as F
 
-from padim_utils.backbones import embed, feature_extractor
+from padim_utils.backbones import embed, feature_extractor, layer_geometry
 from padim_utils.course import check_exercise, course_data, env_device, env_flag, markdown_table, show, show_source
 from padim_utils.model import Padim
 from padim_utils.plots import plot_channel_layout, plot_feature_maps, plot_gallery, plot_upsampling
-from padim_utils.sweeps import layer_geometry
 
 # %% tags=["parameters"]
 QUICK = env_flag("PADIM_QUICK")  # PADIM_QUICK=1: tiny images, seconds per notebook

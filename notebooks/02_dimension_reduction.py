@@ -33,10 +33,10 @@ import torch
 
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
                                 show_source)
-from padim_utils.paper import CITATION, paper_results
+from padim_utils.experiments import sweep
+from padim_utils.paper import CITATION, paper_ablation
 from padim_utils.plots import plot_channel_layout, plot_lines
 from padim_utils.reduction import Reducer, random_channels
-from padim_utils.sweeps import sweep
 
 # %% tags=["parameters"]
 QUICK = env_flag("PADIM_QUICK")  # PADIM_QUICK=1: tiny images, seconds per notebook
@@ -102,12 +102,12 @@ compare("02.pca-keeps-variance", kept_pca, kept_random, d=cfg.d,
 # AUROC and PRO; Table II of the paper):
 
 # %%
-ablation = paper_results()["ablation_reduction_r18"]
+ablation = paper_ablation("reduction")  # {setting: {"pixel_auroc", "pixel_aupro"}}, None where not published
 names = {"none_448": "all 448 channels", "random_100": "random, d = 100", "pca_100": "PCA, d = 100",
          "random_200": "random, d = 200", "pca_200": "PCA, d = 200"}
-show(markdown_table([{"reduction": label, "pixel AUROC": v[0] if v else "not reported",
-                      "PRO": v[1] if v else "not reported"}
-                     for key, label in names.items() for v in [ablation.get(key)]])
+show(markdown_table([{"reduction": label, **{name: "not reported" if ablation[key][m] is None else ablation[key][m]
+                                             for m, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "PRO"))}}
+                     for key, label in names.items()])
      + f"\n\nSource: {CITATION}, Table II.")
 
 # %% [markdown]
@@ -125,7 +125,7 @@ show(markdown_table([{"reduction": label, "pixel AUROC": v[0] if v else "not rep
 
 # %%
 d_values = [d for d in D_VALUES if d <= C]
-records = sweep(cfg, train_cache, test_cache, [{"reduction": r, "d": d} for r in ("random", "pca") for d in d_values])
+records = sweep(train_cache, test_cache, cfg, [{"reduction": r, "d": d} for r in ("random", "pca") for d in d_values])
 by = {(r["reduction"], r["d"]): r for r in records}
 show(markdown_table([{"d": d, **{f"{name} {red}": by[(red, d)][key] for red in ("random", "pca")
                                  for key, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AU-PRO"),

@@ -40,7 +40,7 @@ from padim_utils.course import (check_exercise, compare, course_data, env_device
 from padim_utils.errors import PadimError
 from padim_utils.gaussian import GaussianStats
 from padim_utils.metrics import image_auroc, pixel_auroc
-from padim_utils.paper import CITATION, paper_results
+from padim_utils.paper import CITATION, paper_entries
 from padim_utils.plots import plot_lines, plot_spectra
 from padim_utils.reduction import Reducer
 from padim_utils.scoring import anomaly_maps, image_scores, mahalanobis
@@ -205,7 +205,7 @@ fig = plot_lines(d_axis, {name: [p * dd * dd * 8 / 2**30 for dd in d_axis] for n
 # network, buffers), and the float64 buffer we fit in to be twice the precisions.
 
 # %%
-paper_memory = paper_results()["cost"]["memory_gb"]["mvtec"]
+paper_memory = paper_entries("cost", "model_gb", "mvtec")  # {model: GB} on MVTec AD
 P224 = 56 * 56
 rows = [{"model": name, "d": dd, "float64 fit buffer (GB)": P224 * dd * dd * 8 / 1e9,
          "float32 precisions (GB)": P224 * dd * dd * 4 / 1e9, "paper's memory (GB)": paper_memory[name]}

@@ -29,11 +29,11 @@ import torch
 
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
                                 show_source)
+from padim_utils.gaussian import shared_gaussian
 from padim_utils.metrics import evaluate
 from padim_utils.model import Padim
 from padim_utils.plots import pick_examples, plot_maps, plot_overlays, plot_score_histogram
 from padim_utils.scoring import anomaly_maps, image_scores, mahalanobis
-from padim_utils.variants import shared_gaussian
 
 # %% tags=["parameters"]
 QUICK = env_flag("PADIM_QUICK")  # PADIM_QUICK=1: tiny images, seconds per notebook

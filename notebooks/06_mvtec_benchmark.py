@@ -33,11 +33,12 @@ from pathlib import Path
 
 from IPython.display import Image, display
 
-from padim_utils import experiment
+from padim_utils.experiments import benchmark as experiment
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
                                 show_source)
 from padim_utils.files import write_json
-from padim_utils.paper import CITATION, paper_model_for, paper_results, paper_table
+from padim_utils.experiments import paper_table
+from padim_utils.paper import CITATION, paper_entries, paper_model_for
 from padim_utils.plots import plot_category_metrics
 
 # %% tags=["parameters"]
@@ -89,7 +90,7 @@ print(json.dumps({k: v for k, v in records[0].items() if k != "config"}, indent=
 # ## 2. The paper's table
 # The paper reports, per category, the image-level AUROC (detection), the pixel-level AUROC and the
 # PRO score (localisation), grouped into 5 textures and 10 objects with their means.
-# `paper.paper_table(records)` lays our records out the same way, each of our numbers beside the
+# `paper_table(records)` lays our records out the same way, each of our numbers beside the
 # published one (`ours / paper`), "–" where the paper gives none.
 #
 # Read the comparison with care:
@@ -172,10 +173,10 @@ compare("06.same-order", spread, 10.0,
 # magnitude for *this* machine, not as a contest (on a GPU expect well under 0.01 s per image).
 
 # %%
-cost = paper_results()["cost"]["cpu_inference_s_per_image"]
+cost = paper_entries("cost", "seconds_per_image")  # {model: CPU s per image}
 ours = sum(r["predict_seconds"] for r in records) / sum(r["n_test"] for r in records)
 show(markdown_table([{"model": k, "CPU s per image": v, "source": CITATION}
-                     for k, v in cost.items() if not k.startswith("_")]
+                     for k, v in cost.items()]
                     + [{"model": f"ours ({data.config.backbone}, d = {data.config.d}, "
                                  f"{data.config.out_size} px)", "CPU s per image": ours, "source": "this run"}]))
 
@@ -239,7 +240,7 @@ check_exercise("6.1", answer, records=records)
 # ## Summary
 # - `experiment.run_benchmark(cfg, root, category)` is PaDiM end to end: fit on `train/good`, predict,
 #   evaluate; its record holds metrics, timings, memory and the config.
-# - `paper.paper_table(records)` sets our numbers beside the published ones: only real MVTec AD
+# - `paper_table(records)` sets our numbers beside the published ones: only real MVTec AD
 #   categories have published numbers, and a different backbone makes the comparison indicative.
 # - Fit and prediction are usually both dominated by the backbone's forward pass (section 3 measured it
 #   here): the per-category cost is then images x (one forward pass) plus a small Gaussian fit.

@@ -34,9 +34,9 @@ from padim_utils.course import (check_exercise, compare, env_device, env_flag, m
                                 solved, stc_data)
 from padim_utils.metrics import image_auroc, pixel_auroc
 from padim_utils.model import Padim
-from padim_utils.paper import CITATION, paper_results
+from padim_utils.paper import CITATION, paper_number
 from padim_utils.plots import plot_frame_scores, plot_gallery, plot_overlays
-from padim_utils.stc import run_stc
+from padim_utils.experiments import run_stc
 
 # %% tags=["parameters"]
 QUICK = env_flag("PADIM_QUICK")  # PADIM_QUICK=1: tiny frames, seconds per notebook
@@ -148,7 +148,7 @@ records += [run_stc(stc.config, stc.root, s, frames_per_video=stc.frames_per_vid
             for s in stc.scenes[1:]]
 rows = [{"scene": r["scene"], "frame AUROC": r["frame_auroc"], "pixel AUROC": r["pixel_auroc"],
          "train frames": r["n_train"]} for r in records]
-paper = paper_results()["stc_pixel_auroc"]["PaDiM-R18-Rd100"]
+paper = paper_number("stc", "PaDiM-R18-Rd100", "pixel_auroc")
 rows.append({"scene": f"**mean** ({stc.source})", "frame AUROC": np.mean([r["frame_auroc"] for r in records]),
              "pixel AUROC": np.mean([r["pixel_auroc"] for r in records])})
 rows.append({"scene": "paper, PaDiM-R18-Rd100, 13 real scenes", "frame AUROC": "–", "pixel AUROC": paper})
@@ -222,10 +222,11 @@ else:
 # are added, several times below the decoded ones with all frames, and its metrics to stay near 1.
 
 # %%
-from padim_utils.data import data_home
+from padim_utils.datasets import data_home
 from padim_utils.plots import plot_maps, plot_training_frames
-from padim_utils.stc import STCDataset, match_test_codec
-from padim_utils.stc_walkway import frames_study, make_walkway_stc
+from padim_utils.datasets import STCDataset, match_test_codec
+from padim_utils.datasets import make_walkway_stc
+from padim_utils.experiments import frames_study
 
 walkway = make_walkway_stc(data_home() / ("stc_walkway_quick" if QUICK else "stc_walkway"),
                            image_size=(144, 256) if QUICK else (240, 424))

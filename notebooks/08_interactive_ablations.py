@@ -29,10 +29,10 @@
 # embedding (its Sec. 5.1 and Fig. 3). We repeat both studies on our data and backbone.
 
 # %%
-from padim_utils import ablations
+from padim_utils.experiments import ablations
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
                                 show_source)
-from padim_utils.paper import CITATION, paper_results
+from padim_utils.paper import CITATION, paper_ablation, paper_note
 from padim_utils.plots import plot_ablation
 
 # %% tags=["parameters"]
@@ -61,13 +61,12 @@ print(test_cache)
 # The layer study keeps every channel of the layers used; the reduction study uses all three layers:
 
 # %%
-layers_table = paper_results()["ablation_layers_r18_all448"]
-reduction_table = paper_results()["ablation_reduction_r18"]
-show(markdown_table([{"paper setting (R18)": k, "pixel AUROC": v[0], "PRO": v[1]}
-                     for k, v in layers_table.items() if not k.startswith("_")]
-                    + [{"paper setting (R18)": k, "pixel AUROC": v[0] if v else "–", "PRO": v[1] if v else "–"}
-                       for k, v in reduction_table.items() if not k.startswith("_")]))
-print("Source:", CITATION, "-", reduction_table["_columns"])
+layers_table = paper_ablation("layers")  # {setting: {"pixel_auroc", "pixel_aupro"}}, None where not published
+reduction_table = paper_ablation("reduction")
+names = {"pixel_auroc": "pixel AUROC", "pixel_aupro": "PRO"}
+show(markdown_table([{"paper setting (R18)": k, **{name: "–" if v[m] is None else v[m] for m, name in names.items()}}
+                     for k, v in (layers_table | reduction_table).items()]))
+print("Source:", CITATION, "-", paper_note("reduction"))
 
 # %% [markdown]
 # Three lessons from the paper: (1) each layer alone is worse than the three together (modelling
@@ -134,7 +133,7 @@ fig = plot_ablation(red_rows, title=f"Reduction to d = {cfg.d}: ours vs the pape
 # %%
 by = {r["reduction"]: r for r in red_rows}
 compare("08.random-vs-pca", by["random"]["pixel_aupro"], by["pca"]["pixel_aupro"], tol=0.005, d=cfg.d,
-        paper=reduction_table["random_100"][1] - reduction_table["pca_100"][1],
+        paper=reduction_table["random_100"]["pixel_aupro"] - reduction_table["pca_100"]["pixel_aupro"],
         more="Random channels beat PCA by {gap:.3f} AU-PRO at d = {d}, as in the paper ({paper:+.3f} for R18 at "
              "d = 100).",
         less="PCA beats random channels by {gap:.3f} AU-PRO at d = {d}, unlike the paper (random {paper:+.3f} "
@@ -166,7 +165,7 @@ show(widget.last_markdown)
 # %% [markdown]
 # ### Look inside
 # The callback is a plain, tested function: pick the layers from the cache, cap d, build the config,
-# then `experiment.evaluate_cached` (fit + predict + metrics on cached features).
+# then `evaluate_cached` (fit + predict + metrics on cached features).
 
 # %%
 show_source(ablations.run_ablation)

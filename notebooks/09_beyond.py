@@ -36,9 +36,9 @@ import torchvision.transforms.functional as TF
 
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
                                 show_source)
-from padim_utils.data import ImageFolderDataset
+from padim_utils.datasets import ImageFolderDataset
 from padim_utils.model import Padim
-from padim_utils.paper import CITATION, paper_results, paper_value
+from padim_utils.paper import CITATION, paper_note, paper_number, paper_value
 from padim_utils.plots import plot_lines, plot_overlays
 
 # %% tags=["parameters"]
@@ -82,7 +82,7 @@ for n, i in enumerate(good_idx + bad_idx, start=1):
     src = Path(test.paths[i])
     shutil.copy(src, folder / f"photo_{n}{src.suffix}")
     truth[f"photo_{n}"] = test.defect_types[i]
-mine = ImageFolderDataset(folder, image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
+mine = ImageFolderDataset(folder, **cfg.geometry.as_kwargs())
 print(mine)
 
 # %%
@@ -170,9 +170,9 @@ compare("09.cli-matches", float(np.abs(cli_scores - own["scores"].numpy()).max()
 # ("Rd-MVTec"); its best model loses pixel AUROC there:
 
 # %%
-rd = paper_results()["rd_mvtec"]["PaDiM-WR50-Rd550"]
+rd = paper_number("rd", "PaDiM-WR50-Rd550", "pixel_auroc")
 print(f"PaDiM-WR50-Rd550 pixel AUROC: MVTec AD {paper_value('PaDiM-WR50-Rd550', 'mean', 'pixel_auroc'):.3f}, "
-      f"Rd-MVTec {rd['pixel_auroc']:.3f} ({CITATION}; {rd['_note']})")
+      f"Rd-MVTec {rd:.3f} ({CITATION}; {paper_note('rd', 'PaDiM-WR50-Rd550')})")
 
 # %% [markdown]
 # We rotate and shift a few *good* test images with `torchvision.transforms.functional.affine`

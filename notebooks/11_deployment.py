@@ -34,9 +34,9 @@ import onnxruntime
 import torch
 
 from padim_utils.course import (check_exercise, compare, course_data, env_device, env_flag, markdown_table, show,
-                                 show_source)
-from padim_utils.export import (PadimGraph, compare_with_torch, onnx_session, run_onnx, size_breakdown,
-                                time_inference)
+                                show_source)
+from padim_utils.export import (PadimGraph, compare_with_torch, export_onnx, onnx_session, run_onnx,
+                                size_breakdown, time_inference)
 from padim_utils.metrics import evaluate
 from padim_utils.model import Padim
 from padim_utils.plots import plot_lines, plot_maps
@@ -89,13 +89,13 @@ show_source(PadimGraph.forward)
 
 # %% [markdown]
 # ## 2. Export, and check the graph against torch
-# `Padim.export_onnx` traces that module with `torch.onnx.export(..., dynamo=True)` (opset 20, a free batch
+# `export_onnx(model, path)` traces that module with `torch.onnx.export(..., dynamo=True)` (opset 20, a free batch
 # axis), writes the graph to a temporary file, runs it with **onnxruntime** on a few images against
 # `Padim.predict`, and renames it into place only if they agree. Here we hand it four test images to check on.
 
 # %%
 work = Path(tempfile.mkdtemp(prefix="padim_11_"))
-path = model.export_onnx(work / "padim.onnx", images=images[:4])
+path = export_onnx(model, work / "padim.onnx", images=images[:4])
 safetensors = model.save(work / "padim.safetensors")
 print(f"{path.name}: {path.stat().st_size / 2**20:.1f} MiB (the .safetensors model: "
       f"{safetensors.stat().st_size / 2**20:.1f} MiB, which needs the backbone from pip besides)")
@@ -207,7 +207,7 @@ answer = ...  # your prediction, in bytes
 # Now export it and compare with the real file:
 
 # %%
-small_path = small.export_onnx(work / "padim_small.onnx", images=images[:4])
+small_path = export_onnx(small, work / "padim_small.onnx", images=images[:4])
 print(f"{small_path.name}: {small_path.stat().st_size} bytes ({small_path.stat().st_size / 2**20:.2f} MiB)")
 check_exercise("11.1", answer, positions=P, d=d_small, backbone_parameters=n_backbone,
                file_bytes=small_path.stat().st_size)
@@ -241,7 +241,7 @@ fig = plot_lines(ds, sizes, "d (channels kept)", "ONNX file size (MiB)",
 # of pixel AUROC on the real bottle, several points of AU-PRO on the embedded synthetic set.
 
 # %%
-half_path = model.export_onnx(work / "padim_fp16.onnx", precision="float16", images=images[:4])
+half_path = export_onnx(model, work / "padim_fp16.onnx", precision="float16", images=images[:4])
 variants = {f"d = {d}, float32": path, f"d = {d}, float16": half_path, f"d = {d_small}, float32": small_path}
 rows = []
 for name, file in variants.items():
@@ -284,7 +284,7 @@ print(onnxruntime.get_available_providers())
 # ## Summary
 # - A deployed PaDiM is one ONNX graph holding every step of `Padim.predict`, from `uint8` images to maps and
 #   scores: the backbone's weights, the chosen channels, and one Gaussian (mean and precision) per position.
-# - `Padim.export_onnx` / `padim export` write it only after onnxruntime has reproduced `Padim.predict` on real
+# - `export_onnx` / `padim export` write it only after onnxruntime has reproduced `Padim.predict` on real
 #   images (within $10^{-4}$ of each map's peak, scores in the same order); a failed check leaves no file.
 # - Its size is about $4\,(P d^2 + P d + n_\text{backbone})$ bytes: the precision matrices dominate. float16
 #   storage halves them at almost no cost in accuracy; a smaller $d$ shrinks them quadratically and costs more.

@@ -1,61 +1,51 @@
 """padim_utils: PaDiM (Defard et al., 2020, arXiv 2011.08785), step by step.
 
-Modules, in the order of the method:
-    config     PadimConfig and named presets
-    data       MVTec AD-layout datasets (uint8 tensors) and your own image folders
-    imagecache decoded images kept on disk (PADIM_CACHE), keyed by content and geometry
-    loader     batches from worker processes that outlive a pass (the GPU's decoding)
-    synthetic  an embedded synthetic dataset in the MVTec AD layout (scenes: its drawings)
-    stc        ShanghaiTech Campus video frames: loader, synthetic clips, one model per scene
-    stc_walkway  an STC-layout scene where more normal frames can blind PaDiM (the codec gap, chapter 07)
-    rd_mvtec   Rd-MVTec AD: MVTec AD randomly rotated and cropped, masks alike
-    datasets   BTAD, VisA, your own folders, MVTec AD's category groups; open_dataset for every name
-    download   `padim download`: resumable, SHA-256 checked, extracted atomically
-    backbones  frozen CNN feature extractors (ResNet18, WR50, EfficientNet-B5/Lite0)
-    reduction  random / PCA channel reduction
-    gaussian   streaming per-position Gaussian fit
-    scoring    Mahalanobis maps, blur, image scores
-    metrics    image/pixel AUROC, F1, AU-PRO (MVTec AD definitions)
-    model      Padim: fit / predict / save / load
-    export     the whole inference as one ONNX graph, validated with onnxruntime
-    features   FeatureCache: layer outputs computed once, re-fit in seconds
-    experiment run_benchmark: fit + predict + metrics, one record per category
-    paper      the paper's published numbers and tables in its format
-    reproduce  `padim reproduce`: the paper's Tables I-VIII re-run, resumable (units: reproduce_units,
-               tables: reproduce_tables)
-    plots      figures
-    course     what the notebooks start with (env settings, data, show_source, check_exercise)
-    cli        the `padim` command
-    files      atomic writes; errors: PadimError, the one user-facing exception
+The method, in the order a learner reads it (one module a step, at the top of the package):
+    config       0. PadimConfig, its presets, and Geometry (resize, crop, interpolation)
+    backbones    1. a frozen ImageNet CNN: its layers, upsampled and concatenated (receptive fields too)
+    reduction    2. d random channels, or PCA, or none
+    gaussian     3. one Gaussian per patch position, streamed (Sigma + eps I)
+    scoring      4. Mahalanobis distance maps, upsampled and blurred; image score = max
+    metrics      5. image/pixel AUROC, F1, AU-PRO to FPR 0.3 (metric_inputs: what they accept)
+    model        Padim: the steps behind fit / predict / save / load
+    distributed  the fit under torchrun;  export: the inference as one ONNX graph
+
+The floors, lowest first: a module imports only from its own floor and the floors before it.
+    foundation   errors (PadimError), files (atomic writes), progress (bars), measure (seconds, peak memory),
+                 markdown (tables), paper (the paper's published facts), config
+    datasets/    images in: MVTec AD, Rd-MVTec, STC, BTAD, VisA, your folders, the embedded sets
+    method       the steps above
+    figures      plots
+    experiments/ benchmarks, the feature cache, ablations (one sweep), STC runs, `padim reproduce`
+    course/      notebook helpers, exercises, the book; and cli, the `padim` command
+
+`tests/test_layout.py` checks the floors, and that no circle, no private name across modules and no
+in-function import (but optional heavy ones) creeps in.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
+#: module -> the short names it lends the package root (`from padim_utils import Padim`)
 _LAZY = {
-    "Padim": ("model", "Padim"),
-    "PadimConfig": ("config", "PadimConfig"),
-    "preset": ("config", "preset"),
-    "PadimError": ("errors", "PadimError"),
-    "FeatureCache": ("features", "FeatureCache"),
-    "run_benchmark": ("experiment", "run_benchmark"),
-    "course_data": ("course", "course_data"),
-    "env_flag": ("course", "env_flag"),
-    "env_device": ("course", "env_device"),
-    "environment_report": ("course", "environment_report"),
-    "show_source": ("course", "show_source"),
-    "check_exercise": ("course", "check_exercise"),
+    "model": ("Padim",),
+    "config": ("PadimConfig", "Geometry", "preset", "env_flag"),
+    "errors": ("PadimError",),
+    "experiments.features": ("FeatureCache",),
+    "experiments.benchmark": ("run_benchmark",),
+    "course.notebook": ("course_data", "env_device", "environment_report", "show_source",
+                        "check_exercise"),
 }
-__all__ = sorted(_LAZY)
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+__all__ = sorted(_HOME)
 
 
 def __getattr__(name):  # lazy, so `import padim_utils` stays cheap
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():  # tab completion shows the lazily imported names too
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_HOME))

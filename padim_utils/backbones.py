@@ -98,6 +98,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from padim_utils.errors import PadimError
+from padim_utils.paper import PAPER_D
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -248,14 +249,15 @@ class _Spec:
 
 
 _BACKBONES: dict[str, _Spec] = {
-    "resnet18": _Spec(lambda p: _torchvision_model("resnet18", p), ("layer1", "layer2", "layer3"), 100,
-                      tuple(f"layer{i}" for i in range(1, 5)), _resnet_pieces, ("resnet18", "ResNet18_Weights")),
-    "wide_resnet50_2": _Spec(lambda p: _torchvision_model("wide_resnet50_2", p), ("layer1", "layer2", "layer3"), 550,
-                             tuple(f"layer{i}" for i in range(1, 5)), _resnet_pieces,
+    "resnet18": _Spec(lambda p: _torchvision_model("resnet18", p), ("layer1", "layer2", "layer3"),
+                      PAPER_D["resnet18"], tuple(f"layer{i}" for i in range(1, 5)), _resnet_pieces,
+                      ("resnet18", "ResNet18_Weights")),
+    "wide_resnet50_2": _Spec(lambda p: _torchvision_model("wide_resnet50_2", p), ("layer1", "layer2", "layer3"),
+                             PAPER_D["wide_resnet50_2"], tuple(f"layer{i}" for i in range(1, 5)), _resnet_pieces,
                              ("wide_resnet50_2", "Wide_ResNet50_2_Weights")),
     # the paper's layers 7, 20, 26 counted from 1 (see the module docstring); no "Rd": all 344 channels
     "efficientnet_b5": _Spec(lambda p: _torchvision_model("efficientnet_b5", p), ("block6", "block19", "block25"),
-                             None, tuple(f"block{i}" for i in range(39)), _effb5_pieces,
+                             PAPER_D["efficientnet_b5"], tuple(f"block{i}" for i in range(39)), _effb5_pieces,
                              ("efficientnet_b5", "EfficientNet_B5_Weights")),
     # not in the paper: the course's default d
     "efficientnet_lite0": _Spec(_lite0_model, ("blocks.1", "blocks.2", "blocks.4"), 100,
@@ -386,13 +388,21 @@ def _check_name(name: str) -> None:
 
 
 def default_layers(name: str) -> tuple[str, ...]:
-    """The paper's layers for backbone `name`."""
+    """The paper's layers for backbone `name`.
+
+    >>> default_layers("resnet18"), default_layers("efficientnet_b5")
+    (('layer1', 'layer2', 'layer3'), ('block6', 'block19', 'block25'))
+    """
     _check_name(name)
     return _BACKBONES[name].layers
 
 
 def paper_d(name: str) -> int | None:
-    """The paper's d for backbone `name`: random channels kept, or None for all channels (reduction "none")."""
+    """The paper's d for backbone `name`: random channels kept, or None for all channels (reduction "none").
+
+    >>> paper_d("resnet18"), paper_d("wide_resnet50_2"), paper_d("efficientnet_b5")
+    (100, 550, None)
+    """
     _check_name(name)
     return _BACKBONES[name].d
 
@@ -560,3 +570,29 @@ def embed(features: Sequence[Tensor], size: tuple[int, int] | None = None) -> Te
     resized = [f if tuple(f.shape[-2:]) == size else F.interpolate(f, size=size, mode="nearest")
                for f in features]
     return torch.cat(resized, dim=1)
+
+
+
+def receptive_field(extractor: FeatureExtractor) -> dict[str, int]:
+    """Theoretical receptive field (pixels of the input image) of each hooked layer of a `FeatureExtractor`:
+    its stages' convolutions and max/avg poolings in network order, with the textbook recursion
+    r <- r + (k - 1) * j, j <- j * s (j: input pixels between neighbouring units). ResNet shortcuts run beside
+    the main path and are skipped; squeeze-excitation's global pooling (EfficientNet-B5) is not counted."""
+    rf, jump, out = 1, 1, {}
+    for name, stage in zip(extractor.stage_names, extractor.stages):
+        for part, m in stage.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and "downsample" not in part.split("."):
+                k, s, dil = (getattr(m, a, 1) for a in ("kernel_size", "stride", "dilation"))
+                k, s, dil = (v[0] if isinstance(v, tuple) else v for v in (k, s, dil))
+                rf, jump = rf + dil * (k - 1) * jump, jump * s
+        if name in extractor.layers:
+            out[name] = rf
+    return out
+
+
+def layer_geometry(extractor: FeatureExtractor, image_size: int) -> list[dict]:
+    """One row per hooked layer: channels, stride, grid side at `image_size` px, and receptive field (px)."""
+    rfs = receptive_field(extractor)
+    return [{"layer": name, "channels": c, "stride": s, "grid": f"{image_size // s}x{image_size // s}",
+             "receptive field (px)": rfs[name]}
+            for name, c, s in zip(extractor.layers, extractor.channels, extractor.strides)]

@@ -27,18 +27,33 @@ import re
 import signal
 import sys
 import threading
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
-from .errors import PadimError, Terminated
+import torch
 
-#: Same names as `padim_utils.datasets.DATASET_NAMES` (kept literal so `padim --help` does not import torch).
-DATASETS = ("mvtec", "rd-mvtec", "stc", "btad", "visa", "folder")
+from . import __version__, distributed
+from .backbones import paper_d
+from .config import INTERPOLATIONS, PRESETS, QUICK_DATA, STATS_DTYPES, preset
+from .course.book import build_course
+from .datasets import ImageFolderDataset, data_home, make_synthetic_mvtec, make_synthetic_stc, open_dataset
+from .datasets.download import download, sources
+from .datasets.imagecache import set_cache_dir
+from .datasets.registry import DATASET_NAMES
+from .datasets.stc import TRAIN_CODECS
+from .errors import PadimError, Terminated
+from .experiments.benchmark import MARKDOWN_HEADER, markdown_row, run_benchmark
+from .experiments.reproduction import reproduce
+from .export import PRECISIONS, TOLERANCE, export_onnx
+from .files import check_output_dir, check_output_file, write_json, write_text
+from .model import Padim
+from .plots import save_overlay
+from .measure import timed
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    from .config import INTERPOLATIONS, PRESETS
-
     g = p.add_argument_group("configuration (a preset, then overrides)")
     g.add_argument("--config", default="offline_lite0", help=f"preset: {', '.join(PRESETS)} (default offline_lite0)")
     g.add_argument("--backbone", help="resnet18, wide_resnet50_2, efficientnet_b5, efficientnet_lite0; also sets "
@@ -57,7 +72,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--device", help="auto, cpu or cuda")
     g.add_argument("--dtype", help="float32, float64, bfloat16 or float16")
-    g.add_argument("--stats-dtype", choices=("auto", "float64", "float32"),
+    g.add_argument("--stats-dtype", choices=STATS_DTYPES,
                    help="arithmetic of the Gaussian statistics: auto (float64 on CPUs and data-centre GPUs, "
                         "float32 products on other GPUs; default), float64 or float32")
     g.add_argument("--seed", type=int)
@@ -71,13 +86,13 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="mvtec", choices=DATASETS, help="dataset layout (default mvtec)")
+    g.add_argument("--dataset", default="mvtec", choices=DATASET_NAMES, help="dataset layout (default mvtec)")
     g.add_argument("--root", help="dataset folder (default: its folder under $PADIM_DATA, e.g. data/btad)")
     g.add_argument("--category", help="category (STC: scene id, BTAD: product, VisA: object); required except "
                                       "for --dataset folder")
     g.add_argument("--rd-seed", type=int, help="rd-mvtec: which random rotation + crop (default 0)")
     g.add_argument("--frames-per-video", type=int, help="stc: training frames sampled per video (default all)")
-    g.add_argument("--train-codec", choices=("match", "none"),
+    g.add_argument("--train-codec", choices=TRAIN_CODECS,
                    help="stc: match (default) stores each training frame as the test JPEGs are, with codec-level "
                         "noise, so the codec gap does not make a static background look anomalous; none: as decoded")
     g.add_argument("--split-csv", help="visa: split file (default <root>/split_csv/1cls.csv)")
@@ -87,7 +102,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def data_args(args) -> tuple[str, str | None, str, dict]:
-    """(dataset, root, category, options) for `padim_utils.datasets.open_dataset` from the parsed options."""
+    """(dataset, root, category, options) for `padim_utils.datasets.registry.open_dataset` from the parsed options."""
     if args.dataset != "folder" and not args.category:
         raise PadimError(f"--category is required for --dataset {args.dataset}")
     options = {"seed": args.rd_seed, "frames_per_video": args.frames_per_video, "split_csv": args.split_csv,
@@ -104,8 +119,6 @@ def build_config(args):
     "none"), as anomalib does; --layers, --d and --reduction, when given, win. --d asks for d
     channels, so where the reduction would otherwise be "none" it becomes "random".
     """
-    from .config import preset
-
     cfg = preset(args.config)
     changes = {}
     for name in ("backbone", "d", "reduction", "image_size", "interpolation", "batch_size", "device", "dtype",
@@ -124,8 +137,6 @@ def build_config(args):
             except ValueError:
                 raise PadimError(f"--crop must be a number of pixels or 'none', got {args.crop!r}") from None
     if "backbone" in changes:
-        from .backbones import paper_d
-
         changes.setdefault("layers", None)  # the new backbone's own default layers
         d = paper_d(changes["backbone"])  # None: all channels; an unknown name is one line from backbones
         if "d" not in changes and "reduction" not in changes:
@@ -138,28 +149,19 @@ def build_config(args):
 
 
 def _synthetic_root() -> Path:
-    from .data import data_home
-
     return data_home() / "synthetic"
 
 
 # ---------------------------------------------------------------------------- commands
 def cmd_synth(args) -> int:
     if args.stc:
-        from .data import data_home
-        from .stc import make_synthetic_stc
-
         root = make_synthetic_stc(args.root or data_home() / "stc_synthetic", seed=args.seed)
         print(f"synthetic STC-layout data in {root} (benchmark it with --dataset stc --root {root} --category 01)")
         return 0
-    from .synthetic import make_synthetic_mvtec
-
     kwargs = {"seed": args.seed}
     if args.categories:
         kwargs["categories"] = tuple(args.categories.split(","))
     if args.quick:
-        from .config import QUICK_DATA
-
         kwargs.update(QUICK_DATA)
     root = make_synthetic_mvtec(args.root or _synthetic_root(), **kwargs)
     print(f"synthetic MVTec-layout data in {root}")
@@ -169,15 +171,10 @@ def cmd_synth(args) -> int:
 def cmd_fit(args) -> int:
     """Under torchrun every process runs this: each fits its share of the images (see
     `padim_utils.distributed`), rank 0 alone shows progress, writes the model and prints."""
-    from . import distributed
-    from .datasets import open_dataset
-    from .model import Padim, timed
-
     cfg = build_config(args)
     name, root, category, options = data_args(args)
     with distributed.process_group(cfg.device) as device:
-        train = open_dataset(name, root, category, "train", image_size=cfg.image_size, crop=cfg.crop,
-                             interpolation=cfg.interpolation, **options)
+        train = open_dataset(name, root, category, "train", **cfg.geometry.as_kwargs(), **options)
         train.check_files()  # every training image decodes, before the backbone runs
         model = Padim(cfg, device=device, compile=args.compile)
         _, seconds = timed(model.fit, train, progress=not args.quiet and distributed.is_main())
@@ -242,17 +239,9 @@ def _signals_held():
 def cmd_predict(args) -> int:
     """Heat maps and scores.csv are written to a hidden staging folder inside --out, then moved into
     place (the previous run's files removed first), so --out never holds a mix of two runs."""
-    import shutil
-    import tempfile
-
-    from .data import ImageFolderDataset
-    from .files import write_text
-    from .model import Padim
-    from .plots import save_overlay
-
     model = Padim.load(args.model, device=args.device)
     cfg = model.config
-    data = ImageFolderDataset(args.input, image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
+    data = ImageFolderDataset(args.input, **cfg.geometry.as_kwargs())
     result = model.predict_dataset(data, progress=not args.quiet)
     out = Path(args.out)
     created = not out.exists()
@@ -299,18 +288,10 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     """One ONNX graph from uint8 images to maps and scores, validated with onnxruntime before it is written."""
-    from .export import TOLERANCE, export_onnx
-    from .model import Padim
-
     model = Padim.load(args.model, device="cpu")
     cfg, images = model.config, None
     if args.images:
-        import torch
-
-        from .data import ImageFolderDataset
-
-        data = ImageFolderDataset(args.images, image_size=cfg.image_size, crop=cfg.crop,
-                                  interpolation=cfg.interpolation)
+        data = ImageFolderDataset(args.images, **cfg.geometry.as_kwargs())
         images = torch.stack([data[i]["image"] for i in range(min(len(data), 8))])
     if not args.quiet:
         print("exporting and validating with onnxruntime (about half a minute on a CPU) ...", file=sys.stderr)
@@ -323,9 +304,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from .experiment import MARKDOWN_HEADER, markdown_row, run_benchmark
-    from .files import write_json
-
     cfg = build_config(args)
     figures = Path(args.figures) if args.figures else None
     name, root, category, options = data_args(args)
@@ -343,16 +321,12 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .download import download
-
     root = download(args.dataset, args.root, category=args.category, progress=not args.quiet)
     print(f"ready: padim benchmark --dataset {args.dataset} --root {root} --category ...")
     return 0
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import reproduce
-
     try:
         seeds = None if args.seeds is None else int(args.seeds)
     except ValueError:
@@ -370,23 +344,29 @@ def cmd_reproduce(args) -> int:
 
 def cmd_course(args) -> int:
     """The course's main job: execute every notebook headless and render the site."""
-    from .book import build_course
-
     only = [o.strip() for o in args.only.split(",") if o.strip()] if args.only else None
     index = build_course(args.notebooks, args.out, only=only, progress=not args.quiet)
     print(f"course built: open {index.resolve()}")
     return 0
 
 
+def _command(sub, name: str, func, quiet: bool, help: str) -> argparse.ArgumentParser:
+    """A sub-command running `func`; `quiet`: it takes --quiet (no progress bars)."""
+    p = sub.add_parser(name, help=help)
+    p.set_defaults(func=func)
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
 # ---------------------------------------------------------------------------- entry point
 def make_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="padim", description="PaDiM anomaly detection (Defard et al., 2020)")
     parser.add_argument("--version", action="version", version=f"padim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="generate the embedded synthetic dataset (MVTec AD layout)")
+    p = _command(sub, "synth", cmd_synth, quiet=False,
+                 help="generate the embedded synthetic dataset (MVTec AD layout)")
     p.add_argument("--root", help="default: $PADIM_DATA/synthetic (PADIM_DATA defaults to ./data)")
     p.add_argument("--categories", help="comma-separated category names")
     p.add_argument("--seed", type=int, default=0)
@@ -394,51 +374,46 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--stc", action="store_true",
                    help="write the synthetic ShanghaiTech Campus-layout video set instead (default root: "
                         "$PADIM_DATA/stc_synthetic)")
-    p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("fit", help="fit PaDiM on a category's train/good images and save the model")
+    p = _command(sub, "fit", cmd_fit, quiet=True,
+                 help="fit PaDiM on a category's train/good images and save the model")
     _add_data_options(p)
     _add_config_options(p)
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("predict", help="score images with a fitted model: heat maps and a CSV")
+    p = _command(sub, "predict", cmd_predict, quiet=True,
+                 help="score images with a fitted model: heat maps and a CSV")
     p.add_argument("--model", required=True)
     p.add_argument("--input", required=True, help="an image or a folder of images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", help="auto, cpu or cuda (default: the model's)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="write a fitted model's whole inference as one ONNX graph (uint8 images -> "
-                                      "maps, scores), validated with onnxruntime against torch")
+    p = _command(sub, "export", cmd_export, quiet=True,
+                 help="write a fitted model's whole inference as one ONNX graph (uint8 images -> "
+                      "maps, scores), validated with onnxruntime against torch")
     p.add_argument("model", help="model file written by `padim fit` (.safetensors)")
     p.add_argument("--out", required=True, help="ONNX file to write (.onnx)")
-    p.add_argument("--precision", choices=("float32", "float16"), default="float32",  # export.PRECISIONS
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="how the precision matrices (most of the file) are stored; float16 halves them")
     p.add_argument("--images", help="validate on (up to 8 of) these images instead of 2 synthetic probe images")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("benchmark", help="fit, predict and evaluate one category; write a JSON record")
+    p = _command(sub, "benchmark", cmd_benchmark, quiet=True,
+                 help="fit, predict and evaluate one category; write a JSON record")
     _add_data_options(p)
     _add_config_options(p)
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--figures", help="folder for example heat maps and the score histogram")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("download", help="download a dataset from its official address (resumable, checked, "
-                                        "extracted atomically)")
-    p.add_argument("dataset", choices=("mvtec", "btad", "visa", "stc"))
+    p = _command(sub, "download", cmd_download, quiet=True,
+                 help="download a dataset from its official address (resumable, checked, "
+                      "extracted atomically)")
+    p.add_argument("dataset", choices=tuple(sources()))
     p.add_argument("--category", help="extract only this category (the whole archive is still downloaded)")
     p.add_argument("--root", help="default: its folder under $PADIM_DATA (mvtec_ad, btad, visa, stc)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("reproduce", help="re-run the paper's Tables I-VIII on this machine (resumable): markdown, "
-                                         "JSON and a figure each, beside the published numbers")
+    p = _command(sub, "reproduce", cmd_reproduce, quiet=True,
+                 help="re-run the paper's Tables I-VIII on this machine (resumable): markdown, "
+                      "JSON and a figure each, beside the published numbers")
     p.add_argument("--table", default="all", help="I, II, III, IV, V, VI, VII, VIII, several comma-separated, or all "
                                                   "(default)")
     p.add_argument("--backbone", help="one backbone for every table (default: the paper's where its weights are "
@@ -453,15 +428,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", help="output folder (default build/reproduce, build/reproduce_quick with --quick); "
                                  "a rerun continues the run found there")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("course", help="execute the course notebooks headless and render them into a site")
+    p = _command(sub, "course", cmd_course, quiet=True,
+                 help="execute the course notebooks headless and render them into a site")
     p.add_argument("--notebooks", default="notebooks", help="folder of the NN_*.py notebooks (default notebooks)")
     p.add_argument("--out", default="build", help="site folder (default build); index.html inside")
     p.add_argument("--only", help="comma-separated chapter prefixes, e.g. 04,05")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_course)
     return parser
 
 
@@ -479,8 +451,6 @@ OUTPUTS = {
 
 def check_arguments(args) -> None:
     """What can be checked before the work starts: output paths (writable, of the right kind) and --seed."""
-    from .files import check_output_dir, check_output_file
-
     for name, kind in OUTPUTS.get(args.command, {}).items():
         value = getattr(args, name, None)
         if value is None:
@@ -495,8 +465,6 @@ def check_arguments(args) -> None:
     if seed is not None and not 0 <= seed < 2**64:
         raise PadimError(f"--seed must be an integer from 0 to 2**64 - 1, got {seed}")
     if getattr(args, "cache", None):
-        from .imagecache import set_cache_dir
-
         check_output_dir(args.cache, "--cache")
         set_cache_dir(args.cache)
 

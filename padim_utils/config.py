@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from dataclasses import dataclass
 
+import torch
+
 from .errors import PadimError
+from .paper import PAPER_D
 
 REDUCTIONS = ("random", "pca", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -58,6 +62,63 @@ def env_flag(name: str, default: bool = False) -> bool:
     if v in _FALSE:
         return False
     raise PadimError(f"{name}={value!r} is not a yes/no value; use 1 or 0")
+
+
+def check_interpolation(interpolation) -> str:
+    """`interpolation` if it is one of INTERPOLATIONS, else one PadimError line."""
+    if interpolation not in INTERPOLATIONS:
+        raise PadimError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    return interpolation
+
+
+def _whole(value) -> bool:  # an int (numpy's too), not a bool
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an image reaches the network: square resize to `image_size`, centre crop to `crop` (None: no
+    crop), with `interpolation` ("bicubic", the paper; "bilinear", anomalib). Checked once, here.
+
+    >>> Geometry(256, 224).out_size
+    224
+    >>> Geometry(256, None, "bilinear").as_kwargs()
+    {'image_size': 256, 'crop': None, 'interpolation': 'bilinear'}
+    >>> Geometry(256, 300)
+    Traceback (most recent call last):
+    padim_utils.errors.PadimError: crop (300) must not be larger than image_size (256)
+    """
+
+    image_size: int = 256
+    crop: int | None = 224
+    interpolation: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        size, crop = self.image_size, self.crop
+        if not _whole(size) or size < MIN_IMAGE_SIZE:
+            raise PadimError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {size!r}")
+        if crop is not None:
+            if not _whole(crop) or crop < MIN_IMAGE_SIZE:
+                raise PadimError(f"crop must be an integer >= {MIN_IMAGE_SIZE} or None, got {crop!r}")
+            if crop > size:
+                raise PadimError(f"crop ({crop}) must not be larger than image_size ({size})")
+            object.__setattr__(self, "crop", int(crop))
+        object.__setattr__(self, "image_size", int(size))
+        check_interpolation(self.interpolation)
+
+    @property
+    def geometry(self) -> Geometry:
+        """`image_size`, `crop` and `interpolation` as one checked `Geometry`."""
+        return Geometry(self.image_size, self.crop, self.interpolation)
+
+    @property
+    def out_size(self) -> int:
+        """Side of the images the network sees (and of the anomaly maps)."""
+        return self.crop if self.crop is not None else self.image_size
+
+    def as_kwargs(self) -> dict:
+        """`image_size`, `crop`, `interpolation` as keyword arguments (a dataset's, `resize_crop_images`')."""
+        return {"image_size": self.image_size, "crop": self.crop, "interpolation": self.interpolation}
 
 
 @dataclass(frozen=True)
@@ -121,14 +182,9 @@ class PadimConfig:
             raise PadimError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.stats_dtype not in STATS_DTYPES:
             raise PadimError(f"stats_dtype must be one of {', '.join(STATS_DTYPES)}, got {self.stats_dtype!r}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise PadimError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.d < 1:
             raise PadimError(f"d must be a positive number of channels, got {self.d}")
-        if self.image_size < MIN_IMAGE_SIZE:
-            raise PadimError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {self.image_size}")
-        if self.crop is not None and not (MIN_IMAGE_SIZE <= self.crop <= self.image_size):
-            raise PadimError(f"crop must be between {MIN_IMAGE_SIZE} and image_size={self.image_size}, got {self.crop}")
+        self.geometry  # checks image_size, crop and interpolation (one PadimError line)
         if not 0 < self.eps < float("inf"):  # written so that NaN fails too
             raise PadimError(f"eps must be positive (it keeps covariances invertible), got {self.eps}")
         if not 0 <= self.sigma < float("inf"):
@@ -139,15 +195,18 @@ class PadimConfig:
             raise PadimError("batch_size and position_chunk must be positive")
 
     @property
+    def geometry(self) -> Geometry:
+        """`image_size`, `crop` and `interpolation` as one checked `Geometry`."""
+        return Geometry(self.image_size, self.crop, self.interpolation)
+
+    @property
     def out_size(self) -> int:
         """Side of the images the network sees (and of the anomaly maps)."""
-        return self.crop if self.crop is not None else self.image_size
+        return self.geometry.out_size
 
     @property
     def torch_dtype(self):
-        """The torch dtype named by `dtype` (torch is imported only when asked)."""
-        import torch
-
+        """The torch dtype named by `dtype`."""
         return getattr(torch, self.dtype)
 
     def replace(self, **changes) -> "PadimConfig":
@@ -178,9 +237,9 @@ class PadimConfig:
 
 PRESETS: dict[str, PadimConfig] = {
     # Table 1 / Sec. 4 of the paper: R18, layers 1-3, 100 random channels.
-    "paper_r18": PadimConfig(backbone="resnet18", d=100),
+    "paper_r18": PadimConfig(backbone="resnet18", d=PAPER_D["resnet18"]),
     # The paper's best model: Wide-ResNet50-2, 550 random channels out of 1792.
-    "paper_wr50": PadimConfig(backbone="wide_resnet50_2", d=550),
+    "paper_wr50": PadimConfig(backbone="wide_resnet50_2", d=PAPER_D["wide_resnet50_2"]),
     # EfficientNet-B5, "layers 7 (level 2), 20 (level 4) and 26 (level 5)", all 344 channels (no "Rd").
     "paper_effb5": PadimConfig(backbone="efficientnet_b5", reduction="none", batch_size=16),
     # Weights ship with pip: works offline (tests, CI, workshops). Anomalib's no-crop, bilinear geometry.

@@ -23,6 +23,10 @@ with n_k = 0. Collectives time out after PADIM_DIST_TIMEOUT seconds (default
 
 Outside torchrun (WORLD_SIZE unset or 1) `process_group` does nothing and
 `active()` is False: the ordinary single-process fit.
+
+>>> with process_group("cpu") as device:          # outside torchrun: one process, nothing to set up
+...     (device, active(), rank(), world_size(), is_main())
+('cpu', False, 0, 1, True)
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ from torch import nn
 
 from .errors import PadimError
 from .files import atomic_path, check_output_file
-from .model import NonFiniteMapError, Padim, timed
+from .model import NonFiniteMapError, Padim
+from .measure import timed
 from .scoring import anomaly_maps, image_scores, mahalanobis
 
 __all__ = ["OPSET", "PRECISIONS", "TOLERANCE", "PadimGraph", "size_breakdown", "export_onnx", "onnx_session",
@@ -123,7 +124,12 @@ def size_breakdown(model: Padim, precision: str = "float32") -> dict[str, int]:
 
 def probe_images(size: int, n: int = 2, seed: int = 0) -> torch.Tensor:
     """`n` smooth, seeded uint8 images (n, 3, size, size): what export traces and validates with when no
-    images are given (random colour fields, bilinearly enlarged from 8 x 8)."""
+    images are given (random colour fields, bilinearly enlarged from 8 x 8).
+
+    >>> images = probe_images(64)
+    >>> images.shape, images.dtype, torch.equal(images, probe_images(64))
+    (torch.Size([2, 3, 64, 64]), torch.uint8, True)
+    """
     g = torch.Generator().manual_seed(seed)
     small = torch.rand(n, 3, 8, 8, generator=g) * 255
     big = nn.functional.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)

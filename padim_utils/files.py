@@ -6,6 +6,7 @@
   starts (not a folder where a file is wanted, a writable parent, ...).
 * Every `OSError` at write time (disk full, read-only file system, ...) becomes one
   `PadimError` line naming the file.
+* `read_safetensors` reads a model or feature file back, or says in one line why it cannot.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+from safetensors import safe_open
 
 from .errors import PadimError
 
@@ -133,3 +136,13 @@ def check_output_dir(path, option: str | None = None) -> Path:
     folder = _nearest_existing(path, option)
     _check_writable_folder(folder, f"the folder of {_name(path, option)}")
     return path
+
+
+def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, str], dict]:
+    """(metadata, {name: tensor}) of a safetensors file; one PadimError line "<path> is not a readable <what>"
+    where it cannot be read (safetensors raises its own error types for corrupt headers)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise PadimError(f"{path} is not a readable {what} ({type(e).__name__}: {e})") from None

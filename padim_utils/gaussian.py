@@ -80,6 +80,17 @@ class GaussianStats:
 
     `dtype`: the arithmetic of the scatter products, "auto" (see `scatter_dtype`), "float64" or
     "float32"; the count, mean and M2 are float64 whatever it says.
+
+    Streamed in two batches, the covariance at each position is the two-pass one (`torch.cov`):
+
+    >>> x = torch.randn(10, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> stats = GaussianStats(n_positions=4, d=3)       # (N, d, H, W) embeddings, P = H * W = 4
+    >>> stats.update(x[:6]); stats.update(x[6:])
+    >>> rows = x[:, :, 0, 1]                            # position 1 (row 0, column 1): (N, d)
+    >>> torch.allclose(stats.covariance()[1], torch.cov(rows.T)), torch.allclose(stats.mean[1], rows.mean(0))
+    (True, True)
+    >>> torch.allclose(stats.covariance(eps=0.01)[1], torch.cov(rows.T) + 0.01 * torch.eye(3, dtype=torch.float64))
+    True
     """
 
     def __init__(self, n_positions: int, d: int, device="cpu", chunk: int = 512, dtype: str = "auto"):
@@ -232,3 +243,31 @@ def _add_scatter(m2: torch.Tensor, rows: torch.Tensor) -> None:
         m2.add_(torch.bmm(rows.transpose(1, 2), rows))
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+@torch.no_grad()
+def shared_gaussian(embeddings: torch.Tensor, eps: float = 0.01, dtype=torch.float32,
+                    batch: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """A variant for comparison (course chapter 04): **one Gaussian shared by all positions**, every patch of
+    every training image one sample of it (streamed through `GaussianStats` with a single position), repeated
+    for each position so that `scoring.mahalanobis` and the rest of the pipeline take it unchanged:
+
+        mean, precision = shared_gaussian(train_emb, eps=cfg.eps)      # (P, d), (P, d, d)
+        dist = mahalanobis(test_emb, mean, precision)                  # (N, h, w)
+
+    `embeddings`: training embeddings (N, d, h, w), after the reduction; `eps`: added to the covariance's
+    diagonal, as in PaDiM (paper: 0.01); `dtype`: of the returned tensors; `batch`: patches per
+    `GaussianStats.update` (bounds memory). Returns mean (h * w, d) and precision (h * w, d, d): the same at
+    every position (expanded views, no copies).
+    """
+    if embeddings.ndim != 4:
+        raise PadimError(f"embeddings must have shape (N, d, h, w), got {tuple(embeddings.shape)}")
+    n, d, h, w = embeddings.shape
+    patches = embeddings.permute(0, 2, 3, 1).reshape(n * h * w, d)  # (N*h*w, d): one sample per patch
+    if patches.shape[0] < 2:
+        raise PadimError("a shared Gaussian needs at least 2 patches")
+    stats = GaussianStats(1, d, device=embeddings.device)
+    for s in range(0, patches.shape[0], batch):
+        stats.update(patches[s : s + batch, :, None, None])  # (B, d, 1, 1): all positions are one
+    mean, precision = stats.finalize(eps, dtype=dtype)  # (1, d), (1, d, d)
+    return mean.expand(h * w, d), precision.expand(h * w, d, d)

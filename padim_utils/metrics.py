@@ -67,17 +67,18 @@ runs on the CPU (the masks are copied there). Tensors on the CPU (or another
 device) are converted to numpy, without a copy where possible: numpy's SIMD
 sort is about ten times faster than torch's CPU sort. Scores keep their dtype
 (float64 maps are ranked in float64); float16 and bfloat16 are widened to
-float32, integers to float64.
+float32, integers to float64. `metric_inputs` checks and converts the inputs.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
+
+from .metric_inputs import NumpyOps, as_numpy, check_limit, image_inputs, pixel_inputs, scores_dtype
 
 __all__ = [
     "image_auroc",
@@ -89,206 +90,15 @@ __all__ = [
     "pro_at",
     "aupro",
     "evaluate",
+    "METRIC_LABELS",
 ]
+
+#: How tables and figures name each metric: the one spelling of every label.
+METRIC_LABELS = {"image_auroc": "image AUROC", "image_f1": "image F1", "pixel_auroc": "pixel AUROC",
+                 "pixel_aupro": "AU-PRO (FPR 0.3)", "frame_auroc": "frame AUROC"}
 
 # 3x3 block of ones: 8-connectivity, as in the official evaluation script.
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
-# CPU tensors go through numpy (faster sort). Tests set this to False to run
-# the torch code path on CPU tensors.
-_CPU_TENSORS_VIA_NUMPY = True
-
-
-# ---------------------------------------------------------------------------
-# numpy / torch operations used by the pixel metrics
-# ---------------------------------------------------------------------------
-
-
-class _NumpyOps:
-    """The few array operations the pixel metrics need, for numpy."""
-
-    def sort(self, a):
-        return np.sort(a)
-
-    def argsort(self, a):
-        return np.argsort(a)
-
-    def searchsorted(self, seq, values, right=False):
-        return np.searchsorted(seq, values, side="right" if right else "left")
-
-    def runs(self, a):
-        """Runs of equal values of sorted 1-D ``a``: ``(values, starts, ends)``."""
-        new = np.empty(a.shape[0], dtype=bool)
-        new[:1] = True
-        np.not_equal(a[1:], a[:-1], out=new[1:])
-        starts = np.flatnonzero(new)
-        ends = np.append(starts[1:], a.shape[0])
-        return a[starts], starts, ends
-
-    def suffix_sum(self, w):
-        """``s[i] = sum(w[i:])`` for ``i = 0..len(w)``, summed from the end."""
-        s = np.zeros(w.shape[0] + 1, dtype=np.float64)
-        s[:-1] = np.cumsum(w[::-1], dtype=np.float64)[::-1]
-        return s
-
-    def from_numpy(self, a):
-        return a
-
-    def to_numpy(self, a):
-        return np.asarray(a)
-
-
-class _TorchOps:
-    """The same operations with torch, on the device of the inputs."""
-
-    def __init__(self, device):
-        self.torch = sys.modules["torch"]
-        self.device = device
-
-    def sort(self, a):
-        return self.torch.sort(a).values
-
-    def argsort(self, a):
-        return self.torch.argsort(a)
-
-    def searchsorted(self, seq, values, right=False):
-        return self.torch.searchsorted(seq, values, right=right)
-
-    def runs(self, a):
-        values, counts = self.torch.unique_consecutive(a, return_counts=True)
-        ends = self.torch.cumsum(counts, 0)
-        return values, ends - counts, ends
-
-    def suffix_sum(self, w):
-        t = self.torch
-        s = t.zeros(w.shape[0] + 1, dtype=t.float64, device=w.device)
-        s[:-1] = t.flip(t.cumsum(t.flip(w.to(t.float64), (0,)), 0), (0,))
-        return s
-
-    def from_numpy(self, a):
-        return self.torch.from_numpy(a).to(self.device)
-
-    def to_numpy(self, a):
-        return a.detach().cpu().numpy()
-
-
-# ---------------------------------------------------------------------------
-# input checking
-# ---------------------------------------------------------------------------
-
-
-def _is_tensor(x):
-    torch = sys.modules.get("torch")  # never import torch just to check
-    return torch is not None and isinstance(x, torch.Tensor)
-
-
-def _tensor_to_numpy(x):
-    x = x.detach().cpu()
-    if x.dtype == sys.modules["torch"].bfloat16:  # numpy has no bfloat16
-        x = x.float()
-    return x.numpy()
-
-
-def _as_numpy(x, name):
-    """Convert to a numpy array with a real numeric dtype."""
-    a = _tensor_to_numpy(x) if _is_tensor(x) else np.asarray(x)
-    if a.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must hold real numbers or booleans, got dtype {a.dtype}")
-    return a
-
-
-def _scores_dtype(a):
-    """Scores keep float32/float64; float16 widens to float32, ints to float64."""
-    if a.dtype == np.float16:
-        return a.astype(np.float32)
-    if a.dtype.kind in "biu":
-        return a.astype(np.float64)
-    return a
-
-
-def _as_bool(a, name):
-    """Bool array from bool or 0/1 numbers (numpy)."""
-    if a.dtype == bool:
-        return a
-    if not ((a == 0) | (a == 1)).all():
-        hint = "; for masks stored as 0/255 pass masks > 0" if name == "masks" else ""
-        raise ValueError(f"{name} must be boolean or 0/1, got values {np.unique(a)[:5].tolist()}...{hint}")
-    return a.astype(bool)
-
-
-def _image_inputs(labels, scores):
-    """Check image labels ``(N,)`` and scores ``(N,)``; return (bool, float) numpy."""
-    labels = _as_numpy(labels, "labels")
-    scores = _as_numpy(scores, "scores")
-    for name, a in (("labels", labels), ("scores", scores)):
-        if a.ndim != 1 or a.shape[0] == 0:
-            raise ValueError(f"{name} must be a non-empty 1-D array (N,), got shape {a.shape}")
-    if labels.shape != scores.shape:
-        raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in length")
-    scores = _scores_dtype(scores)
-    if not np.isfinite(scores).all():
-        raise ValueError("scores contain NaN or infinite values")
-    return _as_bool(labels, "labels"), scores
-
-
-def _check_limit(fpr_limit):
-    limit = float(fpr_limit)
-    if not 0.0 < limit <= 1.0:
-        raise ValueError(f"fpr_limit must lie in (0, 1], got {fpr_limit!r}")
-    return limit
-
-
-def _pixel_inputs(masks, maps):
-    """Check masks and maps ``(N, H, W)``; return ``(ops, masks, maps, masks_np)``.
-
-    ``masks``/``maps`` come back as arrays of the chosen backend (bool and
-    float32/float64); ``masks_np`` is the same masks as a numpy bool array
-    for the connected-component labelling.
-    """
-    device = None  # torch path only for CUDA tensors (and, in tests, CPU tensors)
-    for x in (maps, masks):
-        on_cpu = _is_tensor(x) and x.device.type == "cpu"
-        if _is_tensor(x) and (x.device.type == "cuda" or (on_cpu and not _CPU_TENSORS_VIA_NUMPY)):
-            device = x.device
-            break
-    if device is None:  # numpy path
-        ops = _NumpyOps()
-        masks, maps = _as_numpy(masks, "masks"), _as_numpy(maps, "maps")
-    else:  # torch path on `device`
-        torch = sys.modules["torch"]
-        ops = _TorchOps(device)
-        masks, maps = (
-            x.detach().to(device) if _is_tensor(x) else torch.as_tensor(np.asarray(x), device=device)
-            for x in (masks, maps)
-        )
-        for name, x in (("masks", masks), ("maps", maps)):
-            if x.is_complex() or x.is_quantized:
-                raise ValueError(f"{name} must hold real numbers or booleans, got dtype {x.dtype}")
-
-    for name, x in (("masks", masks), ("maps", maps)):
-        if x.ndim != 3 or min(x.shape) == 0:
-            raise ValueError(
-                f"{name} must have shape (N, H, W) with N, H, W > 0, got {tuple(x.shape)}"
-                " (squeeze a channel axis of size 1 first)"
-            )
-    if tuple(masks.shape) != tuple(maps.shape):
-        raise ValueError(f"masks {tuple(masks.shape)} and maps {tuple(maps.shape)} differ in shape")
-
-    if device is None:
-        maps = _scores_dtype(maps)
-        masks = _as_bool(masks, "masks")
-        masks_np = masks
-    else:
-        if not maps.is_floating_point():
-            maps = maps.double()
-        elif maps.dtype not in (torch.float32, torch.float64):
-            maps = maps.float()  # float16, bfloat16, ... widen exactly
-        if masks.dtype != torch.bool:
-            if not ((masks == 0) | (masks == 1)).all():
-                raise ValueError("masks must be boolean or 0/1; for masks stored as 0/255 pass masks > 0")
-            masks = masks != 0
-        masks_np = masks.cpu().numpy()
-    return ops, masks, maps, masks_np
 
 
 # ---------------------------------------------------------------------------
@@ -324,7 +134,7 @@ class _Sorted(NamedTuple):
 
 def _sort_pixels(masks, maps, regions):
     """Validate, sort all scores once, and sort the defect pixels with weights."""
-    ops, masks, maps, masks_np = _pixel_inputs(masks, maps)
+    ops, masks, maps, masks_np = pixel_inputs(masks, maps)
     all_sorted = ops.sort(maps.reshape(-1))  # (n,) the one big sort
     lo, hi = float(all_sorted[0]), float(all_sorted[-1])  # NaN sorts last
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -468,7 +278,7 @@ def aupro(masks, maps, fpr_limit: float = 0.3) -> float:
         Bad shape or dtype, NaN/inf scores, a bad ``fpr_limit``, no defect
         region in the set, or no defect-free pixel.
     """
-    limit = _check_limit(fpr_limit)
+    limit = check_limit(fpr_limit)
     s = _sort_pixels(masks, maps, regions=True)
     fpr, pro = _corner_pro_curve(_counts(s), s.n_neg, s.n_regions)
     return _area_to_limit(fpr, pro, limit)
@@ -529,7 +339,7 @@ def pro_at(masks, maps, threshold: float) -> ProPoint:
     sets (one pass per region) but easy to read; :func:`pro_curve` computes
     every threshold at once and passes through these points.
     """
-    _, masks_b, maps_f, _ = _pixel_inputs(masks, maps)
+    _, masks_b, maps_f, _ = pixel_inputs(masks, maps)
     masks_b, maps_f = np.asarray(masks_b), np.asarray(maps_f)
     threshold = float(threshold)
     if math.isnan(threshold):
@@ -575,13 +385,23 @@ def image_auroc(labels, scores) -> float:
     ------
     ValueError
         Bad shape/dtype, NaN/inf, or only one class present.
+
+    Examples
+    --------
+    Two good images (0.1, 0.4) and two defective ones (0.35, 0.8): of the 2 x 2 (defective, good) pairs,
+    three rank the defective image higher, so the AUROC is 3 / 4; a tie counts one half:
+
+    >>> image_auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), (1 + 0 + 1 + 1) / 4
+    (0.75, 0.75)
+    >>> image_auroc([0, 0, 1, 1], [0.1, 0.5, 0.5, 0.8]), (1 + 0.5 + 1 + 1) / 4
+    (0.875, 0.875)
     """
-    labels, scores = _image_inputs(labels, scores)
+    labels, scores = image_inputs(labels, scores)
     n_pos = int(labels.sum())
     n_neg = labels.shape[0] - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError("labels hold only one class: ROC AUC is undefined")
-    ops = _NumpyOps()
+    ops = NumpyOps()
     s = _Sorted(ops, np.sort(scores), np.sort(scores[labels]), None, n_pos, n_neg, 0, len(scores))
     return _auroc_from_counts(_counts(s), n_pos, n_neg)
 
@@ -603,11 +423,11 @@ def f1_max(labels, scores):
         The best F1 and the lowest threshold reaching it (the threshold
         ``argmax`` picks on scikit-learn's or anomalib's increasing curve).
     """
-    labels, scores = _image_inputs(labels, scores)
+    labels, scores = image_inputs(labels, scores)
     n_pos = int(labels.sum())
     if n_pos == 0:
         raise ValueError("labels hold no anomalous image: F1 is undefined")
-    ops = _NumpyOps()
+    ops = NumpyOps()
     values, starts, _ = ops.runs(np.sort(scores))  # (k,) candidate thresholds, ascending
     predicted = scores.shape[0] - starts  # (k,) images with score >= t
     tp = n_pos - np.searchsorted(np.sort(scores[labels]), values)  # (k,)
@@ -630,7 +450,7 @@ def f1_at(labels, scores, threshold: float) -> float:
     float
         ``2 TP / (2 TP + FP + FN)``; 0 when nothing is predicted anomalous.
     """
-    labels, scores = _image_inputs(labels, scores)
+    labels, scores = image_inputs(labels, scores)
     threshold = float(threshold)
     if math.isnan(threshold):
         raise ValueError("threshold is NaN")
@@ -665,7 +485,7 @@ def threshold_from_normal(normal_scores, max_fpr: float = 0.01) -> float:
     float
         Threshold to use as ``score >= threshold`` (e.g. with :func:`f1_at`).
     """
-    a = _scores_dtype(_as_numpy(normal_scores, "normal_scores")).reshape(-1)
+    a = scores_dtype(as_numpy(normal_scores, "normal_scores")).reshape(-1)
     if a.shape[0] == 0:
         raise ValueError("normal_scores is empty")
     if not np.isfinite(a).all():
@@ -716,7 +536,7 @@ def evaluate(labels, scores, masks, maps, fpr_limit: float = 0.3) -> dict:
         As the single metrics; in particular a set without any defect pixel
         has no pixel metrics and raises.
     """
-    limit = _check_limit(fpr_limit)
+    limit = check_limit(fpr_limit)
     f1, threshold = f1_max(labels, scores)
     result = {"image_auroc": image_auroc(labels, scores), "image_f1": f1, "image_f1_threshold": threshold}
     s = _sort_pixels(masks, maps, regions=True)

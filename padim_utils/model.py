@@ -19,20 +19,21 @@ import json
 import math
 import os
 import re
-import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from . import __version__, distributed
 from .backbones import embed, feature_extractor, prefers_channels_last
 from .config import PadimConfig
-from .data import resize_crop_images
+from .datasets.images import resize_crop_images
+from .datasets.loader import BatchLoader, available_cores
 from .errors import PadimError
-from .files import atomic_path
+from .files import atomic_path, read_safetensors
 from .gaussian import GaussianStats
-from .loader import BatchLoader, available_cores
+from .measure import timed
 from .progress import progress_bar
 from .reduction import Reducer
 from .scoring import anomaly_maps, image_scores, mahalanobis
@@ -59,7 +60,7 @@ class Padim:
         worth it for EfficientNets and thousands of images. Results equal the eager ones to float rounding.
 
         `resize_on_device=True`: the loader only decodes, and the images are resized and cropped on the
-        device (`data.resize_crop_images`, within 1 grey level of PIL's resize); every image of a batch
+        device (`datasets.images.resize_crop_images`, within 1 grey level of PIL's resize); every image of a batch
         must then have the same size, as in MVTec AD's categories.
 
         `workers`: processes decoding images, kept for the model's life; None takes one per core on a
@@ -81,6 +82,33 @@ class Padim:
         self.grid: tuple[int, int] | None = None  # (h, w) of the patch grid
         self.n_train = 0
 
+    #: settings that act after the backbone: a model can take new values of these without a new network
+    AFTER_BACKBONE = frozenset({"d", "reduction", "seed", "eps", "sigma", "position_chunk", "batch_size"})
+
+    def with_settings(self, **changes) -> "Padim":
+        """An unfitted model with `config.replace(**changes)` that shares this one's frozen backbone (and its
+        decoding workers): for sweeps over settings that act after the backbone (`AFTER_BACKBONE`).
+
+        >>> from padim_utils.config import preset
+        >>> model = Padim(preset("quick"), device="cpu")
+        >>> other = model.with_settings(d=8, reduction="pca")
+        >>> (model.d, other.d), other.extractor is model.extractor, other.config.backbone
+        ((32, 8), True, 'efficientnet_lite0')
+        >>> model.with_settings(backbone="resnet18")
+        Traceback (most recent call last):
+        padim_utils.errors.PadimError: with_settings changes only batch_size, d, ...; backbone need a new Padim
+        """
+        late = set(changes) - self.AFTER_BACKBONE
+        if late:
+            raise PadimError(f"with_settings changes only {', '.join(sorted(self.AFTER_BACKBONE))}; "
+                             f"{', '.join(sorted(late))} need a new Padim")
+        model = copy.copy(self)
+        model.config = self.config.replace(**changes)
+        model.reducer = Reducer(model.config.reduction, self.extractor.channels, model.config.d, model.config.seed)
+        model.mean = model.precision = model.grid = None
+        model.n_train = 0
+        return model
+
     # ------------------------------------------------------------------ features
     @property
     def d(self) -> int:
@@ -90,7 +118,7 @@ class Padim:
         """uint8 (B, 3, S, S) on any device -> the backbone's layer outputs [(B, C_i, h_i, w_i)], float32."""
         images = images.to(self.device, non_blocking=True)  # (B, 3, H, W) uint8
         if self.resize_on_device and tuple(images.shape[-2:]) != (self.config.out_size,) * 2:
-            images = resize_crop_images(images, self.config.image_size, self.config.crop, self.config.interpolation)
+            images = resize_crop_images(images, **self.config.geometry.as_kwargs())
         x = self.extractor.normalize(images)  # (B, 3, S, S) float32
         b = x.shape[0]
         if self._network is not self.extractor and b < self.config.batch_size:
@@ -109,11 +137,9 @@ class Padim:
         """uint8 (B, 3, S, S) -> reduced embeddings (B, d, h, w) on self.device."""
         return self.reducer(self.forward_layers(images))
 
-    def _layer_batches(self, data, progress: bool, desc: str):
+    def layer_batches(self, data, progress: bool = False, desc: str = "layers"):
         """(layer outputs on self.device, batch dict) per batch, from a dataset or a FeatureCache."""
-        from .features import FeatureCache
-
-        if isinstance(data, FeatureCache):
+        if hasattr(data, "batches") and hasattr(data, "check_config"):  # a FeatureCache: layer outputs already
             data.check_config(self.config)
             for layers, meta in progress_bar(data.batches(self.config.batch_size), desc, progress,
                                      total=-(-len(data) // self.config.batch_size)):
@@ -153,10 +179,10 @@ class Padim:
         if sharded:
             data = distributed.shard(data)
         if self.reducer.kind == "pca":  # a first pass for the PCA directions
-            self.reducer.fit_pca((embed(layers) for layers, _ in self._layer_batches(data, progress, "PCA pass")),
+            self.reducer.fit_pca((embed(layers) for layers, _ in self.layer_batches(data, progress, "PCA pass")),
                                  merge=distributed.all_reduce_stats if sharded else None, device=self.device)
         stats, pending = None, []
-        for layers, _ in self._layer_batches(data, progress, f"fit {self.config.backbone}"):
+        for layers, _ in self.layer_batches(data, progress, f"fit {self.config.backbone}"):
             emb = self.reducer(layers)  # (B, d, h, w)
             if stats is None:
                 self.grid = tuple(emb.shape[-2:])
@@ -228,7 +254,7 @@ class Padim:
         """Maps and scores for every item of a dataset or FeatureCache, with its labels, masks and paths."""
         self._check_fitted()
         out = {"maps": [], "scores": [], "labels": [], "masks": [], "paths": []}
-        for layers, batch in self._layer_batches(data, progress, "predict"):
+        for layers, batch in self.layer_batches(data, progress, "predict"):
             try:
                 maps, scores = self._score_layers(layers, self.config.out_size)
             except NonFiniteMapError as e:
@@ -249,8 +275,6 @@ class Padim:
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike) -> Path:
         """Write mean, precision, channel indices and config to one .safetensors file, atomically."""
-        from safetensors.torch import save_file
-
         self._check_fitted()
         path = Path(path)
         tensors = {"mean": self.mean.contiguous().cpu(), "precision": self.precision.contiguous().cpu()}
@@ -264,27 +288,13 @@ class Padim:
                 raise PadimError(f"cannot write {path}: {_io_error_text(e)}") from None
         return path
 
-    def export_onnx(self, path: str | os.PathLike, **options) -> Path:
-        """The whole inference, uint8 images to maps and scores, as one ONNX file, checked with onnxruntime
-        against `predict` before it is renamed into place; options: see `padim_utils.export.export_onnx`."""
-        from .export import export_onnx
-
-        return export_onnx(self, path, **options)
-
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "Padim":
         """Rebuild a fitted model from `save`'s file; refuses other formats with one clear line."""
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise PadimError(f"model file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise PadimError(f"{path} is not a readable padim model file ({type(e).__name__}: {e})") from None
+        meta, tensors = read_safetensors(path, "padim model file")
         if meta.get("format") != "padim_utils":
             raise PadimError(f"{path} is not a padim model file (no padim_utils metadata)")
         if meta.get("format_version") != FORMAT_VERSION:
@@ -432,13 +442,3 @@ def _check_tensors(path: Path, tensors: dict, model: "Padim", grid: tuple[int, i
             if not torch.isfinite(t).all():
                 raise PadimError(f"{path}: tensor {name!r} holds NaN or infinite values; re-fit the model")
 
-
-def timed(fn, *args, **kwargs):
-    """(result, seconds), synchronising CUDA so GPU work is counted."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - t

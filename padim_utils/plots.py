@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.ticker import NullLocator
 
 from .files import atomic_path
+from .metrics import METRIC_LABELS
+from .paper import paper_value
 
 #: One colour map for every anomaly map of the course (low = blue, high = red).
 ANOMALY_CMAP = "jet"
@@ -347,10 +349,6 @@ def plot_category_metrics(records, metrics=("image_auroc", "pixel_auroc", "pixel
                           title: str = "results per category"):
     """Grouped bars of benchmark records (one group per category, one bar per metric), with the paper's
     published value of `paper_model` (e.g. "PaDiM-WR50-Rd550") as a black tick where one exists."""
-    from .paper import paper_value
-
-    names = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pixel_aupro": "AU-PRO (FPR 0.3)",
-             "image_f1": "image F1"}
     cats = [r["category"] for r in records]
     x = np.arange(len(cats))
     width = 0.8 / len(metrics)
@@ -359,7 +357,7 @@ def plot_category_metrics(records, metrics=("image_auroc", "pixel_auroc", "pixel
     for j, m in enumerate(metrics):
         xs = x - 0.4 + width * (j + 0.5)
         values = [float(r[m]) for r in records]
-        bars = ax.bar(xs, values, width, label=names.get(m, m), color=f"C{j}")
+        bars = ax.bar(xs, values, width, label=METRIC_LABELS.get(m, m), color=f"C{j}")
         ax.bar_label(bars, fmt="%.2f", fontsize=7, label_type="center", color="white")  # clear of the paper's ticks
         if paper_model is not None:
             for xi, c in zip(xs, cats):
@@ -405,7 +403,7 @@ CODEC_LABELS = {"none": "frames as decoded", "match": "matched to the test JPEGs
 
 def plot_training_frames(rows, title: str = "more training frames: where the scores go"):
     """Why more normal video frames can make PaDiM blinder (chapter 07), from rows as
-    `padim_utils.stc_walkway.frames_study` returns them. Left: the median anomaly score of a static
+    `padim_utils.experiments.stc.frames_study` returns them. Left: the median anomaly score of a static
     background and of the anomaly against the number of training frames (log scale); right: frame AUROC
     and AU-PRO. One line style per `train_codec` (solid the first one met, dashed the next)."""
     codecs = list(dict.fromkeys(r["train_codec"] for r in rows))
@@ -455,10 +453,9 @@ def plot_ablation(rows, title: str = "ablation"):
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(4.5, 1.5 * len(rows) + 1.5) + 2.5, 3.8))
     shown = False
-    for j, (key, ref, name) in enumerate((("pixel_auroc", "paper pixel AUROC", "pixel AUROC"),
-                                          ("pixel_aupro", "paper PRO", "AU-PRO (FPR 0.3)"))):
+    for j, (key, ref) in enumerate((("pixel_auroc", "paper pixel AUROC"), ("pixel_aupro", "paper PRO"))):
         xs = x - 0.2 + 0.4 * j
-        bars = ax.bar(xs, [float(r[key]) for r in rows], 0.4, label=f"ours: {name}", color=f"C{j}")
+        bars = ax.bar(xs, [float(r[key]) for r in rows], 0.4, label=f"ours: {METRIC_LABELS[key]}", color=f"C{j}")
         ax.bar_label(bars, fmt="%.3f", fontsize=7, label_type="center", color="white")  # clear of the paper's ticks
         for xi, r in zip(xs, rows):
             if r.get(ref) is not None:
@@ -499,7 +496,7 @@ def _legend_below(fig, handles: dict, fontsize: int = 8) -> float:
 
 
 def plot_reproduced_table(table: dict):
-    """One of `padim reproduce`'s tables (`reproduce_tables`): per metric, our mean as bars (± SEM error bars
+    """One of `padim reproduce`'s tables (`experiments.tables`): per metric, our mean as bars (± SEM error bars
     where there are several seeds or preprocessings), the paper's published values as black markers beside
     each bar (one marker per paper model, never over our value's label); a log scale where values span more
     than two orders of magnitude (times, memory)."""

@@ -31,6 +31,12 @@ def random_channels(n_channels: int, d: int, seed: int) -> torch.Tensor:
 
     Sorting does not change the Mahalanobis distance (it is invariant to a
     permutation of the coordinates) and lets each layer be indexed separately.
+
+    >>> idx = random_channels(448, 100, seed=0)       # ResNet18's 448 channels, the paper's d = 100
+    >>> idx.shape, bool((idx[1:] > idx[:-1]).all()), 0 <= int(idx.min()) and int(idx.max()) < 448
+    (torch.Size([100]), True, True)
+    >>> torch.equal(idx, random_channels(448, 100, seed=0)), torch.equal(idx, random_channels(448, 100, seed=1))
+    (True, False)
     """
     _check_d(d, n_channels)
     g = torch.Generator().manual_seed(seed)
@@ -38,7 +44,23 @@ def random_channels(n_channels: int, d: int, seed: int) -> torch.Tensor:
 
 
 class Reducer:
-    """Turns the list of layer outputs into the (B, d, H, W) embedding."""
+    """Turns the list of layer outputs into the (B, d, H, W) embedding.
+
+    Two layers, 2 and 3 channels, the second on a grid half as fine; "none" keeps all 5 channels, each
+    layer upsampled (nearest) to the first one's 4 x 4 grid:
+
+    >>> layers = [torch.zeros(1, 2, 4, 4), torch.arange(12.0).reshape(1, 3, 2, 2)]
+    >>> emb = Reducer("none", channels=[2, 3], d=5)(layers)
+    >>> emb.shape
+    torch.Size([1, 5, 4, 4])
+    >>> emb[0, 2]                                      # layer 2's first channel, each value copied 2 x 2
+    tensor([[0., 0., 1., 1.],
+            [0., 0., 1., 1.],
+            [2., 2., 3., 3.],
+            [2., 2., 3., 3.]])
+    >>> Reducer("random", channels=[2, 3], d=2, seed=0)(layers).shape
+    torch.Size([1, 2, 4, 4])
+    """
 
     def __init__(self, kind: str, channels: list[int], d: int, seed: int = 0):
         self.kind = kind

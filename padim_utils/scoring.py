@@ -16,8 +16,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .config import INTERPOLATIONS
-from .errors import PadimError
+from .config import check_interpolation
 
 
 @torch.no_grad()
@@ -26,6 +25,15 @@ def mahalanobis(emb: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor, 
 
     mean: (P, d), precision: (P, d, d) with P = H * W. Computed position-chunk by
     chunk as batched matrix products in the precision's dtype.
+
+    With the identity as precision it is the Euclidean distance, sqrt(3^2 + 4^2) = 5; a variance of 4
+    along the first axis (precision 1/4) halves that axis: sqrt(3^2 / 4 + 4^2) = 4.272:
+
+    >>> emb = torch.tensor([3.0, 4.0]).reshape(1, 2, 1, 1)          # (B, d, H, W): one patch
+    >>> mahalanobis(emb, torch.zeros(1, 2), torch.eye(2)[None])     # mean (P, d), precision (P, d, d)
+    tensor([[[5.]]])
+    >>> mahalanobis(emb, torch.zeros(1, 2), torch.diag(torch.tensor([0.25, 1.0]))[None])
+    tensor([[[4.2720]]])
     """
     b, d, h, w = emb.shape
     x = emb.permute(2, 3, 0, 1).reshape(h * w, b, d).to(precision.dtype)  # (P, B, d): a view if channels-last
@@ -98,8 +106,7 @@ def anomaly_maps(distances: torch.Tensor, out_size: int, sigma: float = 4.0,
     separable, so the maps are matrix products: bilinear, U_h D U_w^T then the blur,
     fused into (G U_h) D (G U_w)^T; bicubic clamps at 0 between the two.
     """
-    if interpolation not in INTERPOLATIONS:
-        raise PadimError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
+    check_interpolation(interpolation)
     d = distances.float()  # (B, h, w)
     _, h, w = d.shape
     u_h = _resize_matrix(h, out_size, interpolation, d.dtype, d.device)  # (S, h)
@@ -116,7 +123,11 @@ def anomaly_maps(distances: torch.Tensor, out_size: int, sigma: float = 4.0,
 
 
 def image_scores(maps: torch.Tensor) -> torch.Tensor:
-    """(B, S, S) -> (B,): the paper's image score, the maximum of the map."""
+    """(B, S, S) -> (B,): the paper's image score, the maximum of the map.
+
+    >>> image_scores(torch.tensor([[[0.1, 0.7], [0.2, 0.3]], [[2.0, 0.0], [0.0, 1.0]]]))
+    tensor([0.7000, 2.0000])
+    """
     return maps.flatten(1).amax(1)
 
 

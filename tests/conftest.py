@@ -11,14 +11,14 @@ BOTTLE_ROOT = REPO.parent / "shared" / "data" / "mvtec_ad"
 @pytest.fixture(scope="session")
 def quick_root(tmp_path_factory) -> Path:
     """Tiny 64px synthetic MVTec-layout data, one texture and one object category."""
-    from padim_utils.synthetic import make_synthetic_mvtec
+    from padim_utils.datasets.synthetic import make_synthetic_mvtec
 
     return make_synthetic_mvtec(tmp_path_factory.mktemp("synthetic"), image_size=64, n_train=8, seed=0)
 
 
 @pytest.fixture(scope="session")
 def quick_category(quick_root) -> str:
-    from padim_utils.data import list_categories
+    from padim_utils.datasets.mvtec import list_categories
 
     return list_categories(quick_root)[0]
 

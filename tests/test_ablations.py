@@ -6,11 +6,11 @@ matplotlib.use("Agg")
 
 import pytest
 
-from padim_utils import ablations
+from padim_utils.experiments import ablations
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset
+from padim_utils.datasets.mvtec import MVTecDataset
 from padim_utils.errors import PadimError
-from padim_utils.features import FeatureCache
+from padim_utils.experiments.features import FeatureCache
 from padim_utils.plots import plot_ablation
 
 
@@ -32,7 +32,7 @@ def test_select_layers_keeps_network_order(caches):
 
 
 def test_run_ablation_default_matches_a_plain_fit(caches):
-    from padim_utils.experiment import evaluate_cached
+    from padim_utils.experiments.benchmark import evaluate_cached
 
     train, test, cfg = caches
     r = ablations.run_ablation(train, test, cfg)

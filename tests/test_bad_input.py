@@ -90,25 +90,27 @@ def test_predict_out_that_is_a_file(model_file, images, tmp_path, capsys, monkey
 
 
 def test_full_disk_while_saving_the_model(quick_root, quick_category, tmp_path, capsys, monkeypatch):
-    import safetensors.torch
+    import safetensors
+
+    import padim_utils.model
 
     def full(*args, **kwargs):
         raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.setattr(padim_utils.model, "save_file", full)
     err = _error(capsys, _fit(quick_root, quick_category, tmp_path / "m.safetensors"))
     assert err.endswith("m.safetensors: No space left on device")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_full_disk_while_writing_heat_maps(model_file, images, tmp_path, capsys, monkeypatch):
-    import padim_utils.plots
+    import padim_utils.cli
 
     def full(path, *args, **kwargs):
         with files.atomic_path(path) as tmp:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(padim_utils.plots, "save_overlay", full)
+    monkeypatch.setattr(padim_utils.cli, "save_overlay", full)
     err = _error(capsys, ["predict", "--model", str(model_file), "--input", str(images[0]), "--out",
                           str(tmp_path / "pred"), "--quiet"])
     assert err.endswith(f"cannot write {tmp_path / 'pred' / images[0].stem}_heatmap.png: No space left on device")
@@ -245,9 +247,9 @@ def test_predict_into_a_used_folder_never_mixes_two_runs(model_file, images, tmp
     assert main(_predict(model_file, first, out)) == 0
     first_run = sorted(p.name for p in out.iterdir())
 
-    import padim_utils.plots
+    import padim_utils.cli
 
-    real, calls = padim_utils.plots.save_overlay, []
+    real, calls = padim_utils.cli.save_overlay, []
 
     def fail_on_second(*args, **kwargs):
         calls.append(1)
@@ -255,10 +257,10 @@ def test_predict_into_a_used_folder_never_mixes_two_runs(model_file, images, tmp
             raise KeyboardInterrupt  # Ctrl-C half-way through the heat maps
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(padim_utils.plots, "save_overlay", fail_on_second)
+    monkeypatch.setattr(padim_utils.cli, "save_overlay", fail_on_second)
     assert main(_predict(model_file, second, out)) == 130
     assert sorted(p.name for p in out.iterdir()) == first_run  # the first run, untouched, nothing of the second
-    monkeypatch.setattr(padim_utils.plots, "save_overlay", real)
+    monkeypatch.setattr(padim_utils.cli, "save_overlay", real)
 
     assert main(_predict(model_file, second, out)) == 0
     rows = list(csv.DictReader(open(out / "scores.csv")))
@@ -298,16 +300,16 @@ def test_sigterm_during_save_cleans_up_like_ctrl_c(quick_root, quick_category, t
     out = tmp_path / "models" / "m.safetensors"
     script = textwrap.dedent(f"""
         import os, signal, sys
-        import safetensors.torch
+        import padim_utils.model
         from padim_utils.cli import main
 
-        real = safetensors.torch.save_file
+        real = padim_utils.model.save_file
 
         def save_then_killed(tensors, filename, metadata=None):
             real(tensors, filename, metadata=metadata)   # the temp file is complete on disk
             os.kill(os.getpid(), signal.SIGTERM)         # ... and the kill comes before the rename
 
-        safetensors.torch.save_file = save_then_killed
+        padim_utils.model.save_file = save_then_killed
         sys.exit(main({_fit(quick_root, quick_category, out)!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=600)
@@ -321,7 +323,7 @@ def test_sigterm_during_save_cleans_up_like_ctrl_c(quick_root, quick_category, t
     ("error", "metrics undefined on .*: masks contain no defect-free pixel"),
 ])
 def test_benchmark_never_reports_a_nan_metric(quick_root, quick_category, monkeypatch, outcome, expected):
-    import padim_utils.experiment as experiment
+    import padim_utils.experiments.benchmark as experiment
     from padim_utils.config import preset
     from padim_utils.errors import PadimError
 

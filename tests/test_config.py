@@ -38,7 +38,9 @@ def test_json_round_trip(name):
 @pytest.mark.parametrize("changes, message", [
     ({"reduction": "svd"}, "reduction must be one of"),
     ({"device": "tpu"}, "device must be one of"),
-    ({"crop": 300}, "crop must be between"),
+    ({"crop": 300}, r"^crop \(300\) must not be larger than image_size \(256\)$"),
+    ({"crop": 16}, r"^crop must be an integer >= 32 or None, got 16$"),
+    ({"image_size": 16, "crop": None}, r"^image_size must be an integer >= 32, got 16$"),
     ({"eps": 0}, "eps must be positive"),
     ({"d": 0}, "d must be a positive"),
     ({"interpolation": "lanczos"}, "^interpolation must be one of bicubic, bilinear, got 'lanczos'$"),

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from conftest import BOTTLE_ROOT, REPO
-from padim_utils import course
+from padim_utils.course import notebook as course
 from padim_utils.config import env_flag
 from padim_utils.errors import PadimError
-from padim_utils.exercises import check, registered
+from padim_utils.course.exercises import check, registered
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("YES", True), (" on ", True), ("0", False),
@@ -61,7 +61,7 @@ def test_course_data_prefers_real_mvtec(monkeypatch, capsys):
 
 
 def test_check_exercise_prints_and_is_strict_when_asked(monkeypatch, capsys, quick_root, quick_category):
-    from padim_utils.data import MVTecDataset
+    from padim_utils.datasets.mvtec import MVTecDataset
 
     test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None)
     monkeypatch.delenv("PADIM_STRICT_EXERCISES", raising=False)
@@ -99,12 +99,14 @@ def test_each_chapter_ends_by_naming_the_next_one():
 
 
 def test_markdown_table_and_show_source(capsys):
-    table = course.markdown_table([{"a": 1, "b": 0.12345}, {"a": "x|y", "b": 2}])
+    from padim_utils.course import markdown_table  # what a notebook imports: the package's one table writer
+
+    table = markdown_table([{"a": 1, "b": 0.12345}, {"a": "x|y", "b": 2}])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.123 |", "| x\\|y | 2 |"]
-    assert course.markdown_table({"k": "v"}).splitlines()[2] == "| k | v |"
+    assert markdown_table({"k": "v"}).splitlines()[2] == "| k | v |"
     course.show_source(course.env_device)
     out = capsys.readouterr().out
-    assert "def env_device" in out and "padim_utils/course.py" in out
+    assert "def env_device" in out and "padim_utils/course/notebook.py" in out
     from padim_utils.gaussian import GaussianStats
 
     course.show_source(GaussianStats.update)  # decorated with @torch.no_grad(): its own code, its own file
@@ -130,7 +132,8 @@ def test_packaged_paper_numbers_are_the_shared_reference():
 
 
 def test_paper_value_and_table():
-    from padim_utils.paper import paper_table, paper_value
+    from padim_utils.experiments.tables import paper_table
+    from padim_utils.paper import paper_value
 
     assert paper_value("PaDiM-WR50-Rd550", "bottle", "pixel_auroc") == 0.983
     assert paper_value("PaDiM-WR50-Rd550", "mean", "pixel_aupro") == 0.921
@@ -162,7 +165,7 @@ def test_paper_value_and_table():
 def test_render_html_adds_navigation_and_folds_solutions():
     import nbformat
 
-    from padim_utils.book import notebook_problems, render_html
+    from padim_utils.course.book import notebook_problems, render_html
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# 03 · Covariance"),
@@ -181,7 +184,7 @@ def test_render_html_adds_navigation_and_folds_solutions():
 def test_a_widget_on_the_site_says_where_its_controls_work():
     import nbformat
 
-    from padim_utils.book import WIDGET_VIEW, render_html
+    from padim_utils.course.book import WIDGET_VIEW, render_html
 
     nb = nbformat.v4.new_notebook()
     widget = {WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": "abc"},
@@ -294,7 +297,7 @@ def test_source_listing_keeps_the_code_as_written(obj, first):
 
 
 def test_a_wrong_answer_gets_a_hint_never_the_expected_value():
-    from padim_utils.exercises._common import compare_arrays, compare_number
+    from padim_utils.course.exercises._common import compare_arrays, compare_number
 
     msg = compare_number(0.5, 0.8125, "your AUROC", hint="count the pairs.")
     assert msg == "your AUROC is 0.5, which is not right. Hint: count the pairs."
@@ -338,7 +341,7 @@ def test_solved_follows_the_last_check(monkeypatch, capsys):
 def test_course_features_are_computed_once_and_read_back(tmp_path, monkeypatch):
     import torch
 
-    from padim_utils.features import FeatureCache
+    from padim_utils.experiments.features import FeatureCache
 
     monkeypatch.setenv("PADIM_DATA", str(tmp_path))
     data = course.course_data(quick=True, device="cpu", verbose=False)

@@ -8,7 +8,7 @@ import torch
 
 from padim_utils import backbones as bb
 from padim_utils.config import preset
-from padim_utils.data import resize_crop_images
+from padim_utils.datasets.images import resize_crop_images
 from padim_utils.gaussian import GaussianStats, scatter_dtype
 from padim_utils.model import Padim
 
@@ -61,7 +61,7 @@ def test_finalize_on_cuda_never_holds_scatter_and_precision_whole():
 
 
 def test_loader_workers_and_pinned_batches_on_cuda(quick_root, quick_category):
-    from padim_utils.data import MVTecDataset
+    from padim_utils.datasets import MVTecDataset
 
     cfg = preset("quick").replace(device="cuda")
     kw = dict(image_size=64, crop=None, interpolation=cfg.interpolation)
@@ -83,7 +83,7 @@ def test_resize_on_cuda_equals_the_cpu_tensors():
 
 
 def test_predict_on_cuda_equals_the_cpu(quick_root, quick_category):
-    from padim_utils.data import MVTecDataset
+    from padim_utils.datasets import MVTecDataset
 
     cfg = preset("quick").replace(dtype="float64", stats_dtype="float64")
     kw = dict(image_size=64, crop=None, interpolation=cfg.interpolation)

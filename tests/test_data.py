@@ -1,4 +1,4 @@
-"""Tests for padim_utils.data: MVTec-layout loading, geometry, odd inputs, errors."""
+"""Tests for padim_utils.datasets.mvtec and .images: MVTec-layout loading, geometry, odd inputs, errors."""
 
 from __future__ import annotations
 
@@ -9,17 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from padim_utils.data import (
-    IMAGE_EXTENSIONS,
-    ImageFolderDataset,
-    MVTecDataset,
-    collate,
-    crop_offset,
-    data_home,
-    list_categories,
-    load_mask,
-    load_rgb,
-)
+from padim_utils.config import Geometry
+from padim_utils.datasets.images import IMAGE_EXTENSIONS, collate, crop_offset, load_mask, load_rgb
+from padim_utils.datasets.mvtec import ImageFolderDataset, MVTecDataset, data_home, list_categories
+from padim_utils.datasets.registry import open_dataset
 from padim_utils.errors import PadimError
 
 REAL_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mvtec_ad"
@@ -30,7 +23,7 @@ REAL_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mv
 # --------------------------------------------------------------------------- #
 @pytest.fixture(scope="module")
 def syn_root(tmp_path_factory) -> Path:
-    from padim_utils.synthetic import make_synthetic_mvtec
+    from padim_utils.datasets.synthetic import make_synthetic_mvtec
 
     return make_synthetic_mvtec(
         tmp_path_factory.mktemp("data_syn"),
@@ -83,7 +76,7 @@ def _geometry_reference(img: Image.Image, image_size: int, crop: int | None, res
 def test_synthetic_layout_counts_shapes_and_labels(syn_root):
     cats = list_categories(syn_root)
     assert cats == ["bottle_syn", "carpet_syn"]
-    from padim_utils.synthetic import defect_types
+    from padim_utils.datasets.synthetic import defect_types
 
     for cat in cats:
         train = MVTecDataset(syn_root, cat, "train", image_size=64, crop=56)
@@ -351,6 +344,28 @@ def test_bad_geometry_options(tmp_path, kwargs, match):
     _layout(tmp_path)
     with pytest.raises(PadimError, match=match):
         MVTecDataset(tmp_path, "widget", "train", **kwargs)
+
+
+def test_geometry_keyword_is_the_same_as_the_three_keywords(tmp_path):
+    """`geometry=cfg.geometry` builds what `image_size=, crop=, interpolation=` build; both at once must agree."""
+    _layout(tmp_path)
+    geometry = Geometry(64, 48, "bilinear")
+    by_keywords = MVTecDataset(tmp_path, "widget", "test", image_size=64, crop=48, interpolation="bilinear")
+    by_geometry = MVTecDataset(tmp_path, "widget", "test", geometry=geometry)
+    assert by_geometry.geometry == by_keywords.geometry == geometry and repr(by_geometry) == repr(by_keywords)
+    assert (by_geometry.image_size, by_geometry.crop, by_geometry.interpolation, by_geometry.out_size) == (64, 48,
+                                                                                                         "bilinear", 48)
+    for a, b in zip(by_geometry, by_keywords):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert MVTecDataset(tmp_path, "widget", "test", crop=48, geometry=geometry).geometry == geometry  # agrees
+    with pytest.raises(PadimError, match="give the geometry either as geometry= or as .* but crop=None"):
+        MVTecDataset(tmp_path, "widget", "test", crop=None, geometry=geometry)
+    with pytest.raises(PadimError, match="geometry must be a padim_utils.config.Geometry, got dict"):
+        ImageFolderDataset(tmp_path, geometry={"image_size": 64})
+    assert open_dataset("mvtec", tmp_path, "widget", "test", geometry=geometry).geometry == geometry
+    stc_like = Geometry(64, None)  # open_dataset's own crop=224 default does not clash with the geometry's
+    assert open_dataset("folder", None, "", "train", normal_dir=tmp_path / "widget" / "train" / "good",
+                        geometry=stc_like).out_size == 64
 
 
 def test_hidden_files_and_extensions(tmp_path):

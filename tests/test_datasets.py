@@ -1,4 +1,4 @@
-"""Tests for padim_utils.datasets: MVTec groups, BTAD, VisA and folder loaders, the factory, run_benchmark on each."""
+"""Tests for padim_utils.datasets.registry: MVTec groups, BTAD, VisA and folder loaders, the factory, run_benchmark on each."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset
-from padim_utils.datasets import (
+from padim_utils.datasets.mvtec import MVTecDataset
+from padim_utils.datasets.registry import (
     BTAD_PRODUCTS,
     DATASET_NAMES,
     MVTEC_CATEGORIES,
@@ -28,9 +28,10 @@ from padim_utils.datasets import (
     open_dataset,
 )
 from padim_utils.errors import PadimError
-from padim_utils.experiment import markdown_row, run_benchmark
-from padim_utils.rd_mvtec import RdMVTecDataset
-from padim_utils.stc import STCDataset, make_synthetic_stc
+from padim_utils.experiments.benchmark import markdown_row, run_benchmark
+from padim_utils.datasets.rd_mvtec import RdMVTecDataset
+from padim_utils.datasets.stc import STCDataset
+from padim_utils.datasets.stc_synthetic import make_synthetic_stc
 
 
 def _save(arr: np.ndarray, path: Path) -> Path:

@@ -168,7 +168,7 @@ def test_shards_partition_the_dataset(monkeypatch, n):
 
 
 def test_a_feature_cache_is_not_sharded(monkeypatch):
-    from padim_utils.features import FeatureCache
+    from padim_utils.experiments.features import FeatureCache
 
     cache = FeatureCache("efficientnet_lite0", ("a",), 64, [torch.zeros(2, 1, 1, 1)], torch.zeros(2), None)
     with pytest.raises(PadimError, match="fit a FeatureCache in a single process"):
@@ -220,7 +220,7 @@ def _fit_one_thread(args, capsys) -> None:
 
 
 def _synthetic(root, n_train):
-    from padim_utils.synthetic import make_synthetic_mvtec
+    from padim_utils.datasets.synthetic import make_synthetic_mvtec
 
     return make_synthetic_mvtec(root, categories=("carpet_syn",), image_size=64, n_train=n_train, n_test_good=1,
                                 n_test_defect_per_type=1)

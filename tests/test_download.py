@@ -1,4 +1,4 @@
-"""Tests for padim_utils.download against a local HTTP server on 127.0.0.1: resume, checksums, atomic extraction."""
+"""Tests for padim_utils.datasets.download against a local HTTP server on 127.0.0.1: resume, checksums, atomic extraction."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from padim_utils.datasets import BTADDataset
-from padim_utils.download import download, extract, fetch, sources
+from padim_utils.datasets.registry import BTADDataset
+from padim_utils.datasets.download import download, extract, fetch, sources
 from padim_utils.errors import PadimError
 
 
@@ -235,7 +235,7 @@ def _cli_error(capsys, argv) -> str:
 def test_root_that_is_a_file_is_refused_before_any_work(server, tmp_path, capsys, monkeypatch):
     (tmp_path / "afile").write_text("x")
     src = _source(server, "btad.zip", _btad_archive())
-    import padim_utils.download as dl
+    import padim_utils.datasets.download as dl
 
     monkeypatch.setattr(dl, "sources", lambda: {"btad": {**dl.json.loads(dl.SOURCES_FILE.read_text())["btad"],
                                                          **src}})

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from padim_utils.backbones import embed
-from padim_utils.exercises import check
+from padim_utils.course.exercises import check
 
 
 def _layers():

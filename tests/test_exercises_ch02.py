@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from padim_utils.exercises import check
+from padim_utils.course.exercises import check
 
 
 def _data():

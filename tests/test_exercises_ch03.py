@@ -2,7 +2,7 @@
 
 import torch
 
-from padim_utils.exercises import check
+from padim_utils.course.exercises import check
 from padim_utils.gaussian import GaussianStats
 
 

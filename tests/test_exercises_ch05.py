@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import ndimage
 
-from padim_utils.exercises import check
+from padim_utils.course.exercises import check
 from padim_utils.metrics import image_auroc, pro_at
 
 LABELS = np.array([1, 1, 1, 0, 0, 0, 0])

@@ -4,7 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from padim_utils.exercises import check
+from padim_utils.course.exercises import check
 from padim_utils.plots import plot_category_metrics
 
 RECORDS = [{"category": "a", "pixel_aupro": 0.9}, {"category": "b", "pixel_aupro": 0.6},

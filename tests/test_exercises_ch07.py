@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from padim_utils.exercises import check
+from padim_utils.course.exercises import check
 from padim_utils.metrics import image_auroc
 
 

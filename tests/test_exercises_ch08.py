@@ -2,11 +2,11 @@
 
 import pytest
 
-from padim_utils import ablations
+from padim_utils.experiments import ablations
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset
-from padim_utils.exercises import check
-from padim_utils.features import FeatureCache
+from padim_utils.datasets.mvtec import MVTecDataset
+from padim_utils.course.exercises import check
+from padim_utils.experiments.features import FeatureCache
 
 
 @pytest.fixture(scope="module")

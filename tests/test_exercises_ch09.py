@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from padim_utils.exercises import check
+from padim_utils.course.exercises import check
 
 ANGLES = [0, 5, 10, 20, 30, 45]
 SCORES = np.array([[10.0, 12.0], [11.0, 12.5], [12.0, 14.0], [15.0, 15.5], [18.0, 19.0], [22.0, 25.0]])

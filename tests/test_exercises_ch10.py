@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from padim_utils.exercises import check
+from padim_utils.course.exercises import check
 
 VALUES = [0.91, 0.87, 0.95, 0.90]
 MEAN = 0.9075

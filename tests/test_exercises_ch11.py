@@ -2,7 +2,7 @@
 
 import pytest
 
-from padim_utils.exercises import check
+from padim_utils.course.exercises import check
 
 # quick mode (16 x 16 grid, d = 32) and offline_lite0 on real bottle (64 x 64 grid, d = 100): Lite0's layers up to
 # blocks.4 have 700,768 parameters; the file sizes are those of the two exports measured with this package

@@ -8,7 +8,7 @@ Chance is 0.5 / 0.5 / ~0.15; the floors sit a margin below the measurement.
 import pytest
 
 from padim_utils.config import preset
-from padim_utils.experiment import results_table, run_benchmark
+from padim_utils.experiments.benchmark import results_table, run_benchmark
 
 FLOORS = {"bottle_syn": (0.75, 0.89, 0.58), "carpet_syn": (0.66, 0.84, 0.42)}
 
@@ -27,7 +27,7 @@ def test_reset_peak_memory_starts_the_peak_afresh():
     import numpy as np
     import torch
 
-    from padim_utils.experiment import peak_memory_bytes, reset_peak_memory
+    from padim_utils.measure import peak_memory_bytes, reset_peak_memory
 
     cpu = torch.device("cpu")
     big = np.ones(250_000_000 // 8)  # 250 MB, every page touched

@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from padim_utils import export
 from padim_utils.cli import main
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset
+from padim_utils.datasets.mvtec import MVTecDataset
 from padim_utils.errors import PadimError
 from padim_utils.export import PadimGraph, compare_with_torch, export_onnx, onnx_session, run_onnx, size_breakdown
 from padim_utils.model import Padim
@@ -152,33 +152,33 @@ def test_an_exporter_failure_is_one_line(model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(PadimGraph, "forward", branches_on_data)
     with pytest.raises(PadimError, match=r"^the ONNX exporter failed on this model \(\w+: .+\)$") as e:
-        model.export_onnx(tmp_path / "m.onnx")
+        export_onnx(model, tmp_path / "m.onnx")
     assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unfitted_model_and_bad_options(cfg, model, tmp_path):
     with pytest.raises(PadimError, match="^the model is not fitted"):
-        Padim(cfg, device="cpu").export_onnx(tmp_path / "m.onnx")
+        export_onnx(Padim(cfg, device="cpu"), tmp_path / "m.onnx")
     with pytest.raises(PadimError, match="precision must be one of float32, float16"):
-        model.export_onnx(tmp_path / "m.onnx", precision="int8")
+        export_onnx(model, tmp_path / "m.onnx", precision="int8")
     with pytest.raises(PadimError, match=r"expected uint8 images of shape \(B, 3, 64, 64\)"):
-        model.export_onnx(tmp_path / "m.onnx", images=torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+        export_onnx(model, tmp_path / "m.onnx", images=torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     half = Padim(cfg.replace(dtype="bfloat16"), device="cpu")
     half.mean, half.precision, half.grid = model.mean, model.precision, model.grid
     with pytest.raises(PadimError, match="dtype=bfloat16 .*under autocast.*fit it with dtype='float32'"):
-        half.export_onnx(tmp_path / "m.onnx")
+        export_onnx(half, tmp_path / "m.onnx")
     double = Padim(cfg.replace(dtype="float64"), device="cpu")
     double.mean, double.precision, double.grid = model.mean.double(), model.precision.double(), model.grid
     with pytest.raises(PadimError, match="dtype=float64 .*no float64 kernels"):
-        double.export_onnx(tmp_path / "m.onnx")
+        export_onnx(double, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_model_over_the_onnx_limit_is_refused(model, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "size_breakdown", lambda m, precision: {"total": 3 * 2**30})
     with pytest.raises(PadimError, match="over ONNX's 2 GB single-file limit.*precision='float16'"):
-        model.export_onnx(tmp_path / "m.onnx")
+        export_onnx(model, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -188,7 +188,7 @@ def test_full_disk_while_writing(model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.onnx, "export", full)
     with pytest.raises(PadimError, match=r"^cannot write .*m.onnx: No space left on device$"):
-        model.export_onnx(tmp_path / "m.onnx")
+        export_onnx(model, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -241,7 +241,7 @@ def test_real_bottle_export_reproduces_predict(bottle_root, tmp_path):
     model = Padim(cfg).fit(MVTecDataset(bottle_root, "bottle", "train", **kw), progress=False)
     test = MVTecDataset(bottle_root, "bottle", "test", **kw)
     images = torch.stack([test[i]["image"] for i in range(len(test))])  # all 83: good and 3 defect types
-    path = model.export_onnx(tmp_path / "bottle.onnx", images=images[::10])
+    path = export_onnx(model, tmp_path / "bottle.onnx", images=images[::10])
     assert abs(path.stat().st_size - size_breakdown(model)["total"]) < 0.02 * path.stat().st_size
     assert size_breakdown(model)["precision"] == 64 * 64 * 100 * 100 * 4  # P = 64 x 64 positions, d = 100
     maps, scores = run_onnx(onnx_session(path), images, batch_size=16)

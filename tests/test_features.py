@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset
+from padim_utils.datasets.mvtec import MVTecDataset
 from padim_utils.errors import PadimError
-from padim_utils.features import FeatureCache
+from padim_utils.experiments.features import FeatureCache
 from padim_utils.model import Padim
 
 
@@ -94,7 +94,7 @@ def test_a_cache_refuses_another_backbone_or_size(caches, cfg):
 
 def test_evaluate_cached_equals_the_benchmark_metrics(caches, sets, cfg):
     from padim_utils.metrics import evaluate
-    from padim_utils.experiment import evaluate_cached
+    from padim_utils.experiments.benchmark import evaluate_cached
 
     out = evaluate_cached(cfg, *caches)
     model = Padim(cfg).fit(sets[0], progress=False)

@@ -9,11 +9,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from padim_utils import imagecache
+from padim_utils.datasets import imagecache
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset, load_rgb, resize_crop, resize_crop_images, resample_filter
+from padim_utils.datasets.images import load_rgb, resample_filter, resize_crop, resize_crop_images
+from padim_utils.datasets.mvtec import MVTecDataset
 from padim_utils.errors import PadimError
-from padim_utils.loader import BatchLoader
+from padim_utils.datasets.loader import BatchLoader
 from padim_utils.model import Padim
 
 
@@ -155,7 +156,7 @@ def test_resize_on_device_fits_the_same_model(quick_root, quick_category):
 def test_images_of_several_sizes_cannot_be_batched_for_the_device(tmp_path):
     for i, size in enumerate([(70, 70), (80, 80)]):
         _photo(*size).save(tmp_path / f"{i}.png")
-    from padim_utils.data import ImageFolderDataset
+    from padim_utils.datasets.mvtec import ImageFolderDataset
 
     data = ImageFolderDataset(tmp_path, image_size=64, crop=None, interpolation="bilinear")
     model = Padim(preset("quick").replace(device="cpu"), resize_on_device=True)
@@ -173,7 +174,7 @@ def cache(tmp_path, monkeypatch):
 
 def _decodes(monkeypatch):
     """Count calls of the decoder behind every dataset."""
-    from padim_utils import data
+    from padim_utils.datasets import images as data
 
     calls = []
     real = data.load_rgb

@@ -15,6 +15,7 @@ from hypothesis.extra import numpy as hnp
 from skimage.measure import label as sk_label
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
+from padim_utils import metric_inputs
 from padim_utils import metrics as M
 
 # ---------------------------------------------------------------------------
@@ -71,7 +72,7 @@ def random_set(seed, n=4, h=9, w=11, levels=None, p_defect=0.25):
 @pytest.fixture
 def torch_path(monkeypatch):
     """Run CPU tensors through the torch code path (as CUDA tensors would)."""
-    monkeypatch.setattr(M, "_CPU_TENSORS_VIA_NUMPY", False)
+    monkeypatch.setattr(metric_inputs, "CPU_TENSORS_VIA_NUMPY", False)
 
 
 # ---------------------------------------------------------------------------
@@ -351,7 +352,7 @@ def test_torch_inputs_give_the_same_values(levels, monkeypatch):
     want_curve = M.pro_curve(masks, maps)
     tensors = [torch.from_numpy(x) for x in (labels, scores, masks, maps)]
     for via_numpy in (True, False):  # False: the torch code path on CPU
-        monkeypatch.setattr(M, "_CPU_TENSORS_VIA_NUMPY", via_numpy)
+        monkeypatch.setattr(metric_inputs, "CPU_TENSORS_VIA_NUMPY", via_numpy)
         assert M.evaluate(*tensors) == pytest.approx(want, abs=1e-12)
         assert M.aupro(*tensors[2:], fpr_limit=0.07) == pytest.approx(M.aupro(masks, maps, 0.07), abs=1e-12)
         got_curve = M.pro_curve(*tensors[2:])

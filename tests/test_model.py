@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset
+from padim_utils.datasets.mvtec import MVTecDataset
 from padim_utils.errors import PadimError
 from padim_utils.model import Padim
 

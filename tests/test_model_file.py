@@ -8,7 +8,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset
+from padim_utils.datasets.mvtec import MVTecDataset
 from padim_utils.errors import PadimError
 from padim_utils.model import Padim
 
@@ -143,13 +143,15 @@ def test_a_model_giving_nan_maps_reports_no_score(saved, quick_root, quick_categ
 
 
 def test_full_disk_while_saving_is_one_line_and_leaves_no_temp(saved, tmp_path, monkeypatch):
-    import safetensors.torch
+    import safetensors
+
+    import padim_utils.model
 
     def full(*args, **kwargs):  # what safetensors raises on ENOSPC
         raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     model = Padim.load(saved)
-    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.setattr(padim_utils.model, "save_file", full)
     with pytest.raises(PadimError) as info:
         model.save(tmp_path / "m.safetensors")
     assert str(info.value) == f"cannot write {tmp_path / 'm.safetensors'}: No space left on device"

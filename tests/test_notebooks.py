@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BOTTLE_ROOT, REPO
-from padim_utils.book import course_notebooks, execute_notebook, notebook_problems, read_notebook, with_solutions
+from padim_utils.course.book import course_notebooks, execute_notebook, notebook_problems, read_notebook, with_solutions
 
 NOTEBOOKS = course_notebooks(REPO / "notebooks")
 REAL_DATA_CHAPTERS = ("04", "05", "06")
@@ -35,7 +35,7 @@ CLAIMS = {
 def claims_problems(nb, chapter: str) -> list[str]:
     """What is wrong with the claims an executed chapter made through `compare`: a sentence other than the one
     its numbers make true, a shown text that is not the recorded one, a listed claim that was never made."""
-    from padim_utils.course import CLAIM_KEY, verdict
+    from padim_utils.course.notebook import CLAIM_KEY, verdict
 
     problems, made = [], set()
     for cell in nb.cells:

@@ -196,10 +196,10 @@ def test_benchmark_examples_figure_has_one_colour_bar(tmp_path, monkeypatch):
     # `padim benchmark --figures` and chapter 06 show these maps on one colour scale: the scale needs its bar
     import matplotlib.pyplot as plt
 
-    from padim_utils import experiment, plots
+    from padim_utils.experiments import benchmark as experiment
 
     saved = {}
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path: saved.__setitem__(path.name, fig))
+    monkeypatch.setattr(experiment, "save_figure", lambda fig, path: saved.__setitem__(path.name, fig))
 
     class Test:
         defect_types = ["good", "hole", "good", "hole"]

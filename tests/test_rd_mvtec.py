@@ -1,4 +1,4 @@
-"""Tests for padim_utils.rd_mvtec: the random rotation + crop keeps masks aligned and is reproducible."""
+"""Tests for padim_utils.datasets.rd_mvtec: the random rotation + crop keeps masks aligned and is reproducible."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from padim_utils.data import MVTecDataset
+from padim_utils.datasets.mvtec import MVTecDataset
 from padim_utils.errors import PadimError
-from padim_utils.rd_mvtec import MAX_ANGLE, RdMVTecDataset, rd_params, rd_transform
+from padim_utils.datasets.rd_mvtec import MAX_ANGLE, RdMVTecDataset, rd_params, rd_transform
 
 
 def _polygon_mask(size: int = 256) -> np.ndarray:

@@ -9,7 +9,8 @@ import torch
 from PIL import Image, ImageOps
 
 import padim_utils
-from padim_utils.data import ImageFolderDataset, MVTecDataset, load_mask, load_rgb, resize_crop
+from padim_utils.datasets.images import load_mask, load_rgb, resize_crop
+from padim_utils.datasets.mvtec import ImageFolderDataset, MVTecDataset
 
 PACKAGE = Path(padim_utils.__file__).parent
 SIZE = 32
@@ -102,12 +103,15 @@ def _calls_image_open(tree: ast.AST) -> bool:
     return False
 
 
+READER = PACKAGE / "datasets" / "images.py"  # the one module that opens image files
+
+
 def test_only_the_shared_reading_path_opens_image_files():
-    """New loaders (other layouts, other modules) must read through data.read_image / load_rgb / load_mask."""
-    offenders = [p.name for p in sorted(PACKAGE.glob("*.py"))
-                 if p.name != "data.py" and _calls_image_open(ast.parse(p.read_text()))]
-    assert offenders == [], f"{offenders} open images themselves; use padim_utils.data.load_rgb / load_mask"
-    data_tree = ast.parse((PACKAGE / "data.py").read_text())
+    """New loaders (other layouts, other modules) must read through images.read_image / load_rgb / load_mask."""
+    offenders = [p.name for p in sorted(PACKAGE.rglob("*.py"))
+                 if p != READER and _calls_image_open(ast.parse(p.read_text()))]
+    assert offenders == [], f"{offenders} open images themselves; use padim_utils.datasets.images.load_rgb / load_mask"
+    data_tree = ast.parse(READER.read_text())
     opener = [f.name for f in ast.walk(data_tree) if isinstance(f, ast.FunctionDef) and _calls_image_open(f)]
     # _open reads every image (files and in-memory buffers); check_image_file only checks a file whole
     assert sorted(opener) == ["_open", "check_image_file"]

@@ -9,7 +9,7 @@ what this package measured minus a small margin (README lists the measured value
 
 import pytest
 
-from padim_utils.experiment import run_benchmark
+from padim_utils.experiments.benchmark import run_benchmark
 from padim_utils.config import preset
 
 FLOORS = {
@@ -39,8 +39,8 @@ def test_float32_statistics_and_distances_on_real_bottle(bottle_root):
     import torch
 
     from padim_utils import Padim
-    from padim_utils.data import MVTecDataset
-    from padim_utils.features import FeatureCache
+    from padim_utils.datasets.mvtec import MVTecDataset
+    from padim_utils.experiments.features import FeatureCache
     from padim_utils.scoring import mahalanobis
 
     cfg = preset("offline_lite0").replace(device="cpu")

@@ -17,10 +17,10 @@ from PIL import Image
 
 from conftest import REPO
 from padim_utils import cli
-from padim_utils import reproduce as rp
+from padim_utils.experiments import reproduction as rp
 from padim_utils.errors import PadimError
-from padim_utils.reproduce_tables import explain_gaps, mean_sem, table_markdown
-from padim_utils.reproduce_units import Unit
+from padim_utils.experiments.tables import explain_gaps, mean_sem, table_markdown
+from padim_utils.experiments.units import Unit
 
 PAPER_FILE = REPO / "padim_utils" / "paper_results.json"
 REAL_RUN_UNIT = rp.run_unit
@@ -198,7 +198,7 @@ def test_interrupted_run_keeps_finished_units(data_home, tmp_path, monkeypatch):
     assert sorted(saved) == sorted(calls[:2]) and not (out / "table_I.json").exists()
 
     # the first category's layer outputs were saved before the interruption: the rerun reads them
-    from padim_utils.features import FeatureCache
+    from padim_utils.experiments.features import FeatureCache
 
     computed, real_compute = [], FeatureCache.compute.__func__
     monkeypatch.setattr(FeatureCache, "compute", classmethod(
@@ -336,7 +336,7 @@ def test_figures_have_titles_labels_and_the_paper(quick_run):
 
 
 def test_a_tiny_sem_is_not_printed_as_zero():
-    from padim_utils.reproduce_tables import _cell
+    from padim_utils.experiments.tables import _cell
 
     assert _cell(mean_sem([0.9941, 0.9942]), ".3f") == "0.994 ± <0.001"
     assert _cell(mean_sem([0.0848, 0.0956]), ".3g") == "0.0902 ± 0.0054"

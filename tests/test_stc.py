@@ -1,4 +1,4 @@
-"""Tests for padim_utils.stc: STC layout, synthetic clips with exact masks, the loader, errors, run_stc."""
+"""Tests for padim_utils.datasets.stc, .video, .stc_synthetic: layout, exact masks, the loader, errors, run_stc."""
 
 from __future__ import annotations
 
@@ -12,27 +12,16 @@ import torch
 from PIL import Image
 
 from padim_utils.config import preset
-from padim_utils.data import collate
+from padim_utils.datasets.images import collate
 from padim_utils.errors import PadimError
-from padim_utils.experiment import run_benchmark
+from padim_utils.experiments.benchmark import run_benchmark
 from padim_utils.metrics import evaluate
 from padim_utils.model import Padim
-from padim_utils.stc import (
-    ANOMALY_KINDS,
-    MARKER,
-    STCDataset,
-    count_frames,
-    jpeg_round_trip,
-    jpeg_settings,
-    make_synthetic_stc,
-    order_frames,
-    read_video,
-    reencode_video,
-    render_stc_clip,
-    run_stc,
-    sample_indices,
-    stc_scenes,
-)
+from padim_utils.datasets.generated import MARKER
+from padim_utils.datasets.stc import STCDataset, jpeg_round_trip, jpeg_settings, order_frames, stc_scenes
+from padim_utils.datasets.stc_synthetic import ANOMALY_KINDS, make_synthetic_stc, render_stc_clip
+from padim_utils.datasets.video import count_frames, read_video, reencode_video, sample_indices
+from padim_utils.experiments.stc import run_stc
 
 PARAMS = dict(scenes=("01", "02"), n_train_videos=2, frames_per_video=24, n_test_clips=3, image_size=(120, 160),
               seed=0)
@@ -467,7 +456,7 @@ def test_masks_that_are_not_numbers(copy_root, no_fit):
 # --------------------------------------------------------------------------- #
 @pytest.fixture(scope="module")
 def walkway(tmp_path_factory) -> Path:
-    from padim_utils.stc_walkway import make_walkway_stc
+    from padim_utils.datasets.walkway import make_walkway_stc
 
     return make_walkway_stc(tmp_path_factory.mktemp("walkway") / "walkway", image_size=(144, 256))
 
@@ -517,7 +506,7 @@ def test_training_frames_carry_the_test_frames_jpeg(walkway, tmp_path):
 
 
 def test_walkway_scene_layout_and_masks():
-    from padim_utils.stc_walkway import CART_RGB, render_walkway_clip
+    from padim_utils.datasets.walkway import CART_RGB, render_walkway_clip
 
     for clip in range(4):  # training clips: walkers only, never a red pixel
         frames = render_walkway_clip("train", clip, 12, (64, 96)).frames.astype(int)

@@ -1,16 +1,17 @@
-"""Course analyses (padim_utils.sweeps) and the figures of chapters 01-03."""
+"""What each layer sees (backbones.receptive_field, layer_geometry), one sweep over settings
+(experiments.ablations.sweep), and the figures of chapters 01-03."""
 
 import numpy as np
 import pytest
 import torch
 
-from padim_utils.backbones import feature_extractor
+from padim_utils.backbones import feature_extractor, layer_geometry, receptive_field
 from padim_utils.config import preset
-from padim_utils.data import MVTecDataset
-from padim_utils.experiment import evaluate_cached
-from padim_utils.features import FeatureCache
+from padim_utils.datasets.mvtec import MVTecDataset
+from padim_utils.experiments.ablations import sweep
+from padim_utils.experiments.benchmark import evaluate_cached
+from padim_utils.experiments.features import FeatureCache
 from padim_utils.plots import plot_channel_layout, plot_upsampling, save_figure
-from padim_utils.sweeps import layer_geometry, receptive_field, sweep
 
 
 def test_receptive_fields_match_the_literature():
@@ -43,7 +44,7 @@ def test_receptive_field_bounds_what_a_unit_sees():
 @pytest.fixture(scope="module")
 def caches(quick_root):
     cfg = preset("quick").replace(device="cpu")
-    kw = dict(image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
+    kw = cfg.geometry.as_kwargs()
     train = FeatureCache.compute(MVTecDataset(quick_root, "bottle_syn", "train", **kw), cfg, progress=False)
     test = FeatureCache.compute(MVTecDataset(quick_root, "bottle_syn", "test", **kw), cfg, progress=False)
     return cfg, train, test
@@ -51,7 +52,7 @@ def caches(quick_root):
 
 def test_sweep_gives_the_same_numbers_as_evaluate_cached(caches):
     cfg, train, test = caches
-    records = sweep(cfg, train, test, [{"d": 8}, {"d": 16, "reduction": "pca"}, {"eps": 1.0}])
+    records = sweep(train, test, cfg, [{"d": 8}, {"d": 16, "reduction": "pca"}, {"eps": 1.0}])
     assert [r["d"] for r in records] == [8, 16, cfg.d]
     assert records[1]["reduction"] == "pca" and "model" not in records[0]
     for variant, record in zip([{"d": 8}, {"d": 16, "reduction": "pca"}, {"eps": 1.0}], records):

@@ -1,4 +1,4 @@
-"""Tests for padim_utils.synthetic: layout, determinism, idempotence, exact masks."""
+"""Tests for padim_utils.datasets.synthetic: layout, determinism, idempotence, exact masks."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from scipy import ndimage
 
-from padim_utils.data import MVTecDataset, list_categories
+from padim_utils.datasets.mvtec import MVTecDataset, list_categories
 from padim_utils.errors import PadimError
-from padim_utils.synthetic import (
+from padim_utils.datasets.synthetic import (
     CATEGORIES,
     DEFAULT_CATEGORIES,
     MARKER,

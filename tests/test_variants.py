@@ -1,4 +1,5 @@
-"""The shared-Gaussian variant of chapter 04: one Gaussian over every patch, in mahalanobis' layout."""
+"""The shared-Gaussian variant of chapter 04 (gaussian.shared_gaussian): one Gaussian over every patch, in
+mahalanobis' layout."""
 
 import numpy as np
 import pytest
@@ -6,8 +7,8 @@ import torch
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
 from padim_utils.errors import PadimError
+from padim_utils.gaussian import shared_gaussian
 from padim_utils.scoring import mahalanobis
-from padim_utils.variants import shared_gaussian
 
 
 def test_shared_gaussian_is_the_mean_and_covariance_of_all_patches():

@@ -4,7 +4,7 @@
     tables = load_tables("build/reproduce")                               # {"I": {...}, ..., "VIII": {...}}
 
 A run is a plan: a list of units (study, backbone, category, setting, seed; see
-`reproduce_units`) built from the tables asked for, the data present and the weights
+`units`) built from the tables asked for, the data present and the weights
 present. Each unit's result is written to OUT/results/<run key>/... as soon as it is done
 (the run key names the mode and the data folder, so runs on other data never mix), so a run
 that is interrupted continues where it stopped; units whose result exists for the same data
@@ -35,11 +35,16 @@ import json
 import time
 from pathlib import Path
 
-from .errors import PadimError
-from .files import check_output_dir, write_json
-from .progress import progress_bar
-from .reproduce_units import (LAYER_SETTINGS, RD_DRAWS, REDUCTION_SETTINGS, Context, Sources, Unit, base_config,
-                              run_unit)
+from ..backbones import available_backbones, weights_status
+from ..config import QUICK_DATA
+from ..datasets import data_home, make_synthetic_mvtec, mvtec_categories
+from ..datasets.mvtec import list_categories
+from ..errors import PadimError
+from ..files import check_output_dir, write_json
+from ..progress import progress_bar
+from .stc import stc_source
+from .tables import write_tables
+from .units import LAYER_SETTINGS, RD_DRAWS, REDUCTION_SETTINGS, Context, Sources, Unit, base_config, run_unit
 
 __all__ = ["TABLES", "PAPER_BACKBONES", "OFFLINE_BACKBONE", "reproduce", "load_tables", "make_plan", "find_sources",
            "choose_backbones", "backbone_label", "parse_tables", "default_out", "run_plan", "run_key", "needs_stc"]
@@ -58,7 +63,11 @@ OFFLINE_BACKBONE = "efficientnet_lite0"
 
 # ---------------------------------------------------------------------------- arguments
 def parse_tables(tables) -> tuple[str, ...]:
-    """"all", one table ("III", "iii") or several ("I,III" or a list) -> table ids in the paper's order."""
+    """"all", one table ("III", "iii") or several ("I,III" or a list) -> table ids in the paper's order.
+
+    >>> parse_tables("iii,I"), len(parse_tables("all"))
+    (('I', 'III'), 8)
+    """
     items = [tables] if isinstance(tables, str) else list(tables)
     names = [t.strip().upper() for item in items for t in str(item).split(",") if t.strip()]
     if not names:
@@ -95,8 +104,6 @@ def _check_seeds(seeds, quick: bool) -> int:
 
 def weights_present(backbone: str) -> bool:
     """True where `backbone`'s ImageNet weights are on this machine (no download needed)."""
-    from .backbones import weights_status
-
     return weights_status(backbone).startswith(("cached", "offline"))
 
 
@@ -120,8 +127,6 @@ def backbone_label(backbone: str) -> str:
 
 # ---------------------------------------------------------------------------- data
 def _mvtec_order(categories) -> tuple[str, ...]:
-    from .datasets import mvtec_categories
-
     known = [c for c in mvtec_categories() if c in categories]  # the paper's order: textures, then objects
     return tuple(known + sorted(c for c in categories if c not in known))
 
@@ -132,10 +137,6 @@ def find_sources(quick: bool, data=None, stc: bool = True) -> Sources:
     under $PADIM_DATA). STC, only where `stc` (a table asked for needs it): real under $PADIM_DATA/stc (not in
     quick mode), else the synthetic STC-layout set (generated once under $PADIM_DATA); else none, and nothing
     is looked for or written."""
-    from .config import QUICK_DATA
-    from .course import stc_data
-    from .data import data_home, list_categories
-
     if data is not None:
         root = Path(data)
         if not root.is_dir():
@@ -144,8 +145,6 @@ def find_sources(quick: bool, data=None, stc: bool = True) -> Sources:
     else:
         root, source = data_home() / "mvtec_ad", "MVTec AD"
         if quick or not list_categories(root):
-            from .synthetic import make_synthetic_mvtec
-
             root = make_synthetic_mvtec(data_home() / ("synthetic_quick" if quick else "synthetic"),
                                         **(QUICK_DATA if quick else {}))
             source = "embedded synthetic"
@@ -154,7 +153,7 @@ def find_sources(quick: bool, data=None, stc: bool = True) -> Sources:
         raise PadimError(f"no MVTec AD category (a folder with train/ and test/) in {root}")
     if not stc:
         return Sources(Path(root).absolute(), source, categories, None, "not used", (), None)
-    found = stc_data(quick=quick, verbose=False, real=not quick)
+    found = stc_source(quick, real=not quick)
     return Sources(Path(root).absolute(), source, categories, Path(found.root).absolute(), found.source,
                    found.scenes, found.frames_per_video)
 
@@ -271,9 +270,6 @@ def reproduce(tables="all", out=None, quick: bool = False, seeds: int | None = N
     `backbone`: one backbone for every table (default: the paper's where its weights are here, else
     EfficientNet-Lite0); `data`: a folder of MVTec AD categories; `device`: auto, cpu or cuda.
     """
-    from .backbones import available_backbones
-    from .reproduce_tables import write_tables
-
     ids = parse_tables(tables)
     seeds = _check_seeds(seeds, quick)
     draws = _check_draws(rd_draws)

@@ -10,78 +10,36 @@ the same one `padim benchmark` writes as JSON and the course notebooks tabulate.
 from __future__ import annotations
 
 import math
-import platform
-import resource
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__
-from .config import PadimConfig
-from .data import load_mask, resize_crop
-from .errors import PadimError
-from .metrics import evaluate, f1_max, image_auroc
-from .model import Padim, timed
+from .. import __version__
+from ..config import PadimConfig
+from ..datasets.images import load_mask, resize_crop
+from ..datasets.registry import open_dataset
+from ..errors import PadimError
+from ..markdown import format_cell, table_header, table_row
+from ..metrics import METRIC_LABELS, evaluate, f1_max, image_auroc
+from ..model import Padim
+from ..plots import pick_examples, plot_overlays, plot_score_histogram, save_figure
+from ..measure import device_name, peak_memory_bytes, reset_peak_memory, timed
 
-__all__ = ["run_benchmark", "evaluate_cached", "cpu_name", "device_name", "peak_memory_bytes", "reset_peak_memory",
-           "markdown_row", "results_table", "MARKDOWN_HEADER"]
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} CPU"
-
-
-def device_name(device: torch.device) -> str:
-    """A human name for the device timings were taken on: the GPU's, or the CPU's with its thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_name()}, {torch.get_num_threads()} threads"
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak GPU memory allocated by torch on CUDA; the process's peak resident memory on the CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def reset_peak_memory(device: torch.device) -> bool:
-    """Start `peak_memory_bytes` afresh from now: torch's peak statistics on CUDA; on Linux CPUs the
-    process's peak resident memory (writing 5 to /proc/self/clear_refs). False where it cannot be reset
-    (then the peak is the whole process's so far)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return True
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+__all__ = ["run_benchmark", "evaluate_cached", "markdown_row", "results_table", "MARKDOWN_HEADER", "RESULT_COLUMNS"]
 
 
 def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = None,
                   progress: bool = True, dataset: str = "mvtec", compile: bool = False, **options) -> dict:
     """Fit on the normal training images, predict the test set, compute every metric: the benchmark's record.
 
-    ``dataset`` and ``options`` pick the data (`padim_utils.datasets.open_dataset`: mvtec, rd-mvtec, stc,
+    ``dataset`` and ``options`` pick the data (`padim_utils.datasets.registry.open_dataset`: mvtec, rd-mvtec, stc,
     btad, visa, folder). Without ground-truth masks (a folder dataset without ``mask_dir``) the pixel
     metrics are None and a note says so; for STC ``frame_auroc`` repeats ``image_auroc`` under the
     paper's name. ``compile``: run the backbone through `torch.compile` (see `Padim`).
     """
-    from .datasets import open_dataset
-
-    geometry = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
+    geometry = cfg.geometry.as_kwargs()
     train = open_dataset(dataset, root, category, "train", **geometry, **options)
     test = open_dataset(dataset, root, category, "test", **geometry, **options)
     for split in (train, test):  # before the fit: every file decodes, every mask fits its image (ms a file)
@@ -183,8 +141,6 @@ def check_metrics_defined(test, name: str | None = None) -> None:
 def save_benchmark_figures(figures: Path, category: str, test, result: dict, metrics: dict) -> None:
     """`<category>_examples.png` (images, masks, maps on one colour scale, with its colour bar) and
     `<category>_scores.png` (score histogram)."""
-    from .plots import pick_examples, plot_overlays, plot_score_histogram, save_figure
-
     idx = pick_examples(result["scores"], result["labels"], n=6)
     fig = plot_overlays([test[i]["image"] for i in idx], [result["masks"][i] for i in idx],
                         [result["maps"][i] for i in idx], scores=[result["scores"][i] for i in idx],
@@ -196,19 +152,17 @@ def save_benchmark_figures(figures: Path, category: str, test, result: dict, met
     save_figure(fig, figures / f"{category}_scores.png")
 
 
-MARKDOWN_HEADER = ("| category | backbone | d | image AUROC | image F1 | pixel AUROC | AU-PRO (0.3) | fit s | predict s |\n"
-                   "|---|---|---|---|---|---|---|---|---|")
-
-
-def _num(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+#: The columns of a table of benchmark records: record key -> header.
+RESULT_COLUMNS = {"category": "category", "backbone": "backbone", "d": "d",
+                  **{m: METRIC_LABELS[m] for m in ("image_auroc", "image_f1", "pixel_auroc", "pixel_aupro")},
+                  "fit_seconds": "fit s", "predict_seconds": "predict s"}
+MARKDOWN_HEADER = table_header(RESULT_COLUMNS.values())
 
 
 def markdown_row(r: dict) -> str:
     """One benchmark record as a row under `MARKDOWN_HEADER` (metrics that were skipped read n/a)."""
-    return (f"| {r['category']} | {r['backbone']} | {r['d']} | {_num(r['image_auroc'])} | {_num(r['image_f1'])} | "
-            f"{_num(r.get('pixel_auroc'))} | {_num(r.get('pixel_aupro'))} | {r['fit_seconds']:.1f} | "
-            f"{r['predict_seconds']:.1f} |")
+    return table_row(format_cell(r.get(k), ".1f" if k.endswith("seconds") else ".3f", missing="n/a")
+                     for k in RESULT_COLUMNS)
 
 
 def results_table(records: list[dict]) -> str:

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from ..data import load_mask, resize_crop
+from ...datasets.images import load_mask, resize_crop
 from . import exercise
 from ._common import compare_number
 

@@ -7,7 +7,7 @@ its dataset to the workers once (pickled into a private temporary folder) and th
 (file, indices) keys; every worker decodes whole batches and collates them itself.
 
     loader = BatchLoader(batch_size=32, workers=16, pin_memory=True)
-    for batch in loader(train_set):       # dicts from `data.collate`: image (B, 3, S, S) uint8, ...
+    for batch in loader(train_set):       # dicts from `images.collate`: image (B, 3, S, S) uint8, ...
         ...
     for batch in loader(test_set):        # the same 16 processes
         ...
@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .data import collate
-from .errors import PadimError
+from .images import collate
+from ..errors import PadimError
 
 
 def available_cores() -> int:

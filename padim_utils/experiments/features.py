@@ -26,14 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
-from .backbones import default_layers, embed
-from .config import PadimConfig
-from .errors import PadimError
-from .files import atomic_path
+from ..backbones import default_layers, embed
+from ..config import PadimConfig
+from ..errors import PadimError
+from ..files import atomic_path, read_safetensors
+from ..model import Padim  # the model owns the forward pass (device, dtype, normalisation)
 
-__all__ = ["FeatureCache"]
+__all__ = ["FeatureCache", "FORMAT"]
+
+#: The file format's name in a saved cache's metadata (the name it has had since the first saved cache).
+FORMAT = "padim_utils.features"
 
 
 @dataclass
@@ -55,12 +60,10 @@ class FeatureCache:
     def compute(cls, dataset: Dataset, config: PadimConfig, device: str | None = None,
                 progress: bool = True) -> "FeatureCache":
         """Run `config`'s backbone once over `dataset` and keep every layer output."""
-        from .model import Padim  # the model owns the forward pass (device, dtype, normalisation)
-
         model = Padim(config.replace(reduction="none"), device=device)
         parts: list[list[torch.Tensor]] = []
         labels, masks, paths, kinds = [], [], [], []
-        for layers, batch in model._layer_batches(dataset, progress, f"features {config.backbone}"):
+        for layers, batch in model.layer_batches(dataset, progress, f"features {config.backbone}"):
             parts.append([f.cpu() for f in layers])  # [(B, C_i, h_i, w_i)]
             n = len(batch["image"])
             labels += [int(v) for v in batch.get("label", [-1] * n)]
@@ -135,13 +138,11 @@ class FeatureCache:
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
         """Write the cache to one .safetensors file, atomically."""
-        from safetensors.torch import save_file
-
         tensors = {f"layer{i}": f.contiguous() for i, f in enumerate(self.layers)}
         tensors["labels"] = self.labels.contiguous()
         if self.masks is not None:
             tensors["masks"] = self.masks.contiguous()
-        meta = {"format": "padim_utils.features", "backbone": self.backbone, "out_size": str(self.out_size),
+        meta = {"format": FORMAT, "backbone": self.backbone, "out_size": str(self.out_size),
                 "layer_names": json.dumps(list(self.layer_names)), "paths": json.dumps(self.paths),
                 "defect_types": json.dumps(self.defect_types)}
         if self.interpolation is not None:
@@ -154,17 +155,13 @@ class FeatureCache:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureCache":
         """Read a cache written by `save`."""
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise PadimError(f"feature cache not found: {path}")
+        meta, tensors = read_safetensors(path, "feature cache")
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-            if meta.get("format") != "padim_utils.features":
-                raise ValueError("no padim_utils.features metadata")
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"no {FORMAT} metadata")
             names = json.loads(meta["layer_names"])
             return cls(meta["backbone"], tuple(names), int(meta["out_size"]),
                        [tensors[f"layer{i}"] for i in range(len(names))], tensors["labels"], tensors.get("masks"),

@@ -7,6 +7,7 @@ metrics), which is what makes the interactive controls of course chapter 08 usab
     train_cache, test_cache = FeatureCache.compute(train, cfg), FeatureCache.compute(test, cfg)
     row = run_ablation(train_cache, test_cache, cfg, layers=("blocks.2",), d=50)
     rows = sweep(train_cache, test_cache, cfg, layer_settings(train_cache, d=100))  # the paper's Table I
+    rows = sweep(train_cache, test_cache, cfg, [{"d": 8}, {"d": 16, "reduction": "pca"}])  # any settings
     widget = AblationWidget(train_cache, test_cache, cfg)                    # display(widget.box)
 
 Every result carries the paper's closest ablation numbers (Defard et al., 2020,
@@ -20,11 +21,17 @@ from __future__ import annotations
 import dataclasses
 import traceback
 
-from .config import PadimConfig
-from .errors import PadimError
-from .experiment import evaluate_cached
+import matplotlib.pyplot as plt
+
+from ..config import PadimConfig
+from ..errors import PadimError
+from ..markdown import markdown_table
+from ..metrics import METRIC_LABELS
+from ..model import Padim
+from ..paper import CITATION, paper_ablation
+from ..plots import plot_ablation
+from .benchmark import evaluate_cached
 from .features import FeatureCache
-from .paper import CITATION, paper_results
 
 __all__ = ["select_layers", "run_ablation", "paper_reference", "layer_settings", "reduction_settings", "result_row", "sweep",
            "ablation_markdown", "AblationWidget"]
@@ -49,33 +56,33 @@ def select_layers(cache: FeatureCache, layers) -> FeatureCache:
 def paper_reference(positions, n_hooked: int, reduction: str, d: int) -> list[dict]:
     """The paper's ablation rows closest to a setting: which hooked layers (`positions`, 0-based, of
     `n_hooked`), the reduction and d. Each row: {"paper setting", "pixel_auroc", "pixel_aupro"}."""
-    table = paper_results()
     out = []
-    layers = table["ablation_layers_r18_all448"]
     positions = sorted(positions)
     if len(positions) == 1 and positions[0] < len(_PAPER_LAYER):
         key = _PAPER_LAYER[positions[0]]
-        out.append({"paper setting": f"R18 {key} only", "pixel_auroc": layers[key][0], "pixel_aupro": layers[key][1]})
+        out.append({"paper setting": f"R18 {key} only", **paper_ablation("layers")[key]})
     elif positions == list(range(n_hooked)):  # every hooked layer: the paper's reduction study (Sec. 5.1)
-        red = table["ablation_reduction_r18"]
         key = "none_448" if reduction == "none" else f"{reduction}_{100 if d <= 150 else 200}"
         name = {"none_448": "R18 layers 1+2+3, all 448 channels", "random_100": "R18 layers 1+2+3, random d = 100",
                 "random_200": "R18 layers 1+2+3, random d = 200", "pca_100": "R18 layers 1+2+3, PCA d = 100",
                 "pca_200": "R18 layers 1+2+3, PCA d = 200"}[key]
-        if red.get(key) is not None:
-            out.append({"paper setting": name, "pixel_auroc": red[key][0], "pixel_aupro": red[key][1]})
+        numbers = paper_ablation("reduction").get(key)
+        if numbers is not None and numbers["pixel_auroc"] is not None:
+            out.append({"paper setting": name, **numbers})
     return out
 
 
 def run_ablation(train_cache: FeatureCache, test_cache: FeatureCache, base_cfg: PadimConfig, layers=None,
                  d: int | None = None, reduction: str | None = None, eps: float | None = None,
-                 sigma: float | None = None) -> dict:
+                 sigma: float | None = None, model: Padim | None = None) -> dict:
     """Fit and evaluate one variant of `base_cfg` on cached features (no backbone pass).
 
     `layers`: a subset of the cached layer names (default: all); `d` is capped at the chosen layers'
-    channel count (the paper's d cannot exceed C). Returns the metrics of `experiment.evaluate_cached`
-    (plus its `model` and `result`), the setting itself (`layers`, `d`, `reduction`, `eps`, `sigma`,
-    `channels`, `grid`, `setting`: a one-line name) and `paper`: the paper's closest rows.
+    channel count (the paper's d cannot exceed C). `model`: a `Padim` of `base_cfg` whose frozen backbone a
+    setting over all of its layers shares (`Padim.with_settings`) instead of building its own. Returns the
+    metrics of `benchmark.evaluate_cached` (plus its `model` and `result`), the setting itself (`layers`,
+    `d`, `reduction`, `eps`, `sigma`, `channels`, `grid`, `setting`: a one-line name) and `paper`: the
+    paper's closest rows.
     """
     layers = tuple(train_cache.layer_names) if layers is None or len(layers) == 0 else tuple(layers)
     train, test = select_layers(train_cache, layers), select_layers(test_cache, layers)
@@ -85,7 +92,11 @@ def run_ablation(train_cache: FeatureCache, test_cache: FeatureCache, base_cfg: 
     cfg = base_cfg.replace(layers=train.layer_names, d=d, reduction=reduction,
                            eps=base_cfg.eps if eps is None else float(eps),
                            sigma=base_cfg.sigma if sigma is None else float(sigma))
-    out = evaluate_cached(cfg, train, test)
+    if model is not None and tuple(model.extractor.layers) == train.layer_names:
+        model = model.with_settings(d=d, reduction=reduction, eps=cfg.eps, sigma=cfg.sigma)
+    else:
+        model = None
+    out = evaluate_cached(cfg, train, test, model=model)
     positions = [train_cache.layer_names.index(name) for name in train.layer_names]
     used_d = out["d"]
     setting = (f"{'+'.join(train.layer_names)}, {reduction}"
@@ -114,31 +125,35 @@ def result_row(result: dict) -> dict:
     metrics, the seconds, and the paper's first matching row ("paper pixel AUROC" / "paper PRO")."""
     ref = result["paper"][0] if result["paper"] else {}
     return {"setting": result["setting"], "layers": "+".join(result["layers"]), "reduction": result["reduction"],
-            "d": result["d"], **{m: result[m] for m in _METRICS},
+            "d": result["d"], **{m: result[m] for m in _METRICS}, "fit_seconds": result["fit_seconds"],
+            "predict_seconds": result["predict_seconds"],
             "fit + predict s": result["fit_seconds"] + result["predict_seconds"],
             "paper setting": ref.get("paper setting", "–"),
             "paper pixel AUROC": ref.get("pixel_auroc"), "paper PRO": ref.get("pixel_aupro")}
 
 
 def sweep(train_cache: FeatureCache, test_cache: FeatureCache, base_cfg: PadimConfig, settings: list[dict]) -> list[dict]:
-    """`run_ablation` for each setting (a dict of its keywords); one `result_row` each."""
-    return [result_row(run_ablation(train_cache, test_cache, base_cfg, **s)) for s in settings]
+    """`run_ablation` for each setting (a dict of its keywords: layers, d, reduction, eps, sigma); one
+    `result_row` each. The settings over every cached layer share one frozen backbone (`Padim.with_settings`).
 
-
-def _fmt(v) -> str:
-    return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+        rows = sweep(train_cache, test_cache, cfg, [{"reduction": r, "d": d} for r in ("random", "pca")
+                                                    for d in (8, 16, 32)])
+    """
+    every = set(train_cache.layer_names)
+    shared = Padim(base_cfg) if any(set(s.get("layers") or every) == every for s in settings) else None
+    return [result_row(run_ablation(train_cache, test_cache, base_cfg, **s, model=shared)) for s in settings]
 
 
 def ablation_markdown(result: dict) -> str:
     """One ablation result as markdown: our metrics, then the paper's closest rows (cited)."""
+    columns = {"": "", **{m: METRIC_LABELS[m] for m in _METRICS}}
+    rows = [{"": "ours", **{m: result[m] for m in _METRICS}}]
+    rows += [{"": f"paper: {ref['paper setting']}", "image_auroc": None, **{m: ref[m] for m in _METRICS[1:]}}
+             for ref in result["paper"]]
     lines = [f"**{result['setting']}** ({result['channels']} channels before reduction, "
              f"{result['grid'][0]}x{result['grid'][1]} patch grid; fit + predict "
              f"{result['fit_seconds'] + result['predict_seconds']:.1f} s)", "",
-             "| | image AUROC | pixel AUROC | AU-PRO |", "|---|---|---|---|",
-             f"| ours | {_fmt(result['image_auroc'])} | {_fmt(result['pixel_auroc'])} | "
-             f"{_fmt(result['pixel_aupro'])} |"]
-    for ref in result["paper"]:
-        lines.append(f"| paper: {ref['paper setting']} | – | {_fmt(ref['pixel_auroc'])} | {_fmt(ref['pixel_aupro'])} |")
+             markdown_table(rows, columns)]
     lines += ["", f"Paper rows: all-class means on MVTec AD, ResNet18 ({CITATION}); a reference for the direction "
                   "of an effect, not a value to match." if result["paper"] else
               "The paper has no ablation row for this setting."]
@@ -185,8 +200,6 @@ class AblationWidget:
         """Read the controls, re-fit, show the result (or the error) in `output`."""
         from IPython.display import Markdown, display
 
-        from .plots import plot_ablation
-
         self.output.clear_output(wait=True)
         with self.output:
             try:
@@ -195,8 +208,6 @@ class AblationWidget:
                 display(Markdown(self.last_markdown))
                 fig = plot_ablation([result_row(self.last)], title="this setting vs the paper")
                 display(fig)
-                import matplotlib.pyplot as plt
-
                 plt.close(fig)
             except Exception as e:  # shown, not swallowed by ipywidgets
                 self.last, self.last_markdown = None, None

@@ -2,7 +2,7 @@
 
 The course (and CI) must run without downloading MVTec AD, so this module draws
 two categories procedurally, with numpy + scipy only, and writes them as PNGs in
-exactly the MVTec layout that :class:`padim_utils.data.MVTecDataset` reads::
+exactly the MVTec layout that :class:`padim_utils.datasets.mvtec.MVTecDataset` reads::
 
     <root>/<category>/train/good/000.png ...
     <root>/<category>/test/good/000.png ...
@@ -95,11 +95,8 @@ defect type at 256 x 256, i.e. 230 images, which take a few seconds on 2 CPU cor
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import tempfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -108,19 +105,22 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from padim_utils.config import MIN_IMAGE_SIZE
-from padim_utils.errors import PadimError
-from padim_utils.progress import progress_bar
-from padim_utils.scenes import (  # noqa: F401  (ALPHA_THRESHOLD is public here too)
+from ..config import MIN_IMAGE_SIZE
+from ..errors import PadimError
+from ..progress import progress_bar
+from .base import check_split
+from .generated import MARKER, build_folder, check_count, read_marker
+from .mvtec import data_home
+from .scenes import (  # noqa: F401  (ALPHA_THRESHOLD is public here too)
     ALPHA_THRESHOLD,
     AREA_RANGE,
-    _quantize,
-    _Scene,
-    _make_post,
-    _render_carpet,
-    _carpet_region,
-    _render_bottle,
-    _bottle_region,
+    Scene,
+    bottle_region,
+    carpet_region,
+    make_post,
+    quantize,
+    render_bottle,
+    render_carpet,
 )
 
 __all__ = [
@@ -135,7 +135,6 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = 1
-MARKER = ".synthetic.json"
 DEFAULT_CATEGORIES = ("carpet_syn", "bottle_syn")
 P_TWO_REGIONS = 0.3
 
@@ -160,8 +159,8 @@ class _Category:
     name: str
     kind: str  # "texture" or "object"
     defects: tuple[str, ...]
-    render: Callable[[np.random.Generator, int], _Scene]
-    region: Callable[[np.random.Generator, _Scene, str], tuple[np.ndarray, np.ndarray]]
+    render: Callable[[np.random.Generator, int], Scene]
+    region: Callable[[np.random.Generator, Scene, str], tuple[np.ndarray, np.ndarray]]
     description: str
 
 
@@ -170,16 +169,16 @@ CATEGORIES: dict[str, _Category] = {
         "carpet_syn",
         "texture",
         ("color", "hole", "stain", "thread"),
-        _render_carpet,
-        _carpet_region,
+        render_carpet,
+        carpet_region,
         "woven beige carpet texture (basket weave with per-image phase, rotation and colour jitter)",
     ),
     "bottle_syn": _Category(
         "bottle_syn",
         "object",
         ("broken", "contamination", "scratch"),
-        _render_bottle,
-        _bottle_region,
+        render_bottle,
+        bottle_region,
         "dark glass bottle seen from above on a light background (pose and lighting jitter)",
     ),
 }
@@ -226,22 +225,21 @@ def generate_sample(
     ``mask == (image != clean).any(-1)`` exactly (see the module docstring).
     """
     spec = _category(category)
-    if split not in ("train", "test"):
-        raise PadimError(f"unknown split {split!r}: expected 'train' or 'test'")
+    check_split(split)
     if defect_type != "good" and defect_type not in spec.defects:
         raise PadimError(
             f"unknown defect type {defect_type!r} for {category}; available: good, {', '.join(spec.defects)}"
         )
     if split == "train" and defect_type != "good":
         raise PadimError("the train split only holds good images (defect_type='good')")
-    n = _check_size(image_size)
+    n = check_count("image_size", image_size, MIN_IMAGE_SIZE)
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
         raise PadimError(f"index must be a non-negative integer, got {index!r}")
 
     rng_clean = _rng(seed, category, split, defect_type, index, 0)
     scene = spec.render(rng_clean, n)
-    post = _make_post(rng_clean, n, scene.x, scene.y)
-    clean = _quantize(post(scene.base))
+    post = make_post(rng_clean, n, scene.x, scene.y)
+    clean = quantize(post(scene.base))
     if defect_type == "good":
         return Sample(clean=clean, image=clean.copy(), mask=np.zeros((n, n), dtype=bool))
 
@@ -257,7 +255,7 @@ def generate_sample(
         if mask.sum() >= min_px:
             break
     base = current.base
-    image = _quantize(post(base))
+    image = quantize(post(base))
     image = np.where(mask[..., None], image, clean)  # by construction already equal
     same = mask & (image == clean).all(-1)
     if same.any():  # rounding ate the change: nudge by one grey level
@@ -269,18 +267,6 @@ def generate_sample(
 # --------------------------------------------------------------------------- #
 # writing the dataset
 # --------------------------------------------------------------------------- #
-def _check_size(image_size: Any) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < MIN_IMAGE_SIZE:
-        raise PadimError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
-    return int(image_size)
-
-
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise PadimError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _save_png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path, format="PNG", compress_level=1)
 
@@ -289,7 +275,7 @@ def _readme(spec: _Category, params: dict[str, Any]) -> str:
     return (
         f"{spec.name}: SYNTHETIC data, not MVTec AD.\n"
         f"\n"
-        f"Drawn procedurally by padim_utils.synthetic (generator version {GENERATOR_VERSION}) so the\n"
+        f"Drawn procedurally by padim_utils.datasets.synthetic (generator version {GENERATOR_VERSION}) so the\n"
         f"PaDiM course runs without downloads. It uses the MVTec AD folder layout.\n"
         f"\n"
         f"Content: {spec.description} ({spec.kind} category).\n"
@@ -318,15 +304,7 @@ def _write_category(folder: Path, spec: _Category, params: dict[str, Any]) -> No
             (folder / "ground_truth" / defect).mkdir(parents=True, exist_ok=True)
             _save_png(s.mask.astype(np.uint8) * 255, folder / "ground_truth" / defect / f"{i:0{width}d}_mask.png")
     (folder / "README.txt").write_text(_readme(spec, params), encoding="utf-8")
-    # the marker goes last: a folder with a marker is complete
-    (folder / MARKER).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _read_marker(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    # the marker goes last (generated.build_folder): a folder with a marker is complete
 
 
 def make_synthetic_mvtec(
@@ -353,11 +331,11 @@ def make_synthetic_mvtec(
         raise PadimError("categories is empty: name at least one of " + ", ".join(sorted(CATEGORIES)))
     params_common = {
         "generator_version": GENERATOR_VERSION,
-        "n_train": _check_count("n_train", n_train, 1),
-        "n_test_good": _check_count("n_test_good", n_test_good, 1),
-        "n_test_defect_per_type": _check_count("n_test_defect_per_type", n_test_defect_per_type, 1),
-        "image_size": _check_size(image_size),
-        "seed": _check_count("seed", seed, 0),
+        "n_train": check_count("n_train", n_train, 1),
+        "n_test_good": check_count("n_test_good", n_test_good, 1),
+        "n_test_defect_per_type": check_count("n_test_defect_per_type", n_test_defect_per_type, 1),
+        "image_size": check_count("image_size", image_size, MIN_IMAGE_SIZE),
+        "seed": check_count("seed", seed, 0),
     }
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -371,53 +349,20 @@ def make_synthetic_mvtec(
         params = dict(params_common, category=spec.name, defect_types=list(spec.defects))
         target = root / spec.name
         if target.exists():
-            marker = _read_marker(target)
+            marker = read_marker(target)
             if marker is None:
                 raise PadimError(
                     f"refusing to overwrite {target}: it exists but has no {MARKER} (not synthetic data?)"
                 )
             if marker == params and not force:
                 continue
-        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=root))
-        try:
-            _write_category(tmp, spec, params)
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it private
-            _swap_in(tmp, target, params, force)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        build_folder(target, params, lambda folder, p, spec=spec: _write_category(folder, spec, p), force)
     return root
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _swap_in(tmp: Path, target: Path, params: dict[str, Any], force: bool) -> None:
-    """Rename the finished ``tmp`` folder to ``target``, replacing an older version."""
-    for _ in range(5):
-        try:
-            os.rename(tmp, target)  # fails if target exists and is not empty
-            return
-        except OSError:
-            if not target.exists():
-                continue  # it vanished meanwhile (concurrent run): try again
-        if not force and _read_marker(target) == params:
-            return  # a concurrent run already wrote the same data: keep it
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        try:
-            os.rename(target, old / target.name)
-        except OSError:
-            pass
-        shutil.rmtree(old, ignore_errors=True)
-    raise PadimError(f"could not move the generated data into {target}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m padim_utils.synthetic [ROOT]``: write the synthetic categories."""
-    parser = argparse.ArgumentParser(prog="python -m padim_utils.synthetic", description=__doc__.splitlines()[0])
+    """``python -m padim_utils.datasets.synthetic [ROOT]``: write the synthetic categories."""
+    parser = argparse.ArgumentParser(prog="python -m padim_utils.datasets.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", help="output folder (default: $PADIM_DATA/synthetic or ./data/synthetic)")
     parser.add_argument("--categories", nargs="+", default=list(DEFAULT_CATEGORIES), help="which categories")
     parser.add_argument("--n-train", type=int, default=60)
@@ -428,8 +373,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
     args = parser.parse_args(argv)
     if args.root is None:
-        from padim_utils.data import data_home
-
         args.root = data_home() / "synthetic"
     try:
         out = make_synthetic_mvtec(

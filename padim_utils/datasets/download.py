@@ -38,7 +38,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .errors import PadimError
+from ..errors import PadimError
+from ..files import check_output_dir
+from .mvtec import data_home
+from .registry import DATA_FOLDERS
 
 __all__ = ["SOURCES_FILE", "sources", "download", "fetch", "extract", "sha256sum"]
 
@@ -168,10 +171,6 @@ def download(dataset: str, root: str | os.PathLike | None = None, category: str 
     dataset). ``source`` replaces the dataset's record from ``downloads.json``
     (tests use a local server). Categories already present under ``root`` are kept.
     """
-    from .data import data_home
-    from .datasets import DATA_FOLDERS
-    from .files import check_output_dir
-
     known = sources()
     if dataset not in known:
         raise PadimError(f"unknown dataset {dataset!r} for download; choose one of {', '.join(known)}")

@@ -29,14 +29,16 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .. import __version__
+from ..config import INTERPOLATIONS, PadimConfig, preset
+from ..datasets import MVTecDataset, RdMVTecDataset, STCDataset
+from ..errors import PadimError
+from ..metrics import evaluate
+from ..model import Padim, resolve_device
+from ..measure import device_name, peak_memory_bytes, reset_peak_memory, timed
 from .ablations import select_layers
-from .config import INTERPOLATIONS, PadimConfig, preset
-from .errors import PadimError
-from .experiment import device_name, evaluate_cached, peak_memory_bytes, reset_peak_memory
+from .benchmark import evaluate_cached
 from .features import FeatureCache
-from .metrics import evaluate
-from .model import Padim, resolve_device, timed
 
 __all__ = ["Unit", "Sources", "Context", "run_unit", "files_digest", "base_config", "scaled_d", "LAYER_SETTINGS",
            "REDUCTION_SETTINGS", "PAPER_PRESETS", "RD_DRAWS", "STUDIES"]
@@ -100,7 +102,12 @@ def base_config(backbone: str, quick: bool, device: str = "auto") -> PadimConfig
 
 
 def scaled_d(paper_d: int, channels: int) -> int:
-    """The paper's d out of ResNet18's 448 channels, as the same fraction of `channels` (exact for ResNet18)."""
+    """The paper's d out of ResNet18's 448 channels, as the same fraction of `channels` (exact for ResNet18):
+    EfficientNet-Lite0's 176 channels keep 39 where ResNet18 keeps 100.
+
+    >>> scaled_d(100, 448), scaled_d(100, 176), scaled_d(200, 1792)
+    (100, 39, 800)
+    """
     return max(1, min(channels, round(paper_d * channels / _R18_CHANNELS)))
 
 
@@ -165,21 +172,13 @@ class Context:
 
     def dataset(self, unit: Unit, split: str, cfg: PadimConfig):
         """The unit's split, sized for `cfg`."""
-        s = self.sources
+        s, geometry = self.sources, cfg.geometry.as_kwargs()
         if unit.study == "stc":
-            from .stc import STCDataset
-
-            return STCDataset(s.stc_root, unit.category, split, image_size=cfg.image_size, crop=cfg.crop,
-                              interpolation=cfg.interpolation, frames_per_video=s.frames_per_video)
+            return STCDataset(s.stc_root, unit.category, split, frames_per_video=s.frames_per_video, **geometry)
         if unit.study == "rd":
-            from .rd_mvtec import RdMVTecDataset
-
-            return RdMVTecDataset(s.mvtec_root, unit.category, split, image_size=cfg.image_size, crop=cfg.crop,
-                                  interpolation=cfg.interpolation, seed=int(unit.setting.removeprefix("rd")))
-        from .data import MVTecDataset
-
-        return MVTecDataset(s.mvtec_root, unit.category, split, image_size=cfg.image_size, crop=cfg.crop,
-                            interpolation=cfg.interpolation)
+            return RdMVTecDataset(s.mvtec_root, unit.category, split, seed=int(unit.setting.removeprefix("rd")),
+                                  **geometry)
+        return MVTecDataset(s.mvtec_root, unit.category, split, **geometry)
 
     def caches(self, unit: Unit, cfg: PadimConfig) -> tuple[FeatureCache, FeatureCache]:
         """(train, test) layer outputs of the unit's data, computed once per backbone, geometry and data."""

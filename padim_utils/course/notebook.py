@@ -17,18 +17,30 @@ import contextlib
 import functools
 import hashlib
 import inspect
+import io
 import os
 import platform
 import textwrap
-
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import DEVICES, QUICK_DATA, PadimConfig, env_flag, preset
-from .errors import PadimError
+import numpy
+import torch
+import torchvision
+
+from ..backbones import available_backbones, weights_status
+from ..config import DEVICES, QUICK_DATA, PadimConfig, env_flag, preset
+from ..datasets import MVTecDataset, STCDataset, data_home, list_categories, make_synthetic_mvtec
+from ..errors import PadimError
+from ..experiments.features import FeatureCache
+from ..experiments.stc import stc_source
+from ..measure import device_name
+from ..model import resolve_device
+from .exercises import check
 
 __all__ = ["env_flag", "env_device", "course_data", "CourseData", "stc_data", "STCData", "environment_report", "show_source", "source_listing", "show",
-           "markdown_table", "check_exercise", "solved", "compare", "verdict", "CLAIM_KEY"]
+           "check_exercise", "solved", "compare", "verdict", "CLAIM_KEY"]
 
 #: The embedded category a notebook uses when no real MVTec AD category is found.
 DEFAULT_SYNTHETIC = "bottle_syn"
@@ -66,10 +78,7 @@ class CourseData:
 
     def dataset(self, split: str, category: str | None = None):
         """The `train` or `test` split of `category` (default: this one), sized for `config`."""
-        from .data import MVTecDataset
-
-        return MVTecDataset(self.root, category or self.category, split, image_size=self.config.image_size,
-                            crop=self.config.crop, interpolation=self.config.interpolation)
+        return MVTecDataset(self.root, category or self.category, split, **self.config.geometry.as_kwargs())
 
     def train(self, category: str | None = None):
         return self.dataset("train", category)
@@ -86,9 +95,6 @@ class CourseData:
         dtype and of the images (paths, sizes, modification times), so other data or another config
         computes anew; the newest FEATURES_KEPT files are kept.
         """
-        from .data import data_home
-        from .features import FeatureCache
-
         dataset = self.dataset(split, category)
         cfg = self.config
         stamp = [(p, *_size_and_time(p)) for p in dataset.paths]
@@ -111,8 +117,6 @@ class CourseData:
         return cache
 
     def describe(self) -> str:
-        from .model import resolve_device
-
         size = self.config.out_size
         return (f"Data: {self.source} category '{self.category}' from {self.root / self.category} "
                 f"({len(self.train())} train / {len(self.test())} test images at {size}x{size} px"
@@ -129,8 +133,6 @@ def course_data(category: str | None = None, quick: bool | None = None, device: 
     embedded synthetic set is generated under `$PADIM_DATA/synthetic` (once; a few seconds).
     Quick mode (PADIM_QUICK=1) shrinks images to 64 px (and the synthetic set to 8 train images).
     """
-    from .data import data_home, list_categories
-
     quick = env_flag("PADIM_QUICK") if quick is None else quick
     category = category or os.environ.get("PADIM_CATEGORY", "").strip() or None
     config = preset("quick" if quick else "offline_lite0").replace(device=device or env_device())
@@ -142,8 +144,6 @@ def course_data(category: str | None = None, quick: bool | None = None, device: 
         chosen = category or ("bottle" if "bottle" in real else real[0])
         data = CourseData(mvtec, chosen, "MVTec AD", quick, config, tuple(real))
     else:
-        from .synthetic import make_synthetic_mvtec
-
         root = make_synthetic_mvtec(data_home() / ("synthetic_quick" if quick else "synthetic"),
                                     **(QUICK_DATA if quick else {}))
         cats = tuple(list_categories(root))
@@ -169,10 +169,8 @@ class STCData:
         return self.source == "ShanghaiTech Campus"
 
     def dataset(self, scene: str, split: str):
-        from .stc import STCDataset
-
-        return STCDataset(self.root, scene, split, image_size=self.config.image_size, crop=self.config.crop,
-                          interpolation=self.config.interpolation, frames_per_video=self.frames_per_video)
+        return STCDataset(self.root, scene, split, frames_per_video=self.frames_per_video,
+                          **self.config.geometry.as_kwargs())
 
     def describe(self) -> str:
         size = self.config.out_size
@@ -185,18 +183,10 @@ def stc_data(quick: bool | None = None, device: str | None = None, verbose: bool
     """Find STC at `$PADIM_DATA/stc` (the official layout), else generate the synthetic STC-layout set
     under `$PADIM_DATA/stc_synthetic` (a few seconds), and say which is used. Quick mode: 64 px frames.
     `real=False`: the synthetic set even where the real data is present."""
-    from .data import data_home
-    from .stc import make_synthetic_stc, stc_scenes
-
     quick = env_flag("PADIM_QUICK") if quick is None else quick
     config = preset("quick" if quick else "offline_lite0").replace(device=device or env_device(), crop=None)
-    found = data_home() / "stc"
-    if real and (found / "training" / "videos").is_dir() and (found / "testing" / "frames").is_dir():
-        data = STCData(found, "ShanghaiTech Campus", tuple(stc_scenes(found)), quick, config, 2 if quick else 10)
-    else:
-        root = make_synthetic_stc(data_home() / ("stc_synthetic_quick" if quick else "stc_synthetic"),
-                                  frames_per_video=12 if quick else 24)
-        data = STCData(root, "synthetic STC-layout", tuple(stc_scenes(root)), quick, config, 6 if quick else 24)
+    found = stc_source(quick, real)
+    data = STCData(found.root, found.source, found.scenes, quick, config, found.frames_per_video)
     if verbose:
         print(data.describe())
     return data
@@ -204,15 +194,6 @@ def stc_data(quick: bool | None = None, device: str | None = None, verbose: bool
 
 def environment_report() -> dict[str, str]:
     """Versions, the compute device and where each backbone's weights would come from."""
-    import numpy
-    import torch
-    import torchvision
-
-    from .backbones import available_backbones, weights_status
-    from .data import data_home
-    from .experiment import device_name
-    from .model import resolve_device
-
     device = resolve_device(env_device())
     report = {
         "python": platform.python_version(),
@@ -227,20 +208,6 @@ def environment_report() -> dict[str, str]:
     for name in available_backbones():
         report[f"weights: {name}"] = weights_status(name)
     return report
-
-
-def markdown_table(rows, columns: list[str] | None = None) -> str:
-    """A dict (two columns: key, value) or a list of dicts (one row each) as a markdown table."""
-    if isinstance(rows, dict):
-        rows, columns = [{"": k, " ": v} for k, v in rows.items()], columns or ["", " "]
-    columns = columns or list(rows[0])
-
-    def cell(v) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def show(markdown: str, metadata: dict | None = None) -> None:
@@ -321,9 +288,6 @@ def source_listing(obj) -> tuple[str, str]:
 
 def _string_lines(code: str) -> set[int]:
     """Numbers (from 1) of the lines of `code` that continue a multi-line string literal."""
-    import io
-    import tokenize
-
     lines: set[int] = set()
     with contextlib.suppress(tokenize.TokenError, IndentationError, SyntaxError):
         for tok in tokenize.generate_tokens(io.StringIO(code).readline):
@@ -354,8 +318,6 @@ def check_exercise(key: str, answer, **given) -> None:
     With PADIM_STRICT_EXERCISES=1 (the tests and `make course` set it) a wrong answer raises, so a
     broken solution can never pass unnoticed.
     """
-    from .exercises import check
-
     problem = check(key, answer, **given)
     _SOLVED.discard(key)
     if problem is None:

@@ -1,7 +1,7 @@
 """The tables of `padim reproduce`: our numbers, mean ± SEM over seeds, beside the paper's published ones.
 
 Each table is written three ways: OUT/table_<id>.md, table_<id>.json and table_<id>.png.
-The JSON (what `reproduce.load_tables` reads back) is
+The JSON (what `reproduction.load_tables` reads back) is
 
     {"table": "III", "title": ..., "citation": ..., "columns": [{"key", "name", "unit", "fmt"}],
      "labels": ["group", "category"],          # the columns that name a row
@@ -27,11 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import write_json, write_text
-from .paper import CITATION, category_group, paper_results
-from .reproduce_units import LAYER_SETTINGS, REDUCTION_SETTINGS, Unit
+from ..files import write_json, write_text
+from ..markdown import format_cell, markdown_table, table_header, table_row
+from ..metrics import METRIC_LABELS
+from ..paper import (ABLATION_METRICS, CITATION, MVTEC_OBJECTS, MVTEC_TEXTURES, STUDIES, category_group, paper_lookup,
+                     paper_model_for, paper_note, paper_source, paper_value)
+from ..plots import plot_reproduced_table, save_figure
+from .units import LAYER_SETTINGS, REDUCTION_SETTINGS, Unit
 
-__all__ = ["mean_sem", "paper_lookup", "build_table", "table_markdown", "write_tables", "gaps", "explain_gaps",
+__all__ = ["mean_sem", "build_table", "table_markdown", "write_tables", "gaps", "explain_gaps", "paper_table",
            "TITLES"]
 
 TITLES = {
@@ -45,19 +49,25 @@ TITLES = {
     "VIII": "Memory: the model (means + covariances) and the peak during fit and predict",
 }
 _COLUMNS = {  # key -> (name, unit, format)
-    "image_auroc": ("image AUROC", "", ".3f"), "pixel_auroc": ("pixel AUROC", "", ".3f"),
-    "pixel_aupro": ("PRO (AU-PRO to FPR 0.3)", "", ".3f"), "frame_auroc": ("frame AUROC", "", ".3f"),
+    **{m: (METRIC_LABELS[m], "", ".3f") for m in ("image_auroc", "pixel_auroc", "pixel_aupro", "frame_auroc")},
     "seconds_per_image": ("inference time per image", "s", ".3g"), "fit_seconds": ("fit time per class", "s", ".3g"),
     "model_gb": ("model size", "GB", ".3g"), "peak_gb": ("peak memory", "GB", ".3g"),
 }
-_PAPER_NAME = {"pixel_aupro": "pro"}  # our metric -> its name in paper_results.json
 _LAYER_LABELS = dict(zip(LAYER_SETTINGS, ("layer 1 alone", "layer 2 alone", "layer 3 alone",
                                           "sum of the 3 single-layer maps", "layers 1+2+3, one joint Gaussian")))
 
 
 # ---------------------------------------------------------------------------- numbers
 def mean_sem(values) -> dict:
-    """{"mean", "sem", "n", "values"}: SEM = std(ddof=1) / sqrt(n), None for n < 2 (and everything None for n = 0)."""
+    """{"mean", "sem", "n", "values"}: SEM = std(ddof=1) / sqrt(n), None for n < 2 (and everything None for n = 0).
+
+    Three seeds at 0.90, 0.92 and 0.94: std 0.02, so SEM = 0.02 / sqrt(3); one seed has no spread to show:
+
+    >>> s = mean_sem([0.90, 0.92, 0.94]); round(s["mean"], 6), round(s["sem"], 6), s["n"]
+    (0.92, 0.011547, 3)
+    >>> mean_sem([0.9])["sem"] is None
+    True
+    """
     v = [float(x) for x in values]
     if not v:
         return {"mean": None, "sem": None, "n": 0, "values": []}
@@ -65,20 +75,8 @@ def mean_sem(values) -> dict:
     return {"mean": float(np.mean(v)), "sem": sem, "n": len(v), "values": v}
 
 
-def paper_lookup(path: str):
-    """The value at `path` ("a/b/0") in paper_results.json; None where it is null or absent."""
-    node = paper_results()
-    for part in path.split("/"):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return None
-    return node
-
-
 def _paper(model: str, metric: str, path: str | None) -> dict:
+    """A published value with its `source` (its path in paper_results.json, `paper.paper_source`)."""
     value = None if path is None else paper_lookup(path)
     return {"model": model, "metric": metric, "value": value, "source": None if value is None else path}
 
@@ -135,8 +133,6 @@ def _row(labels: dict, backbone: str, info: dict, data_name: str, ours: dict, pa
 def _grouped_rows(data, setting, categories, metrics, backbone, info, data_name, paper_for) -> list[dict]:
     """One row per category (textures, then objects, then others), each group's mean, the mean of all.
     `paper_for(name)`: the paper's entries for a real category or a group ("textures", "objects", "mean")."""
-    from .paper import MVTEC_OBJECTS, MVTEC_TEXTURES
-
     real = set(MVTEC_TEXTURES + MVTEC_OBJECTS)
     groups: dict[str, list[str]] = {"textures": [], "objects": [], "other": []}
     for c in categories:
@@ -156,50 +152,55 @@ def _grouped_rows(data, setting, categories, metrics, backbone, info, data_name,
 
 def _mvtec_paper(models, metrics):
     def paper_for(name: str) -> list[dict]:
-        return [_paper(m, k, f"mvtec_localization_and_detection/{m}/{name}/{_PAPER_NAME.get(k, k)}")
-                for m in models for k in metrics]
+        return [_paper(m, k, paper_source("mvtec", m, k, name)) for m in models for k in metrics]
     return paper_for
+
+
+def _ablation_rows(results, info, backbones, categories, study, settings, model, labels, per_category=False):
+    """Tables I and II: per backbone, one row per setting (`labels(setting, its first record)` names it, our
+    means over the categories, with `per_category` each category's too), beside the paper's `model` row."""
+    rows = []
+    for b in backbones:
+        data = _collect(results, study, b)
+        for s in settings:
+            paper = [_paper(model, m, paper_source(study, s, m)) for m in ABLATION_METRICS]
+            extra = {"per_category": {c: {m: (_values(data, s, [c], m) or [None])[0] for m in ABLATION_METRICS}
+                                      for c in categories}} if per_category else {}
+            rows.append(_row(labels(s, _first_record(data, s, categories)), b, info, info["sources"]["mvtec"],
+                             {m: _values(data, s, categories, m) for m in ABLATION_METRICS}, paper, **extra))
+    return rows
 
 
 # ---------------------------------------------------------------------------- the eight tables
 def _table_layers(results, info, backbones, categories):
-    metrics, rows = ("pixel_auroc", "pixel_aupro"), []
-    for b in backbones:
-        data = _collect(results, "layers", b)
-        for s in LAYER_SETTINGS:
-            rec = _first_record(data, s, categories)
-            width = rec.get("channels" if s == "sum_of_3_maps" else "d", "?")
-            ours = "+".join(rec.get("layers", [])) + f" ({width} ch)"
-            paper = [_paper("PaDiM-R18 (all 448 channels)", m, f"ablation_layers_r18_all448/{s}/{i}")
-                     for i, m in enumerate(metrics)]
-            per_category = {c: {m: (_values(data, s, [c], m) or [None])[0] for m in metrics} for c in categories}
-            rows.append(_row({"setting": _LAYER_LABELS[s], "our layers": ours}, b, info, info["sources"]["mvtec"],
-                             {m: _values(data, s, categories, m) for m in metrics}, paper, per_category=per_category))
+    def labels(s: str, rec: dict) -> dict:
+        width = rec.get("channels" if s == "sum_of_3_maps" else "d", "?")
+        return {"setting": _LAYER_LABELS[s], "our layers": "+".join(rec.get("layers", [])) + f" ({width} ch)"}
+
+    model = "PaDiM-R18 (all 448 channels)"
+    rows = _ablation_rows(results, info, backbones, categories, "layers", LAYER_SETTINGS, model, labels,
+                          per_category=True)
     notes = ["Every channel of the layers used (no reduction), one Gaussian per patch position, as the paper's "
              "Table I.",
              "The paper's layer i is our i-th hooked layer (on EfficientNet-Lite0: blocks.1, blocks.2, blocks.4, "
              "strides 4, 8, 16 like ResNet's layers 1-3). Our numbers are the mean over the categories; "
              "per_category in the JSON."]
-    return metrics, ["setting", "our layers"], ["PaDiM-R18 (all 448 channels)"], rows, notes
+    return ABLATION_METRICS, ["setting", "our layers"], [model], rows, notes
 
 
 def _table_reduction(results, info, backbones, categories):
-    metrics, rows = ("pixel_auroc", "pixel_aupro"), []
-    for b in backbones:
-        data = _collect(results, "reduction", b)
-        for s in REDUCTION_SETTINGS:
-            rec = _first_record(data, s, categories)
-            kind, paper_d = s.split("_")
-            name = "every channel" if kind == "none" else f"{'random' if kind == 'random' else 'PCA'}, d = {paper_d}"
-            paper = [_paper("PaDiM-R18 (layers 1-3)", m, f"ablation_reduction_r18/{s}/{i}")
-                     for i, m in enumerate(metrics)]
-            rows.append(_row({"setting": name, "our d": f"{rec.get('d', '?')} of {rec.get('channels', '?')}"}, b, info,
-                             info["sources"]["mvtec"], {m: _values(data, s, categories, m) for m in metrics}, paper))
+    def labels(s: str, rec: dict) -> dict:
+        kind, paper_d = s.split("_")
+        name = "every channel" if kind == "none" else f"{'random' if kind == 'random' else 'PCA'}, d = {paper_d}"
+        return {"setting": name, "our d": f"{rec.get('d', '?')} of {rec.get('channels', '?')}"}
+
+    model = "PaDiM-R18 (layers 1-3)"
+    rows = _ablation_rows(results, info, backbones, categories, "reduction", REDUCTION_SETTINGS, model, labels)
     notes = ["The paper's d = 100 and 200 are out of ResNet18's 448 channels; on another backbone d is the same "
              "fraction of its channels (round(d * C / 448)).",
              "Random rows: mean ± SEM over the seeds (the paper averages 10 random models); PCA and every channel are "
              "deterministic (one run). Our numbers are means over the categories."]
-    return metrics, ["setting", "our d"], ["PaDiM-R18 (layers 1-3)"], rows, notes
+    return ABLATION_METRICS, ["setting", "our d"], [model], rows, notes
 
 
 def _table_mvtec(metrics, models, study="mvtec", by_draw=False, interpolation=False):
@@ -211,7 +212,7 @@ def _table_mvtec(metrics, models, study="mvtec", by_draw=False, interpolation=Fa
             data = _collect(results, study, b, by_draw=by_draw)
             setting = "rd" if by_draw else "main"
             paper_for = (_mvtec_paper(models, metrics) if study == "mvtec" else
-                         lambda name: [_paper(m, k, f"rd_mvtec/{m}/{_PAPER_NAME.get(k, k)}" if name == "mean" else None)
+                         lambda name: [_paper(m, k, paper_source("rd", m, k) if name == "mean" else None)
                                        for m in models for k in metrics])
             block = _grouped_rows(data, setting, categories, metrics, b, info, info["sources"]["mvtec"], paper_for)
             if interpolation:
@@ -251,7 +252,7 @@ def _table_stc(results, info, backbones, categories):
                              {m: _values(data, "main", [s], m) for m in metrics}, []))
         rows.append(_row({"scene": f"mean of {len(scenes)}"}, b, info, info["sources"]["stc"],
                          {m: _values(data, "main", scenes, m) for m in metrics},
-                         [_paper(m, "pixel_auroc", f"stc_pixel_auroc/{m}") for m in models]))
+                         [_paper(m, "pixel_auroc", paper_source("stc", m, "pixel_auroc")) for m in models]))
     notes = ["One model per scene, frames resized without a crop, each frame an image (frame AUROC: its score "
              "against its label; the paper reports pixel AUROC only)."]
     return metrics, ["scene"], list(models), rows, notes
@@ -268,11 +269,10 @@ def _table_time(results, info, backbones, categories):
                              {m: _values(data, "main", [c], m) for m in metrics}, []))
         rows.append(_row({"category": f"mean of {len(categories)}", "machine": machine}, b, info,
                          info["sources"]["mvtec"], {m: _values(data, "main", categories, m) for m in metrics},
-                         [_paper(m, "seconds_per_image", f"cost/cpu_inference_s_per_image/{m}") for m in models]
-                         + [_paper(m, "fit_seconds", f"cost/fit_s_per_class_cpu/{m}") for m in models]))
+                         [_paper(m, k, paper_source("cost", m, k)) for k in metrics for m in models]))
     notes = ["Ours: the whole pipeline from the image files (reading, resizing, backbone, Gaussians, maps) on this "
              "machine, one run per category; inference time = predict time of the test set / its images.",
-             f"The paper's times were taken on its own machine: {paper_lookup('cost/cpu_inference_s_per_image/_cpu')}."]
+             f"The paper's times were taken on its own machine: {paper_note('cost')}."]
     return metrics, ["category", "machine"], list(models), rows, notes
 
 
@@ -292,7 +292,7 @@ def _table_memory(results, info, backbones, categories):
                                  {m: _values(data, "main", [c], m) for m in metrics}, []))
             rows.append(_row({"data": key, "category": f"mean of {len(names)}"}, b, info, data_name,
                              {m: _values(data, "main", names, m) for m in metrics},
-                             [_paper(m, "model_gb", f"cost/memory_gb/{key}/{m}") for m in models]))
+                             [_paper(m, "model_gb", paper_source("cost", m, "model_gb", key)) for m in models]))
     notes = ["Model size: the float32 means and inverse covariances PaDiM keeps (what the paper's Table VIII "
              "counts; it does not grow with the training set, SPADE's does). Peak memory: the process's peak "
              "resident memory during fit + predict on the CPU (everything: libraries, backbone, images), torch's "
@@ -326,11 +326,10 @@ def build_table(table: str, results: dict[Unit, dict], info: dict) -> dict:
     backbones = info["backbones"][table]
     categories = info["sources"]["categories"]
     metrics, labels, models, rows, notes = _BUILDERS[table](results, info, backbones, categories)
-    provenance = [paper_results()["_about"]]
-    extra = {"I": "ablation_layers_r18_all448/_columns", "II": "ablation_reduction_r18/_columns",
-             "VI": "rd_mvtec/PaDiM-WR50-Rd550/_note", "VII": "cost/cpu_inference_s_per_image/_cpu"}.get(table)
-    if extra:
-        provenance.append(f"{extra.split('/')[0]}: {paper_lookup(extra)}")
+    provenance = [paper_note()]
+    study = {"I": "layers", "II": "reduction", "VI": "rd", "VII": "cost"}.get(table)
+    if study:
+        provenance.append(f"{STUDIES[study]}: {paper_note(study, 'PaDiM-WR50-Rd550')}")
     return {"table": table, "title": TITLES[table], "citation": CITATION,
             "paper": f"Table {table} of {CITATION}",
             "columns": [dict(zip(("key", "name", "unit", "fmt"), (k, *_COLUMNS[k]))) for k in metrics],
@@ -436,12 +435,61 @@ def table_markdown(table: dict) -> str:
     lines += [f"- Data: {run['data']['stc'] if table['table'] == 'IV' else run['data']['mvtec']}"
               f"{' (quick mode: 64 px images, a few training images)' if run['quick'] else ''}; {table['spread']}.",
               f"- Paper: {table['paper']} (`padim_utils/paper_results.json`); — = not published or not verified.", "",
-              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+              table_header(header)]
     for r in table["rows"]:
         cells = [str(r["labels"].get(k, "")) for k in table["labels"]] + [r["backbone_label"]] + [f(r) for _, f in cols]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append(table_row(cells))
     lines += ["", *(f"- {n}" for n in table["notes"]), *(f"- Provenance: {p}" for p in table["provenance"])]
     return "\n".join(lines) + "\n"
+
+
+#: The metrics of `paper_table`, in its column order.
+PAPER_TABLE_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
+
+
+def paper_table(records: list[dict], model: str | None = None) -> str:
+    """Benchmark records (one per category) as the paper's table: categories grouped into textures and
+    objects (an embedded synthetic category in the group it imitates, as `padim reproduce`'s tables do),
+    their means and the overall mean, each of our numbers beside the published one of `model`
+    (default: the paper row of the records' backbone). Markdown; "–" where a number does not exist."""
+    if not records:
+        raise ValueError("paper_table needs at least one benchmark record")
+    model = model or paper_model_for(records[0].get("backbone", ""))
+    lines = [f"Ours: {records[0].get('backbone', '?')}, d = {records[0].get('d', '?')}. "
+             f"Paper: {model} ({CITATION}).", "",
+             table_header(["group", "category", *(f"{METRIC_LABELS[k]} (ours / paper)" for k in PAPER_TABLE_METRICS)])]
+    by_group: dict[str, list[dict]] = {"textures": [], "objects": [], "other": []}
+    for r in sorted(records, key=lambda r: r["category"]):
+        by_group[category_group(r["category"])].append(r)
+
+    def number(x) -> str:
+        return format_cell(None if x is None else float(x))
+
+    def row(group: str, name: str, ours: dict, paper_key: str | None) -> str:
+        return table_row([group, name, *(f"{number(ours.get(k))} / "
+                                         f"{number(paper_value(model, paper_key, k) if paper_key else None)}"
+                                         for k in PAPER_TABLE_METRICS)])
+
+    def means(rs: list[dict]) -> dict:
+        return {k: sum(r[k] for r in rs) / len(rs) for k in PAPER_TABLE_METRICS}
+
+    grouped, real = [], set(MVTEC_TEXTURES + MVTEC_OBJECTS)
+    for group in ("textures", "objects", "other"):
+        for r in by_group[group]:
+            lines.append(row(group, r["category"], r, r["category"] if r["category"] in real else None))
+        if by_group[group] and group != "other":
+            lines.append(row(group, f"**mean of {len(by_group[group])}**", means(by_group[group]), group))
+            grouped += by_group[group]
+    if grouped:
+        lines.append(row("all", f"**mean of {len(grouped)}**", means(grouped), "mean"))
+    synthetic = [r["category"] for r in grouped if r["category"] not in real]
+    if synthetic:
+        lines += ["", f"{', '.join(synthetic)}: embedded synthetic, counted in the group each imitates; no published "
+                      "value, so the means beside the paper's are a reference only."]
+    n_real = len(grouped) - len(synthetic)
+    if n_real < len(real):
+        lines += ["", f"Our means cover {n_real} of the 15 MVTec AD categories; the paper's cover all 15."]
+    return "\n".join(lines)
 
 
 def _readme(out: Path, tables: dict[str, dict], info: dict) -> str:
@@ -455,10 +503,9 @@ def _readme(out: Path, tables: dict[str, dict], info: dict) -> str:
              (f"- STC data: {s['stc']} (scenes {', '.join(s['scenes'])}) from `{s['stc_root']}`" if s["stc_root"]
               else "- STC data: not used (no table asked for reads it)"),
              "- Backbones: " + "; ".join(f"{b}: {label}" for b, label in info["labels"].items()), "",
-             "| table | what | files |", "|---|---|---|"]
-    for t, table in tables.items():
-        lines.append(f"| {t} | {table['title']} | [markdown](table_{t}.md) · [JSON](table_{t}.json) · "
-                     f"[figure](table_{t}.png) |")
+             markdown_table([{"table": t, "what": table["title"],
+                              "files": f"[markdown](table_{t}.md) · [JSON](table_{t}.json) · [figure](table_{t}.png)"}
+                             for t, table in tables.items()])]
     lines += ["", "Rows of a backbone that is not the paper's are labelled so: compare the direction of an effect "
                   "with the paper, not the value. The published numbers come from `padim_utils/paper_results.json` "
                   "with their provenance; `results/<run key>/` holds one JSON per unit (a rerun continues from them)."]
@@ -467,8 +514,6 @@ def _readme(out: Path, tables: dict[str, dict], info: dict) -> str:
 
 def write_tables(out: Path, tables, results: dict[Unit, dict], info: dict) -> dict[str, dict]:
     """Build and write OUT/table_<id>.md/.json/.png for each of `tables`, and OUT/README.md; {id: table}."""
-    from .plots import plot_reproduced_table, save_figure
-
     written = {}
     for t in tables:
         table = build_table(t, results, info)

@@ -11,7 +11,7 @@ What it draws (scene ``01``, exact masks):
 * in the middle of each test clip, a **bright red cart** crossing the whole path, end to end:
   the anomaly (no training frame holds a red pixel).
 
-Training videos are MPEG-4 AVI (:func:`padim_utils.stc.write_video`), test frames JPEG files at
+Training videos are MPEG-4 AVI (:func:`padim_utils.datasets.video.write_video`), test frames JPEG files at
 ``jpeg_quality``: the two codecs of the real STC. Two things then happen to PaDiM, and chapter 07
 shows both:
 
@@ -35,12 +35,13 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from .config import PadimConfig
-from .errors import PadimError
-from .stc import (TRAIN_CODECS, VIDEO_EXT, STCClip, STCDataset, check_count, check_frame_size, sample_indices,
-                  write_synthetic_folder, write_video)
+from ..errors import PadimError
+from .base import check_split
+from .generated import check_count, write_synthetic_folder
+from .stc_synthetic import STCClip, check_frame_size
+from .video import VIDEO_EXT, write_video
 
-__all__ = ["make_walkway_stc", "render_walkway_clip", "frames_study", "WALKWAY_VERSION"]
+__all__ = ["make_walkway_stc", "render_walkway_clip", "WALKWAY_VERSION", "SCENE", "HORIZON"]
 
 WALKWAY_VERSION = 1
 SCENE = "01"
@@ -79,8 +80,7 @@ def render_walkway_clip(split: str = "train", clip: int = 0, n_frames: int = 48,
     Training clips hold walkers only; test clip ``clip`` holds walkers and, for its middle half,
     the red cart (from the left for even ``clip``, from the right for odd).
     """
-    if split not in ("train", "test"):
-        raise PadimError(f"unknown split {split!r}: expected 'train' or 'test'")
+    check_split(split)
     h, w = image_size
     background, geo = _background(np.random.default_rng([seed, 0]), h, w)
     rng = np.random.default_rng([seed, 1 if split == "train" else 2, clip])
@@ -128,7 +128,7 @@ def _write(folder: Path, params: dict[str, Any]) -> None:
         np.save(testing / "test_frame_mask" / f"{name}.npy", clip.labels.astype(np.uint8))
         np.save(testing / "test_pixel_mask" / f"{name}.npy", clip.masks.astype(np.uint8))
     (folder / "README.txt").write_text(
-        "SYNTHETIC data in the ShanghaiTech Campus layout, not STC: the walkway scene of padim_utils.stc_walkway\n"
+        "SYNTHETIC data in the ShanghaiTech Campus layout, not STC: the walkway scene of padim_utils.datasets.walkway\n"
         "(a static textured background, dark figures walking a path, a red cart crossing it in the test clips).\n",
         encoding="utf-8")
 
@@ -138,7 +138,7 @@ def make_walkway_stc(root: str | os.PathLike, n_videos: int = 4, frames_per_vide
                      seed: int = 0, force: bool = False) -> Path:
     """Write the walkway scene (STC layout, scene ``01``) into ``root``; return it.
 
-    Written and replaced as :func:`padim_utils.stc.make_synthetic_stc` writes its data: through a
+    Written and replaced as :func:`padim_utils.datasets.stc_synthetic.make_synthetic_stc` writes its data: through a
     hidden temporary folder, kept when its parameters match, never over a folder it did not write.
     """
     h, w = check_frame_size(image_size)
@@ -150,42 +150,3 @@ def make_walkway_stc(root: str | os.PathLike, n_videos: int = 4, frames_per_vide
     if params["jpeg_quality"] > 100:
         raise PadimError(f"jpeg_quality must be at most 100, got {jpeg_quality}")
     return write_synthetic_folder(Path(root), params, _write, force)
-
-
-def frames_study(root: str | os.PathLike, cfg: PadimConfig, frames_per_video=(8, 24, None),
-                 train_codecs=TRAIN_CODECS, example: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
-    """PaDiM on the walkway scene for each number of training frames per video and each ``train_codec``.
-
-    One row per (frames per video, codec), in that order: ``train_frames``, ``frames_per_video``,
-    ``train_codec``, ``frame_auroc`` (image AUROC of the max-of-map scores), ``pixel_auroc``, ``aupro``
-    (to FPR 0.3), ``background_median`` (the median anomaly score of the wall, the top 30% of the frame,
-    static in every frame), ``cart_median`` (the median inside the cart's masks) and ``example``, the anomaly map
-    (S, S) of test frame ``example`` (default: the middle frame of the first clip, the cart in full view).
-    The backbone runs once per codec over every training frame and once over the test frames
-    (:class:`padim_utils.features.FeatureCache`); fewer frames per video are subsets of the same frames,
-    exactly those :class:`STCDataset` samples.
-    """
-    from .experiment import evaluate_cached
-    from .features import FeatureCache
-
-    geometry = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
-    test = FeatureCache.compute(STCDataset(root, SCENE, "test", **geometry), cfg, progress=progress)
-    example = len(test) // len({p.rsplit("/", 2)[-2] for p in test.paths}) // 2 if example is None else example
-    rows = []
-    for codec in train_codecs:
-        train_set = STCDataset(root, SCENE, "train", train_codec=codec, **geometry)
-        train = FeatureCache.compute(train_set, cfg, progress=progress)
-        videos = [path.rsplit("#", 1) for path in train_set.paths]  # [video, frame index]
-        length = {v: sum(1 for w, _ in videos if w == v) for v, _ in videos}
-        for k in frames_per_video:
-            keep = [i for i, (v, t) in enumerate(videos) if int(t) in set(sample_indices(length[v], k).tolist())]
-            out = evaluate_cached(cfg, train.subset(keep), test)
-            maps, masks = out["result"]["maps"], out["result"]["masks"].bool()  # (N, S, S)
-            rows.append({"train_frames": len(keep), "frames_per_video": k, "train_codec": codec,
-                         "frame_auroc": out["image_auroc"], "pixel_auroc": out["pixel_auroc"],
-                         "aupro": out["pixel_aupro"],
-                         "background_median": float(maps[:, : int(HORIZON * maps.shape[1])].median()),
-                         "cart_median": float(maps[masks].median()), "example": maps[example],
-                         "example_frame": example})
-    order = {k: i for i, k in enumerate(frames_per_video)}
-    return sorted(rows, key=lambda r: (order[r["frames_per_video"]], list(train_codecs).index(r["train_codec"])))

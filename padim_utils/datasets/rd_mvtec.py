@@ -26,11 +26,12 @@ import zlib
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .data import MVTecDataset, _image_tensor, load_mask, load_rgb, resample_filter
-from .errors import PadimError
+from ..config import Geometry
+from ..errors import PadimError
+from .images import image_tensor, load_rgb, mask_tensor, resample_filter
+from .mvtec import MVTecDataset
 
 __all__ = ["RD_SEEDS", "MAX_ANGLE", "RdMVTecDataset", "rd_params", "rd_transform"]
 
@@ -42,7 +43,14 @@ MAX_ANGLE = 10.0
 
 def rd_params(seed: int, index: int, image_size: int = 256, crop: int = 224, category: str = "",
               split: str = "", max_angle: float = MAX_ANGLE) -> tuple[float, int, int]:
-    """``(angle, top, left)`` of one image: angle uniform in [-max_angle, max_angle], crop offsets uniform."""
+    """``(angle, top, left)`` of one image: angle uniform in [-max_angle, max_angle], crop offsets uniform.
+
+    >>> rd_params(0, 7) == rd_params(0, 7)           # the same image, the same transform, in any order
+    True
+    >>> angle, top, left = rd_params(0, 7)
+    >>> abs(angle) <= MAX_ANGLE and 0 <= top <= 256 - 224 and 0 <= left <= 256 - 224
+    True
+    """
     rng = np.random.default_rng([int(seed), zlib.crc32(category.encode()), zlib.crc32(split.encode()), int(index)])
     angle = float(rng.uniform(-max_angle, max_angle))
     top, left = (int(v) for v in rng.integers(0, image_size - crop + 1, size=2))
@@ -65,14 +73,16 @@ class RdMVTecDataset(MVTecDataset):
 
     Same folder layout, checks, attributes and items as :class:`MVTecDataset`;
     :attr:`out_size` is ``crop`` (224). ``seed`` picks the random preprocessing.
+    Images are always resized as they are read (``resize_on_load`` is not looked at).
     """
 
     def __init__(self, root: str | os.PathLike, category: str, split: str = "train", image_size: int = 256,
                  crop: int | None = 224, seed: int = 0, max_angle: float = MAX_ANGLE,
-                 interpolation: str = "bicubic") -> None:
-        if crop is None:
+                 interpolation: str = "bicubic", *, geometry: Geometry | None = None) -> None:
+        if (crop if geometry is None else getattr(geometry, "crop", crop)) is None:
             raise PadimError("Rd-MVTec needs a crop size (the paper: 256 -> 224), got crop=None")
-        super().__init__(root, category, split, image_size=image_size, crop=crop, interpolation=interpolation)
+        super().__init__(root, category, split, image_size=image_size, crop=crop, interpolation=interpolation,
+                         geometry=geometry)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise PadimError(f"seed must be a non-negative integer, got {seed!r}")
         if not 0 <= float(max_angle) <= 180:
@@ -94,18 +104,10 @@ class RdMVTecDataset(MVTecDataset):
         mask_path = self.mask_paths[index]
         mask = None
         if mask_path is not None:
-            mask = load_mask(mask_path)
-            if mask.size != size:
-                raise PadimError(f"mask {mask_path} is {mask.size[0]}x{mask.size[1]} but its image {path} is "
-                                 f"{size[0]}x{size[1]}")
-            mask = mask.resize((self.image_size, self.image_size), Image.NEAREST)
+            mask = self.open_mask(mask_path, path, size).resize((self.image_size, self.image_size), Image.NEAREST)
         img, mask = rd_transform(img, mask, *self.params(index), self.crop, image_resample=resample)
-        s = self.out_size
-        m = torch.zeros((s, s), dtype=torch.uint8) if mask is None else torch.from_numpy(np.array(mask, np.uint8))
-        return {"image": _image_tensor(img), "mask": m, "label": self.labels[index],
-                "defect_type": self.defect_types[index], "path": path}
+        return self.item(index, image_tensor(img), self.resize_mask(None) if mask is None else mask_tensor(mask))
 
     def __repr__(self) -> str:
-        return (f"RdMVTecDataset(root={str(self.root)!r}, category={self.category!r}, split={self.split!r}, "
-                f"n={len(self)}, image_size={self.image_size}, crop={self.crop}, "
-                f"interpolation={self.interpolation!r}, seed={self.seed})")
+        return self.describe({"root": str(self.root), "category": self.category, "split": self.split},
+                             {"seed": self.seed})

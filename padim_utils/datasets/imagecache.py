@@ -5,7 +5,7 @@ network: about 25 ms of CPU per image, against 0.07 ms to read back 196 KB of ra
 ablations and `reproduce` fit the same images many times; this cache decodes each once.
 
 Opt-in: set `PADIM_CACHE=DIR` (the command line's `--cache DIR` sets it), or call `set_cache_dir`.
-Every dataset that decodes through `data.load_resized` (MVTec AD, your own folder, BTAD, VisA)
+Every dataset that decodes through `images.load_resized` (MVTec AD, your own folder, BTAD, VisA)
 then uses it, in this process and in loader workers alike.
 
 An entry is keyed by what decides its pixels, so a stale image is never served:
@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .files import atomic_path
+from ..files import atomic_path
 
 FORMAT = 1
 _MAGIC = b"PDC1"

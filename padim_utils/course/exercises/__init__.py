@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from ..errors import PadimError
+from ...errors import PadimError
 
 _CHECKS: dict[str, Callable[..., str | None]] = {}
 

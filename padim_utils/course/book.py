@@ -15,6 +15,7 @@ the pip package `jupyter-server-mathjax`, copied to `build/mathjax/`), so the si
 from __future__ import annotations
 
 import contextlib
+import copy
 import html
 import os
 import re
@@ -23,10 +24,10 @@ import time
 from pathlib import Path
 
 
-from .config import env_flag
-from .errors import PadimError
-from .files import write_text
-from .progress import progress_bar
+from ..config import env_flag
+from ..errors import PadimError
+from ..files import write_text
+from ..progress import progress_bar
 
 __all__ = ["course_notebooks", "read_notebook", "with_solutions", "execute_notebook", "render_html", "build_course",
            "notebook_problems", "static_widgets"]
@@ -191,8 +192,6 @@ WIDGET_NOTE = ("<p class=\"padim-widget\"><b>Interactive controls appear here in
 def static_widgets(nb):
     """A copy of `nb` where every widget output (which a static page cannot draw: it would show an empty
     "Out[n]:") says instead where its controls work. The executed notebook itself keeps its widgets."""
-    import copy
-
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
         for out in cell.get("outputs", []):

@@ -1,4 +1,4 @@
-"""Procedural scenes and defects for the embedded synthetic dataset (see `padim_utils.synthetic`).
+"""Procedural scenes and defects for the embedded synthetic dataset (see `padim_utils.datasets.synthetic`).
 
 Two scene renderers (a woven carpet texture and a bottle seen from above) and,
 for each, a defect-region sampler returning the defect's target appearance and
@@ -64,7 +64,12 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def _quantize(img: np.ndarray) -> np.ndarray:
+def quantize(img: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] as uint8 (rounded, clipped).
+
+    >>> quantize(np.array([-0.1, 0.5, 1.2]))
+    array([  0, 128, 255], dtype=uint8)
+    """
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -150,7 +155,7 @@ def _hue_rotate(rgb: np.ndarray, angle: float, chroma_gain: float) -> np.ndarray
 # scenes
 # --------------------------------------------------------------------------- #
 @dataclass
-class _Scene:
+class Scene:
     """Clean scene (before lighting/noise) plus what the defects need to know."""
 
     base: np.ndarray  # (n, n, 3) float, albedo-ish, before global lighting
@@ -161,7 +166,7 @@ class _Scene:
 
 
 @dataclass
-class _Post:
+class Post:
     """Pixel-wise finishing applied identically to the clean and the defective scene."""
 
     gain: np.ndarray  # (3,)
@@ -172,13 +177,14 @@ class _Post:
         return base * self.gain * self.illum + self.noise
 
 
-def _make_post(rng: np.random.Generator, n: int, x: np.ndarray, y: np.ndarray) -> _Post:
+def make_post(rng: np.random.Generator, n: int, x: np.ndarray, y: np.ndarray) -> Post:
+    """One image's lighting: a global and per-channel gain, an illumination ramp, sensor noise."""
     gain = rng.uniform(0.88, 1.12) * rng.normal(1.0, 0.02, size=3)
     phi = rng.uniform(0, 2 * np.pi)
     ramp = ((x - n / 2) * np.cos(phi) + (y - n / 2) * np.sin(phi)) / (n / 2)
     illum = 1.0 + rng.uniform(0.0, 0.05) * ramp
     noise = rng.normal(0.0, 0.01, size=(n, n, 3))
-    return _Post(gain=gain, illum=illum[..., None], noise=noise)
+    return Post(gain=gain, illum=illum[..., None], noise=noise)
 
 
 def _blend(base: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +200,8 @@ _CARPET_WARP = np.array([0.63, 0.56, 0.47])
 _CARPET_WEFT = np.array([0.59, 0.53, 0.46])
 
 
-def _render_carpet(rng: np.random.Generator, n: int) -> _Scene:
+def render_carpet(rng: np.random.Generator, n: int) -> Scene:
+    """A clean ``n x n`` carpet_syn scene (basket weave, per-image phase, rotation and dye lot)."""
     x, y = _grid(n)
     p = max(5.0, n / 28.0) * rng.uniform(0.95, 1.05)  # weave cell, px
     th = np.deg2rad(rng.uniform(-3.0, 3.0))
@@ -223,10 +230,11 @@ def _render_carpet(rng: np.random.Generator, n: int) -> _Scene:
     tint = rng.normal(1.0, 0.015, size=3)
     colour = np.where(top_h[..., None], warp_c, weft_c) * tint
     base = val[..., None] * colour * blotch[..., None]
-    return _Scene(base=base, n=n, x=x, y=y, extra={"p": p, "colour": warp_c * tint})
+    return Scene(base=base, n=n, x=x, y=y, extra={"p": p, "colour": warp_c * tint})
 
 
-def _carpet_region(rng: np.random.Generator, scene: _Scene, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def carpet_region(rng: np.random.Generator, scene: Scene, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """One defect region of type ``kind`` blended into a carpet scene: (new base, support mask)."""
     n, x, y, base = scene.n, scene.x, scene.y, scene.base
     margin = 0.08 * n
     cx, cy = rng.uniform(margin, n - margin, size=2)
@@ -285,7 +293,8 @@ _BOTTLE_BG = np.array([0.86, 0.86, 0.88])
 _ORANGE = np.array([1.0, 0.55, 0.25])
 
 
-def _render_bottle(rng: np.random.Generator, n: int) -> _Scene:
+def render_bottle(rng: np.random.Generator, n: int) -> Scene:
+    """A clean ``n x n`` bottle_syn scene (a dark glass bottle from above, pose and lighting jitter)."""
     x, y = _grid(n)
     cx, cy = n / 2 + rng.normal(0.0, 0.015 * n, size=2)
     R = 0.42 * n * rng.uniform(0.97, 1.03)
@@ -320,7 +329,7 @@ def _render_bottle(rng: np.random.Generator, n: int) -> _Scene:
     oa = np.clip(R - dist + 0.5, 0.0, 1.0)[..., None]
     base = oa * obj + (1 - oa) * bg
     inside = np.interp(0.2, knots_r, knots_v) * _BOTTLE_TINT
-    return _Scene(
+    return Scene(
         base=base,
         n=n,
         x=x,
@@ -329,7 +338,8 @@ def _render_bottle(rng: np.random.Generator, n: int) -> _Scene:
     )
 
 
-def _bottle_region(rng: np.random.Generator, scene: _Scene, kind: str) -> tuple[np.ndarray, np.ndarray]:
+def bottle_region(rng: np.random.Generator, scene: Scene, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """One defect region of type ``kind`` blended into a bottle scene: (new base, support mask)."""
     n, x, y, base = scene.n, scene.x, scene.y, scene.base
     (cx, cy), R, r, oa = scene.extra["c"], scene.extra["R"], scene.extra["r"], scene.extra["oa"]
     psi = rng.uniform(0, 2 * np.pi)

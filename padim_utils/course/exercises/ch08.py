@@ -1,8 +1,8 @@
 """Chapter 08: interactive ablations."""
 
-from ..metrics import aupro
-from ..model import Padim
-from ..scoring import gaussian_blur
+from ...metrics import aupro
+from ...model import Padim
+from ...scoring import gaussian_blur
 from . import exercise
 from ._common import compare_number
 

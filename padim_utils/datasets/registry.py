@@ -2,17 +2,17 @@
 
     train = open_dataset("btad", "data/btad", "01", "train", image_size=256, crop=224, interpolation="bicubic")
 
-All of them give the items of :class:`padim_utils.data.MVTecDataset` (``image``
+All of them are a :class:`padim_utils.datasets.base.ImageDataset`: its items (``image``
 uint8 (3, S, S), ``mask`` uint8 (S, S) in {0, 1}, ``label``, ``defect_type``,
-``path``) and its attributes (``paths``, ``labels``, ``defect_types``,
-``image_size``, ``crop``, ``interpolation``, ``out_size``), plus ``has_masks`` (False when there is no
-ground truth to compute pixel metrics with).
+``path``) and its attributes (``paths``, ``labels``, ``defect_types``, ``geometry``,
+``image_size``, ``crop``, ``interpolation``, ``out_size``); BTAD, VisA and folders have ``has_masks``
+(False when there is no ground truth to compute pixel metrics with).
 
 Layouts
 -------
 mvtec     ``<root>/<category>/{train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}``
-rd-mvtec  the MVTec AD layout, randomly rotated and cropped (:mod:`padim_utils.rd_mvtec`)
-stc       ShanghaiTech Campus (:mod:`padim_utils.stc`); the "category" is the scene id
+rd-mvtec  the MVTec AD layout, randomly rotated and cropped (:mod:`padim_utils.datasets.rd_mvtec`)
+stc       ShanghaiTech Campus (:mod:`padim_utils.datasets.stc`); the "category" is the scene id
 btad      ``<root>/<product>/{train/ok, test/ok, test/ko, ground_truth/ko/<stem>.png|.bmp}``, products 01-03
 visa      ``<root>/split_csv/1cls.csv`` (columns object,split,label,image,mask; label normal/anomaly) and
           the files it names, relative to ``<root>``: ``<object>/Data/Images/{Normal,Anomaly}/*.JPG``,
@@ -29,19 +29,16 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from .data import (
-    IMAGE_EXTENSIONS,
-    MVTecDataset,
-    _check_geometry,
-    _check_interpolation,
-    _subfolders,
-    data_home,
-    list_categories,
-    list_images,
-)
-from .errors import PadimError
+from ..config import Geometry
+from ..errors import PadimError
+from ..paper import MVTEC_OBJECTS, MVTEC_TEXTURES
+from .base import CategoryDataset, changed_keywords
+from .images import IMAGE_EXTENSIONS, find_image, list_images, subfolders
+from .mvtec import MVTecDataset, data_home, list_categories
+from .rd_mvtec import RdMVTecDataset
+from .stc import STCDataset, stc_scenes
 
 __all__ = [
     "MVTEC_TEXTURES",
@@ -60,11 +57,7 @@ __all__ = [
     "default_root",
 ]
 
-#: MVTec AD texture categories, as the paper's tables group them.
-MVTEC_TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
-#: MVTec AD object categories.
-MVTEC_OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush",
-                 "transistor", "zipper")
+# MVTEC_TEXTURES and MVTEC_OBJECTS (as the paper's tables group them) come from padim_utils.paper.
 #: All 15 MVTec AD categories, textures first (the paper's table order).
 MVTEC_CATEGORIES = MVTEC_TEXTURES + MVTEC_OBJECTS
 BTAD_PRODUCTS = ("01", "02", "03")
@@ -78,7 +71,11 @@ NORMAL_FOLDERS = ("good", "normal", "ok")
 
 
 def mvtec_categories(group: str | None = None) -> tuple[str, ...]:
-    """MVTec AD categories: all 15 (``group=None``), ``"textures"`` or ``"objects"``."""
+    """MVTec AD categories: all 15 (``group=None``), ``"textures"`` or ``"objects"``.
+
+    >>> mvtec_categories("textures")
+    ('carpet', 'grid', 'leather', 'tile', 'wood')
+    """
     groups = {None: MVTEC_CATEGORIES, "textures": MVTEC_TEXTURES, "objects": MVTEC_OBJECTS}
     try:
         return groups[group]
@@ -91,16 +88,6 @@ def default_root(name: str) -> Path:
     if name not in DATA_FOLDERS:
         raise PadimError(f"dataset {name!r} has no default folder; give its root")
     return data_home() / DATA_FOLDERS[name]
-
-
-def _find_file(folders: Sequence[Path], stems: Sequence[str]) -> Path | None:
-    for folder in folders:
-        for stem in stems:
-            for ext in IMAGE_EXTENSIONS:
-                for cand in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
-                    if cand.is_file():
-                        return cand
-    return None
 
 
 def _looked_for() -> str:
@@ -121,56 +108,30 @@ class BTADDataset(MVTecDataset):
 
     has_masks = True
 
-    def _scan_train(self) -> None:
-        ok = self.category_dir / "train" / "ok"
-        if not ok.is_dir():
-            raise PadimError(f"missing folder {ok} (expected <root>/<product>/train/ok with normal images)")
-        images = list_images(ok)
-        if not images:
-            raise PadimError(f"no images in {ok} (looked for {_looked_for()})")
-        for p in images:
-            self._add(p, 0, "good", None)
+    def scan_train(self) -> None:
+        self.add_good_folder(self.category_dir / "train" / "ok",
+                             "expected <root>/<product>/train/ok with normal images")
 
-    def _scan_test(self) -> None:
+    def scan_test(self) -> None:
         test = self.category_dir / "test"
         if not test.is_dir():
             raise PadimError(f"missing folder {test} (expected <root>/<product>/test/ok and test/ko)")
         for p in list_images(test / "ok") if (test / "ok").is_dir() else []:
-            self._add(p, 0, "good", None)
+            self.add_item(p, 0, "good")
         gt = self.category_dir / "ground_truth" / "ko"
         for p in list_images(test / "ko") if (test / "ko").is_dir() else []:
-            mask = _find_file([gt], [p.stem])
-            if mask is None:
-                raise PadimError(f"missing mask for defect image {p}: expected {gt / p.stem}.png (or .bmp)")
-            self._add(p, 1, "ko", mask)
+            self.add_defect(p, "ko", find_image([gt], [p.stem]), expected=f"{gt / p.stem}.png (or .bmp)")
         if not self.paths:
             raise PadimError(f"no images in {test}/ok or {test}/ko (looked for {_looked_for()})")
 
     def __repr__(self) -> str:
-        return (f"BTADDataset(root={str(self.root)!r}, product={self.category!r}, split={self.split!r}, "
-                f"n={len(self)}, image_size={self.image_size}, crop={self.crop}, "
-                f"interpolation={self.interpolation!r})")
+        return self.describe({"root": str(self.root), "product": self.category, "split": self.split})
 
 
 # --------------------------------------------------------------------------- #
 # datasets given as lists of files (VisA, your own folders)
 # --------------------------------------------------------------------------- #
-class _ListedDataset(MVTecDataset):
-    """MVTecDataset's items and checks for files listed by a subclass (no MVTec folder scan)."""
-
-    has_masks = True
-
-    def _start(self, root: Path, category: str, split: str, image_size: Any, crop: Any, interpolation: Any) -> None:
-        if split not in ("train", "test"):
-            raise PadimError(f"unknown split {split!r}: expected 'train' or 'test'")
-        self.image_size, self.crop = _check_geometry(image_size, crop)
-        self.interpolation = _check_interpolation(interpolation)
-        self.root, self.category, self.split = Path(root), str(category), split
-        self.category_dir = self.root
-        self.paths, self.labels, self.defect_types, self.mask_paths = [], [], [], []
-
-
-class VisADataset(_ListedDataset):
+class VisADataset(CategoryDataset):
     """One split of one VisA object, as the official 1-class split file lists it.
 
     ``split_csv`` defaults to ``<root>/split_csv/1cls.csv``. Rows labelled
@@ -178,10 +139,13 @@ class VisADataset(_ListedDataset):
     and their mask (pixel value > 0 is anomalous, see the module docstring).
     """
 
+    has_masks = True
+
     def __init__(self, root: str | os.PathLike, category: str, split: str = "train", image_size: int = 256,
                  crop: int | None = 224, split_csv: str | os.PathLike | None = None,
-                 interpolation: str = "bicubic") -> None:
-        self._start(Path(root), category, split, image_size, crop, interpolation)
+                 interpolation: str = "bicubic", *, geometry: Geometry | None = None) -> None:
+        super().__init__(root, category, split, geometry, image_size=image_size, crop=crop,
+                         interpolation=interpolation)
         if not self.root.is_dir():
             raise PadimError(f"dataset root folder not found: {self.root}")
         self.split_csv = Path(split_csv) if split_csv is not None else self.root / VISA_SPLIT_CSV
@@ -199,21 +163,16 @@ class VisADataset(_ListedDataset):
             if not image.is_file():
                 raise PadimError(f"image listed in {self.split_csv} line {n} not found: {image}")
             if r["label"] == "normal":
-                self._add(image, 0, "good", None)
+                self.add_item(image, 0, "good")
                 continue
             if not r["mask"]:
                 raise PadimError(f"{self.split_csv} line {n}: anomalous image {image} has no mask")
-            mask = self.root / r["mask"]
-            if not mask.is_file():
-                raise PadimError(f"missing mask for defect image {image}: expected {mask}")
-            self._add(image, 1, "anomaly", mask)
+            self.add_defect(image, "anomaly", self.root / r["mask"], expected=self.root / r["mask"])
         if not self.paths:
             raise PadimError(f"no {split} rows for object {self.category!r} in {self.split_csv}")
 
     def __repr__(self) -> str:
-        return (f"VisADataset(root={str(self.root)!r}, object={self.category!r}, split={self.split!r}, "
-                f"n={len(self)}, image_size={self.image_size}, crop={self.crop}, "
-                f"interpolation={self.interpolation!r})")
+        return self.describe({"root": str(self.root), "object": self.category, "split": self.split})
 
 
 def _check_no_overlap(rows: list[dict[str, str]], category: str, path: Path) -> None:
@@ -247,7 +206,7 @@ def _read_visa_csv(path: Path) -> list[dict[str, str]]:
         raise PadimError(f"cannot read VisA split file {path}: {' '.join(str(exc).split())}") from None
 
 
-class FolderDataset(_ListedDataset):
+class FolderDataset(CategoryDataset):
     """Your own images.
 
     ``split="train"``: every image in ``normal_dir``. ``split="test"``: the
@@ -263,8 +222,10 @@ class FolderDataset(_ListedDataset):
 
     def __init__(self, normal_dir: str | os.PathLike | None = None, test_dir: str | os.PathLike | None = None,
                  mask_dir: str | os.PathLike | None = None, split: str = "train", image_size: int = 256,
-                 crop: int | None = 224, name: str = "folder", interpolation: str = "bicubic") -> None:
-        self._start(Path(normal_dir or "."), name, split, image_size, crop, interpolation)
+                 crop: int | None = 224, name: str = "folder", interpolation: str = "bicubic", *,
+                 geometry: Geometry | None = None) -> None:
+        super().__init__(Path(normal_dir or "."), name, split, geometry, image_size=image_size, crop=crop,
+                         interpolation=interpolation)
         self.normal_dir = None if normal_dir is None else Path(normal_dir)
         self.test_dir = None if test_dir is None else Path(test_dir)
         self.mask_dir = None if mask_dir is None else Path(mask_dir)
@@ -277,10 +238,10 @@ class FolderDataset(_ListedDataset):
             if not images:
                 raise PadimError(f"no images in normal_dir {folder} (looked for {_looked_for()})")
             for p in images:
-                self._add(p, 0, "good", None)
+                self.add_item(p, 0, "good")
             return
         folder = self._need_dir(self.test_dir, "test_dir")
-        subs = _subfolders(folder)
+        subs = subfolders(folder)
         if not subs:
             raise PadimError(f"test_dir {folder} has no sub-folders: put normal test images in {folder}/good and "
                              f"anomalous ones in {folder}/<defect>")
@@ -290,15 +251,13 @@ class FolderDataset(_ListedDataset):
             masks = None if normal or self.mask_dir is None else self._mask_folder(sub, defects)
             for p in list_images(folder / sub):
                 if normal:
-                    self._add(p, 0, "good", None)
+                    self.add_item(p, 0, "good")
                     continue
-                mask = None
-                if masks is not None:
-                    mask = _find_file([masks], [p.stem, f"{p.stem}_mask"])
-                    if mask is None:
-                        raise PadimError(f"missing mask for defect image {p}: expected {masks / p.stem}[_mask].png "
-                                         "(give no mask_dir if your data has no pixel masks)")
-                self._add(p, 1, sub, mask)
+                if masks is None:
+                    self.add_item(p, 1, sub)
+                    continue
+                self.add_defect(p, sub, find_image([masks], [p.stem, f"{p.stem}_mask"]),
+                                expected=f"{masks / p.stem}[_mask].png (give no mask_dir if your data has no pixel masks)")
         if not self.paths:
             raise PadimError(f"no images in the sub-folders of test_dir {folder} (looked for {_looked_for()})")
 
@@ -323,9 +282,8 @@ class FolderDataset(_ListedDataset):
         return path
 
     def __repr__(self) -> str:
-        return (f"FolderDataset(normal_dir={str(self.normal_dir)!r}, test_dir={str(self.test_dir)!r}, "
-                f"mask_dir={str(self.mask_dir)!r}, split={self.split!r}, n={len(self)}, "
-                f"image_size={self.image_size}, crop={self.crop}, interpolation={self.interpolation!r})")
+        return self.describe({"normal_dir": str(self.normal_dir), "test_dir": str(self.test_dir),
+                              "mask_dir": str(self.mask_dir), "split": self.split})
 
 
 # --------------------------------------------------------------------------- #
@@ -341,20 +299,25 @@ _OPTIONS = {
 }
 
 
+_CLASSES = {"mvtec": MVTecDataset, "rd-mvtec": RdMVTecDataset, "stc": STCDataset, "btad": BTADDataset,
+            "visa": VisADataset}
+
+
 def _check_name(name: str) -> None:
     if name not in DATASET_NAMES:
         raise PadimError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
 
 
 def open_dataset(name: str, root: str | os.PathLike | None, category: str, split: str = "train",
-                 image_size: int = 256, crop: int | None = 224, interpolation: str = "bicubic", **options: Any):
+                 image_size: int = 256, crop: int | None = 224, interpolation: str = "bicubic", *,
+                 geometry: Geometry | None = None, **options: Any):
     """One split of one category of dataset ``name`` (see :data:`DATASET_NAMES` and the module docstring).
 
     ``root`` None means the dataset's folder under the data home (:func:`default_root`).
-    ``image_size``, ``crop``, ``interpolation``: the geometry, as the model config's
-    (``open_dataset(..., image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)``).
+    ``geometry`` (or ``image_size``, ``crop``, ``interpolation``): the model config's
+    (``open_dataset(..., geometry=cfg.geometry)``).
     Options: rd-mvtec ``seed``; stc ``frames_per_video`` (training frames per video,
-    None = all) and ``train_codec`` ("match" or "none", see `padim_utils.stc.STCDataset`); visa ``split_csv``; folder ``normal_dir``, ``test_dir``, ``mask_dir``
+    None = all) and ``train_codec`` ("match" or "none", see `padim_utils.datasets.stc.STCDataset`); visa ``split_csv``; folder ``normal_dir``, ``test_dir``, ``mask_dir``
     (``root`` and ``category`` only name it). Options left at None are ignored.
     """
     _check_name(name)
@@ -363,23 +326,13 @@ def open_dataset(name: str, root: str | os.PathLike | None, category: str, split
     if unknown:
         allowed = ", ".join(_OPTIONS[name]) or "none"
         raise PadimError(f"option(s) {', '.join(unknown)} do not apply to dataset {name} (its options: {allowed})")
-    geometry = {"image_size": image_size, "crop": crop, "interpolation": interpolation}
+    sizes = {"image_size": image_size, "crop": crop, "interpolation": interpolation}
+    if geometry is not None:  # with the keywords changed from this function's defaults: the dataset checks they agree
+        sizes = dict(changed_keywords(open_dataset, **sizes), geometry=geometry)
     if name == "folder":
-        return FolderDataset(split=split, name=category or "folder", **geometry, **options)
+        return FolderDataset(split=split, name=category or "folder", **sizes, **options)
     root = default_root(name) if root is None else Path(root)
-    if name == "mvtec":
-        return MVTecDataset(root, category, split, **geometry)
-    if name == "rd-mvtec":
-        from .rd_mvtec import RdMVTecDataset
-
-        return RdMVTecDataset(root, category, split, **geometry, **options)
-    if name == "stc":
-        from .stc import STCDataset
-
-        return STCDataset(root, category, split, **geometry, **options)
-    if name == "btad":
-        return BTADDataset(root, category, split, **geometry)
-    return VisADataset(root, category, split, **geometry, **options)
+    return _CLASSES[name](root, category, split, **sizes, **options)
 
 
 def dataset_categories(name: str, root: str | os.PathLike | None = None, **options: Any) -> list[str]:
@@ -389,8 +342,6 @@ def dataset_categories(name: str, root: str | os.PathLike | None = None, **optio
         return ["folder"]
     root = default_root(name) if root is None else Path(root)
     if name == "stc":
-        from .stc import stc_scenes
-
         return stc_scenes(root)
     if name == "visa":
         csv_path = options.get("split_csv") or root / VISA_SPLIT_CSV
