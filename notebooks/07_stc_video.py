@@ -264,8 +264,7 @@ compare("07.matched-background", row[every, "none"]["background_median"], row[ev
 # expect the decoded model's brightest place to be the static background, the matched model's the cart.
 
 # %%
-test_walkway = STCDataset(walkway, "01", "test", image_size=stc.config.image_size, crop=None,
-                          interpolation=stc.config.interpolation)
+test_walkway = STCDataset(walkway, "01", "test", geometry=stc.config.geometry)  # STC frames: resized, no crop
 i = row[every, "match"]["example_frame"]  # the frame whose map frames_study kept
 fig = plot_maps(test_walkway[i]["image"], {f"{codec}, {every} frames": row[every, codec]["example"]
                                            for codec in ("none", "match")},
