@@ -33,8 +33,7 @@ from padim_utils.datasets.registry import open_dataset
 from padim_utils.model import Padim
 data, category, config, layout, fold = sys.argv[1:6]
 cfg = preset(config).replace(device="cpu")
-kw = cfg.geometry.as_kwargs()
-sets = [open_dataset("mvtec", data, category, split, **kw) for split in ("train", "test")]
+sets = [open_dataset("mvtec", data, category, split, geometry=cfg.geometry) for split in ("train", "test")]
 model = Padim(cfg)
 if fold == "unfolded":  # the network as timm / torchvision build it (batch norm not folded)
     from padim_utils.backbones import feature_extractor

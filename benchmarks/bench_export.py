@@ -159,9 +159,8 @@ def main() -> None:
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)
     cfg = preset(args.config).replace(device="cpu")
-    kw = cfg.geometry.as_kwargs()
-    train = MVTecDataset(data, args.category, "train", **kw)
-    test = MVTecDataset(data, args.category, "test", **kw)
+    train = MVTecDataset(data, args.category, "train", geometry=cfg.geometry)
+    test = MVTecDataset(data, args.category, "test", geometry=cfg.geometry)
     progress = not args.quiet
     train_cache = FeatureCache.compute(train, cfg, progress=progress)
     test_cache = FeatureCache.compute(test, cfg, progress=progress)

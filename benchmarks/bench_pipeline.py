@@ -92,9 +92,8 @@ def _datasets(job: dict, cfg):
 
     from padim_utils.datasets.registry import open_dataset
 
-    kw = cfg.geometry.as_kwargs()
-    train = open_dataset("mvtec", job["data"], job["category"], "train", **kw)
-    test = open_dataset("mvtec", job["data"], job["category"], "test", **kw)
+    train = open_dataset("mvtec", job["data"], job["category"], "train", geometry=cfg.geometry)
+    test = open_dataset("mvtec", job["data"], job["category"], "test", geometry=cfg.geometry)
     real_n, real_test = len(train), len(test)
     if job["n"] != real_n:
         train = Subset(train, [i % real_n for i in range(job["n"])])

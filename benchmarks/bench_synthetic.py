@@ -68,8 +68,8 @@ def main() -> None:
     cfg = preset("offline_lite0").replace(d=args.d)
     rows = []
     for category in list_categories(root):
-        train = MVTecDataset(root, category, "train", **cfg.geometry.as_kwargs())
-        test = MVTecDataset(root, category, "test", **cfg.geometry.as_kwargs())
+        train = MVTecDataset(root, category, "train", geometry=cfg.geometry)
+        test = MVTecDataset(root, category, "test", geometry=cfg.geometry)
         results = {"raw": raw_pixel_padim(train, test, cfg)}
         for name, pretrained in (("random", False), ("imagenet", True)):
             torch.manual_seed(0)  # the random-init weights

@@ -34,9 +34,8 @@ def main(data: str, out: str, n: str | None = None) -> None:
         if device == "cuda" and not torch.cuda.is_available():
             continue
         cfg = preset("offline_lite0").replace(device=device, **changes)
-        kw = cfg.geometry.as_kwargs()
-        train = open_dataset("mvtec", data, "bottle", "train", **kw)
-        test = open_dataset("mvtec", data, "bottle", "test", **kw)
+        train = open_dataset("mvtec", data, "bottle", "train", geometry=cfg.geometry)
+        test = open_dataset("mvtec", data, "bottle", "test", geometry=cfg.geometry)
         if n:
             train, test = Subset(train, range(int(n))), Subset(test, range(0, len(test), len(test) // int(n)))
         t0 = time.perf_counter()

@@ -151,7 +151,8 @@ rows = [{"scene": r["scene"], "frame AUROC": r["frame_auroc"], "pixel AUROC": r[
 paper = paper_number("stc", "PaDiM-R18-Rd100", "pixel_auroc")
 rows.append({"scene": f"**mean** ({stc.source})", "frame AUROC": np.mean([r["frame_auroc"] for r in records]),
              "pixel AUROC": np.mean([r["pixel_auroc"] for r in records])})
-rows.append({"scene": "paper, PaDiM-R18-Rd100, 13 real scenes", "frame AUROC": "–", "pixel AUROC": paper})
+# the paper gives no frame AUROC: None, which the table shows as "–"
+rows.append({"scene": "paper, PaDiM-R18-Rd100, 13 real scenes", "frame AUROC": None, "pixel AUROC": paper})
 show(markdown_table(rows) + f"\n\nPaper: {CITATION}, Table IV.")
 
 # %% [markdown]

@@ -61,10 +61,10 @@ print(test_cache)
 # The layer study keeps every channel of the layers used; the reduction study uses all three layers:
 
 # %%
-layers_table = paper_ablation("layers")  # {setting: {"pixel_auroc", "pixel_aupro"}}, None where not published
+layers_table = paper_ablation("layers")  # {setting: {"pixel_auroc", "pixel_aupro"}}, None (shown "–") where not published
 reduction_table = paper_ablation("reduction")
 names = {"pixel_auroc": "pixel AUROC", "pixel_aupro": "PRO"}
-show(markdown_table([{"paper setting (R18)": k, **{name: "–" if v[m] is None else v[m] for m, name in names.items()}}
+show(markdown_table([{"paper setting (R18)": k, **{name: v[m] for m, name in names.items()}}
                      for k, v in (layers_table | reduction_table).items()]))
 print("Source:", CITATION, "-", paper_note("reduction"))
 
@@ -96,9 +96,7 @@ print("Source:", CITATION, "-", paper_note("reduction"))
 
 # %%
 layer_rows = ablations.sweep(train_cache, test_cache, cfg, ablations.layer_settings(train_cache, d=cfg.d))
-columns = ["layers", "reduction", "d", "image_auroc", "pixel_auroc", "pixel_aupro", "fit + predict s",
-           "paper setting", "paper pixel AUROC", "paper PRO"]
-show(markdown_table(layer_rows, columns))
+show(markdown_table(layer_rows, ablations.SWEEP_COLUMNS))  # {row key: column header}
 
 # %%
 best_single = max(layer_rows[:-1], key=lambda r: r["pixel_aupro"])  # rows: each layer alone, then all
@@ -127,7 +125,7 @@ fig = plot_ablation(layer_rows, title="Which layers? Ours (bars) vs the paper (b
 
 # %%
 red_rows = [joint] + ablations.sweep(train_cache, test_cache, cfg, [{"reduction": "pca", "d": cfg.d}])
-show(markdown_table(red_rows, columns))
+show(markdown_table(red_rows, ablations.SWEEP_COLUMNS))
 fig = plot_ablation(red_rows, title=f"Reduction to d = {cfg.d}: ours vs the paper (black ticks)")
 
 # %%

@@ -61,9 +61,9 @@ print(f"fitted on {model.n_train} images; test scores: good median {good_scores.
 
 # %% [markdown]
 # ## 1. Your own images
-# Any folder of images works: `data.ImageFolderDataset(folder, ...)` reads every image in it (EXIF
-# orientation applied; given the model's `image_size`, `crop` and `interpolation`, resized exactly like the
-# training images), with no label and no mask. To have a folder here, we copy two good and two defective
+# Any folder of images works: `ImageFolderDataset(folder, geometry=cfg.geometry)` reads every image in it
+# (EXIF orientation applied; given the model's geometry, its `image_size`, `crop` and `interpolation`, resized
+# exactly like the training images), with no label and no mask. To have a folder here, we copy two good and two defective
 # test images under neutral names, as if they came from your camera. Without masks there are no metrics:
 # what you get is one score per image and a heat map showing *where* the model sees something unusual. We
 # pick the two defective images with the largest defects; expect them to score higher than the good ones
@@ -82,7 +82,7 @@ for n, i in enumerate(good_idx + bad_idx, start=1):
     src = Path(test.paths[i])
     shutil.copy(src, folder / f"photo_{n}{src.suffix}")
     truth[f"photo_{n}"] = test.defect_types[i]
-mine = ImageFolderDataset(folder, **cfg.geometry.as_kwargs())
+mine = ImageFolderDataset(folder, geometry=cfg.geometry)
 print(mine)
 
 # %%

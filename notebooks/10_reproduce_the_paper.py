@@ -131,7 +131,7 @@ print("  paper:", row["paper"][0])
 
 # %% [markdown]
 # A published value carries its `source`, its path in `padim_utils/paper_results.json`, where the
-# file's `_about` note says how each number was transcribed; "—" means the paper gives none or it could
+# file's `_about` note says how each number was transcribed; "–" means the paper gives none or it could
 # not be checked. Keep that note with the numbers wherever you show them:
 
 # %%

@@ -174,7 +174,7 @@ def cmd_fit(args) -> int:
     cfg = build_config(args)
     name, root, category, options = data_args(args)
     with distributed.process_group(cfg.device) as device:
-        train = open_dataset(name, root, category, "train", **cfg.geometry.as_kwargs(), **options)
+        train = open_dataset(name, root, category, "train", geometry=cfg.geometry, **options)
         train.check_files()  # every training image decodes, before the backbone runs
         model = Padim(cfg, device=device, compile=args.compile)
         _, seconds = timed(model.fit, train, progress=not args.quiet and distributed.is_main())
@@ -241,7 +241,7 @@ def cmd_predict(args) -> int:
     place (the previous run's files removed first), so --out never holds a mix of two runs."""
     model = Padim.load(args.model, device=args.device)
     cfg = model.config
-    data = ImageFolderDataset(args.input, **cfg.geometry.as_kwargs())
+    data = ImageFolderDataset(args.input, geometry=cfg.geometry)
     result = model.predict_dataset(data, progress=not args.quiet)
     out = Path(args.out)
     created = not out.exists()
@@ -291,7 +291,7 @@ def cmd_export(args) -> int:
     model = Padim.load(args.model, device="cpu")
     cfg, images = model.config, None
     if args.images:
-        data = ImageFolderDataset(args.images, **cfg.geometry.as_kwargs())
+        data = ImageFolderDataset(args.images, geometry=cfg.geometry)
         images = torch.stack([data[i]["image"] for i in range(min(len(data), 8))])
     if not args.quiet:
         print("exporting and validating with onnxruntime (about half a minute on a CPU) ...", file=sys.stderr)

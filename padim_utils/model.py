@@ -168,7 +168,7 @@ class Padim:
         if interpolation is not None and interpolation != self.config.interpolation:
             raise PadimError(f"dataset images are resized {interpolation} but the config says "
                              f"interpolation={self.config.interpolation!r}: build the dataset with "
-                             f"interpolation=config.interpolation")
+                             f"geometry=config.geometry")
 
     # ------------------------------------------------------------------ fit
     def fit(self, data, progress: bool = True) -> "Padim":

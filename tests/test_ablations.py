@@ -10,6 +10,7 @@ from padim_utils.experiments import ablations
 from padim_utils.config import preset
 from padim_utils.datasets.mvtec import MVTecDataset
 from padim_utils.errors import PadimError
+from padim_utils.markdown import markdown_table
 from padim_utils.experiments.features import FeatureCache
 from padim_utils.plots import plot_ablation
 
@@ -71,6 +72,11 @@ def test_sweep_rows_and_markdown(caches):
     red = ablations.sweep(train, test, cfg, ablations.reduction_settings(16))
     assert [(r["reduction"], r["d"], r["paper pixel AUROC"]) for r in red] == [("random", 16, 0.967),
                                                                                ("pca", 16, 0.935)]
+    table = markdown_table(red, ablations.SWEEP_COLUMNS).splitlines()  # every column filled, metrics named
+    assert table[0] == ("| layers | reduction | d | image AUROC | pixel AUROC | AU-PRO (FPR 0.3) | fit + predict s "
+                        "| paper setting | paper pixel AUROC | paper PRO |")
+    assert table[3].startswith(f"| {red[1]['layers']} | pca | 16 | {red[1]['image_auroc']:.3f} |")
+    assert table[3].endswith("| R18 layers 1+2+3, PCA d = 100 | 0.935 | 0.857 |")
     md = ablations.ablation_markdown(ablations.run_ablation(train, test, cfg, reduction="pca", d=16))
     assert "| ours |" in md and "PCA d = 100" in md and "arXiv 2011.08785" in md
     fig = plot_ablation(rows + red, title="t")

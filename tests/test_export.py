@@ -26,8 +26,7 @@ def cfg():
 
 
 def _dataset(root, category, split, cfg):
-    return MVTecDataset(root, category, split, image_size=cfg.image_size, crop=cfg.crop,
-                        interpolation=cfg.interpolation)
+    return MVTecDataset(root, category, split, geometry=cfg.geometry)
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +236,7 @@ def test_cli_export_bad_input(tmp_path, capsys, monkeypatch, case):
 @pytest.mark.slow
 def test_real_bottle_export_reproduces_predict(bottle_root, tmp_path):
     cfg = preset("offline_lite0").replace(device="cpu")
-    kw = {"image_size": cfg.image_size, "crop": cfg.crop, "interpolation": cfg.interpolation}
+    kw = {"geometry": cfg.geometry}
     model = Padim(cfg).fit(MVTecDataset(bottle_root, "bottle", "train", **kw), progress=False)
     test = MVTecDataset(bottle_root, "bottle", "test", **kw)
     images = torch.stack([test[i]["image"] for i in range(len(test))])  # all 83: good and 3 defect types

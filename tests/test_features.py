@@ -19,7 +19,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def sets(quick_root, quick_category, cfg):
-    kw = dict(image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
+    kw = dict(geometry=cfg.geometry)
     return (MVTecDataset(quick_root, quick_category, "train", **kw),
             MVTecDataset(quick_root, quick_category, "test", **kw))
 

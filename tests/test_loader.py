@@ -98,7 +98,7 @@ def test_close_removes_the_temporary_folder():
 
 def test_fit_and_predict_with_workers_equal_in_process_decoding(quick_root, quick_category):
     cfg = preset("quick").replace(device="cpu")
-    kw = dict(image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
+    kw = dict(geometry=cfg.geometry)
     train = MVTecDataset(quick_root, quick_category, "train", **kw)
     test = MVTecDataset(quick_root, quick_category, "test", **kw)
     plain = Padim(cfg).fit(train, progress=False)

@@ -19,14 +19,12 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def train(quick_root, quick_category, cfg):
-    return MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop,
-                        interpolation=cfg.interpolation)
+    return MVTecDataset(quick_root, quick_category, "train", geometry=cfg.geometry)
 
 
 @pytest.fixture(scope="module")
 def test_set(quick_root, quick_category, cfg):
-    return MVTecDataset(quick_root, quick_category, "test", image_size=cfg.image_size, crop=cfg.crop,
-                        interpolation=cfg.interpolation)
+    return MVTecDataset(quick_root, quick_category, "test", geometry=cfg.geometry)
 
 
 @pytest.fixture(scope="module")

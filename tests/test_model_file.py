@@ -16,8 +16,7 @@ from padim_utils.model import Padim
 @pytest.fixture(scope="module")
 def saved(quick_root, quick_category, tmp_path_factory):
     cfg = preset("quick").replace(d=8, batch_size=4)
-    train = MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop,
-                         interpolation=cfg.interpolation)
+    train = MVTecDataset(quick_root, quick_category, "train", geometry=cfg.geometry)
     model = Padim(cfg).fit(train, progress=False)
     return model.save(tmp_path_factory.mktemp("model") / "m.safetensors")
 
@@ -170,8 +169,7 @@ def test_a_fit_giving_nan_statistics_is_refused(quick_root, quick_category, monk
 
     monkeypatch.setattr(GaussianStats, "finalize", overflowed)
     cfg = preset("quick").replace(d=8)
-    train = MVTecDataset(quick_root, quick_category, "train", image_size=cfg.image_size, crop=cfg.crop,
-                         interpolation=cfg.interpolation)
+    train = MVTecDataset(quick_root, quick_category, "train", geometry=cfg.geometry)
     model = Padim(cfg)
     with pytest.raises(PadimError, match="the fit gave NaN or infinite Gaussian statistics"):
         model.fit(train, progress=False)

@@ -44,7 +44,7 @@ def test_float32_statistics_and_distances_on_real_bottle(bottle_root):
     from padim_utils.scoring import mahalanobis
 
     cfg = preset("offline_lite0").replace(device="cpu")
-    kw = dict(image_size=cfg.image_size, crop=cfg.crop, interpolation=cfg.interpolation)
+    kw = dict(geometry=cfg.geometry)
     train = FeatureCache.compute(MVTecDataset(bottle_root, "bottle", "train", **kw), cfg, progress=False)
     test = FeatureCache.compute(MVTecDataset(bottle_root, "bottle", "test", **kw), cfg, progress=False)
     ref = Padim(cfg.replace(dtype="float64", stats_dtype="float64")).fit(train, progress=False)

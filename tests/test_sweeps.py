@@ -44,9 +44,8 @@ def test_receptive_field_bounds_what_a_unit_sees():
 @pytest.fixture(scope="module")
 def caches(quick_root):
     cfg = preset("quick").replace(device="cpu")
-    kw = cfg.geometry.as_kwargs()
-    train = FeatureCache.compute(MVTecDataset(quick_root, "bottle_syn", "train", **kw), cfg, progress=False)
-    test = FeatureCache.compute(MVTecDataset(quick_root, "bottle_syn", "test", **kw), cfg, progress=False)
+    train, test = (FeatureCache.compute(MVTecDataset(quick_root, "bottle_syn", split, geometry=cfg.geometry), cfg,
+                                        progress=False) for split in ("train", "test"))
     return cfg, train, test
 
 

@@ -78,7 +78,7 @@ class CourseData:
 
     def dataset(self, split: str, category: str | None = None):
         """The `train` or `test` split of `category` (default: this one), sized for `config`."""
-        return MVTecDataset(self.root, category or self.category, split, **self.config.geometry.as_kwargs())
+        return MVTecDataset(self.root, category or self.category, split, geometry=self.config.geometry)
 
     def train(self, category: str | None = None):
         return self.dataset("train", category)
@@ -170,7 +170,7 @@ class STCData:
 
     def dataset(self, scene: str, split: str):
         return STCDataset(self.root, scene, split, frames_per_video=self.frames_per_video,
-                          **self.config.geometry.as_kwargs())
+                          geometry=self.config.geometry)
 
     def describe(self) -> str:
         size = self.config.out_size

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 
 from ..config import PadimConfig
 from ..errors import PadimError
-from ..markdown import markdown_table
+from ..markdown import MISSING, markdown_table
 from ..metrics import METRIC_LABELS
 from ..model import Padim
 from ..paper import CITATION, paper_ablation
@@ -33,12 +33,16 @@ from ..plots import plot_ablation
 from .benchmark import evaluate_cached
 from .features import FeatureCache
 
-__all__ = ["select_layers", "run_ablation", "paper_reference", "layer_settings", "reduction_settings", "result_row", "sweep",
+__all__ = ["SWEEP_COLUMNS", "select_layers", "run_ablation", "paper_reference", "layer_settings", "reduction_settings", "result_row", "sweep",
            "ablation_markdown", "AblationWidget"]
 
 # the paper's R18 layer names, by the position of a hooked layer in our backbone
 _PAPER_LAYER = ("layer1", "layer2", "layer3")
 _METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
+#: The columns of a `sweep` table and their headers: `markdown_table(rows, SWEEP_COLUMNS)`.
+SWEEP_COLUMNS = {"layers": "layers", "reduction": "reduction", "d": "d", **{m: METRIC_LABELS[m] for m in _METRICS},
+                 "fit + predict s": "fit + predict s", "paper setting": "paper setting",
+                 "paper pixel AUROC": "paper pixel AUROC", "paper PRO": "paper PRO"}
 
 
 def select_layers(cache: FeatureCache, layers) -> FeatureCache:
@@ -128,7 +132,7 @@ def result_row(result: dict) -> dict:
             "d": result["d"], **{m: result[m] for m in _METRICS}, "fit_seconds": result["fit_seconds"],
             "predict_seconds": result["predict_seconds"],
             "fit + predict s": result["fit_seconds"] + result["predict_seconds"],
-            "paper setting": ref.get("paper setting", "–"),
+            "paper setting": ref.get("paper setting", MISSING),
             "paper pixel AUROC": ref.get("pixel_auroc"), "paper PRO": ref.get("pixel_aupro")}
 
 

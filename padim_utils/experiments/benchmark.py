@@ -39,9 +39,8 @@ def run_benchmark(cfg: PadimConfig, root, category: str, figures: Path | None = 
     metrics are None and a note says so; for STC ``frame_auroc`` repeats ``image_auroc`` under the
     paper's name. ``compile``: run the backbone through `torch.compile` (see `Padim`).
     """
-    geometry = cfg.geometry.as_kwargs()
-    train = open_dataset(dataset, root, category, "train", **geometry, **options)
-    test = open_dataset(dataset, root, category, "test", **geometry, **options)
+    train = open_dataset(dataset, root, category, "train", geometry=cfg.geometry, **options)
+    test = open_dataset(dataset, root, category, "test", geometry=cfg.geometry, **options)
     for split in (train, test):  # before the fit: every file decodes, every mask fits its image (ms a file)
         split.check_files()
     where = f"test_dir {test.test_dir}" if dataset == "folder" else f"{dataset} {category!r} in {test.root}"

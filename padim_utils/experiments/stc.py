@@ -54,7 +54,7 @@ def run_stc(cfg: PadimConfig, root, scene: str, frames_per_video: int | None = N
     """
     record = run_benchmark(cfg, root, scene, progress=progress, dataset="stc", frames_per_video=frames_per_video,
                            train_codec=train_codec)
-    labels = STCDataset(root, scene, "test", **cfg.geometry.as_kwargs()).labels
+    labels = STCDataset(root, scene, "test", geometry=cfg.geometry).labels
     record.update(scene=str(scene), category=f"stc_{scene}", frames_per_video=frames_per_video,
                   n_test_anomalous=int(sum(labels)))
     return record
@@ -73,12 +73,11 @@ def frames_study(root: str | os.PathLike, cfg: PadimConfig, frames_per_video=(8,
     (:class:`padim_utils.experiments.features.FeatureCache`); fewer frames per video are subsets of the same frames,
     exactly those :class:`STCDataset` samples.
     """
-    geometry = cfg.geometry.as_kwargs()
-    test = FeatureCache.compute(STCDataset(root, SCENE, "test", **geometry), cfg, progress=progress)
+    test = FeatureCache.compute(STCDataset(root, SCENE, "test", geometry=cfg.geometry), cfg, progress=progress)
     example = len(test) // len({p.rsplit("/", 2)[-2] for p in test.paths}) // 2 if example is None else example
     rows = []
     for codec in train_codecs:
-        train_set = STCDataset(root, SCENE, "train", train_codec=codec, **geometry)
+        train_set = STCDataset(root, SCENE, "train", train_codec=codec, geometry=cfg.geometry)
         train = FeatureCache.compute(train_set, cfg, progress=progress)
         videos = [path.rsplit("#", 1) for path in train_set.paths]  # [video, frame index]
         length = {v: sum(1 for w, _ in videos if w == v) for v, _ in videos}

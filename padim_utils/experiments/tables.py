@@ -14,7 +14,7 @@ The JSON (what `reproduction.load_tables` reads back) is
 
 A row over several categories (a group mean) averages the categories seed by seed, then
 takes mean ± SEM over the seeds: the paper's "averaged over 10 random models". SEM is
-std(ddof=1) / sqrt(n); with n = 1 no ± is shown. A published value is None ("—") where
+std(ddof=1) / sqrt(n); with n = 1 no ± is shown. A published value is None ("–", `MISSING`) where
 the paper gives none or it could not be verified; every published value carries its
 `source`, so it can be checked against `paper_results.json` and its provenance notes.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import write_json, write_text
-from ..markdown import format_cell, markdown_table, table_header, table_row
+from ..markdown import MISSING, format_cell, markdown_table, table_header, table_row
 from ..metrics import METRIC_LABELS
 from ..paper import (ABLATION_METRICS, CITATION, MVTEC_OBJECTS, MVTEC_TEXTURES, STUDIES, category_group, paper_lookup,
                      paper_model_for, paper_note, paper_source, paper_value)
@@ -397,7 +397,7 @@ def explain_gaps(table: dict) -> list[str]:
 # ---------------------------------------------------------------------------- writing
 def _cell(stat: dict | None, fmt: str) -> str:
     if not stat or stat.get("mean") is None:
-        return "—"
+        return MISSING
     text = format(stat["mean"], fmt)
     if stat.get("sem") is None:
         return text
@@ -411,7 +411,7 @@ def _paper_cell(row: dict, model: str, metric: str, fmt: str) -> str:
     for p in row["paper"]:
         if p["model"] == model and p["metric"] == metric and p["value"] is not None:
             return format(p["value"], fmt)
-    return "—"
+    return MISSING
 
 
 def table_markdown(table: dict) -> str:
@@ -434,7 +434,7 @@ def table_markdown(table: dict) -> str:
                      ": its numbers sit beside the paper's for reference, they are not the same experiment") + ".")
     lines += [f"- Data: {run['data']['stc'] if table['table'] == 'IV' else run['data']['mvtec']}"
               f"{' (quick mode: 64 px images, a few training images)' if run['quick'] else ''}; {table['spread']}.",
-              f"- Paper: {table['paper']} (`padim_utils/paper_results.json`); — = not published or not verified.", "",
+              f"- Paper: {table['paper']} (`padim_utils/paper_results.json`); {MISSING} = not published or not verified.", "",
               table_header(header)]
     for r in table["rows"]:
         cells = [str(r["labels"].get(k, "")) for k in table["labels"]] + [r["backbone_label"]] + [f(r) for _, f in cols]

@@ -172,13 +172,13 @@ class Context:
 
     def dataset(self, unit: Unit, split: str, cfg: PadimConfig):
         """The unit's split, sized for `cfg`."""
-        s, geometry = self.sources, cfg.geometry.as_kwargs()
+        s, geometry = self.sources, cfg.geometry
         if unit.study == "stc":
-            return STCDataset(s.stc_root, unit.category, split, frames_per_video=s.frames_per_video, **geometry)
+            return STCDataset(s.stc_root, unit.category, split, frames_per_video=s.frames_per_video, geometry=geometry)
         if unit.study == "rd":
             return RdMVTecDataset(s.mvtec_root, unit.category, split, seed=int(unit.setting.removeprefix("rd")),
-                                  **geometry)
-        return MVTecDataset(s.mvtec_root, unit.category, split, **geometry)
+                                  geometry=geometry)
+        return MVTecDataset(s.mvtec_root, unit.category, split, geometry=geometry)
 
     def caches(self, unit: Unit, cfg: PadimConfig) -> tuple[FeatureCache, FeatureCache]:
         """(train, test) layer outputs of the unit's data, computed once per backbone, geometry and data."""
