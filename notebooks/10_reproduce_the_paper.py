@@ -37,7 +37,6 @@ import numpy as np
 from IPython.display import Image, display
 
 from padim_utils.backbones import weights_status
-from padim_utils.metrics import METRIC_LABELS
 from padim_utils.course import check_exercise, compare, env_device, env_flag, markdown_table, show, show_source
 from padim_utils.paper import CITATION, category_group, paper_note
 from padim_utils.experiments import (PAPER_BACKBONES, TABLES, choose_backbones, find_sources, load_tables, make_plan,
@@ -327,8 +326,8 @@ compare("10.model-size", size * 1e9, side * side * cfg.d * (cfg.d + 1) * 4, side
 
 # %%
 all_gaps = [g for t in tables.values() for g in gaps(t)]
-show(markdown_table([{**g, "metric": METRIC_LABELS.get(g["metric"], g["metric"])} for g in all_gaps],
-                    ["table", "row", "metric", "model", "ours", "paper", "gap"]))
+show(markdown_table(all_gaps, {"table": "table", "row": "row", "label": "metric", "model": "model", "ours": "ours",
+                               "paper": "paper", "gap": "ours - paper"}))
 
 # %% [markdown]
 # ### Look inside

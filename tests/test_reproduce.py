@@ -19,7 +19,7 @@ from conftest import REPO
 from padim_utils import cli
 from padim_utils.experiments import reproduction as rp
 from padim_utils.errors import PadimError
-from padim_utils.experiments.tables import explain_gaps, mean_sem, table_markdown
+from padim_utils.experiments.tables import explain_gaps, gaps, mean_sem, table_markdown
 from padim_utils.experiments.units import Unit
 
 PAPER_FILE = REPO / "padim_utils" / "paper_results.json"
@@ -223,19 +223,29 @@ def test_mean_sem_against_numpy_and_scipy():
     assert mean_sem([])["mean"] is None
 
 
+def _hand_table():  # two rows: a with two seeds and a published value, b with one seed and none
+    return {"table": "III", "title": "t", "paper": "Table III", "labels": ["category"], "paper_models": ["P"],
+            "columns": [{"key": "pixel_auroc", "name": "pixel AUROC", "unit": "", "fmt": ".3f"}],
+            "rows": [{"labels": {"category": "a"}, "backbone": "x", "backbone_label": "lab",
+                      "ours": {"pixel_auroc": mean_sem([0.4, 0.6])},
+                      "paper": [{"model": "P", "metric": "pixel_auroc", "value": 0.97, "source": "x"}]},
+                     {"labels": {"category": "b"}, "backbone": "x", "backbone_label": "lab",
+                      "ours": {"pixel_auroc": mean_sem([0.5])},
+                      "paper": [{"model": "P", "metric": "pixel_auroc", "value": None, "source": None}]}],
+            "notes": [], "provenance": [], "spread": "s",
+            "run": {"backbones": {"x": "lab"}, "data": {"mvtec": "d", "stc": "d"}, "quick": False, "seeds": 2}}
+
+
 def test_markdown_shows_sem_only_for_several_seeds():
-    table = {"table": "III", "title": "t", "paper": "Table III", "labels": ["category"], "paper_models": ["P"],
-             "columns": [{"key": "pixel_auroc", "name": "pixel AUROC", "unit": "", "fmt": ".3f"}],
-             "rows": [{"labels": {"category": "a"}, "backbone_label": "lab",
-                       "ours": {"pixel_auroc": mean_sem([0.4, 0.6])},
-                       "paper": [{"model": "P", "metric": "pixel_auroc", "value": 0.97, "source": "x"}]},
-                      {"labels": {"category": "b"}, "backbone_label": "lab", "ours": {"pixel_auroc": mean_sem([0.5])},
-                       "paper": [{"model": "P", "metric": "pixel_auroc", "value": None, "source": None}]}],
-             "notes": [], "provenance": [], "spread": "s",
-             "run": {"backbones": {"x": "lab"}, "data": {"mvtec": "d", "stc": "d"}, "quick": False, "seeds": 2}}
-    md = table_markdown(table)
+    md = table_markdown(_hand_table())
     assert "| a | lab | 0.500 ± 0.100 | 0.970 |" in md
     assert "| b | lab | 0.500 | – |" in md  # MISSING: the one "no number" mark of every table
+
+
+def test_gaps_pair_our_mean_with_each_published_value():
+    assert gaps(_hand_table()) == [{"table": "III", "row": "a", "metric": "pixel_auroc", "label": "pixel AUROC",
+                                    "model": "P", "ours": pytest.approx(0.5), "paper": 0.97,
+                                    "gap": pytest.approx(0.5 - 0.97), "backbone": "x"}]  # b: nothing published
 
 
 def test_backbone_choice(monkeypatch):

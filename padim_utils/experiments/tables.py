@@ -344,15 +344,17 @@ def build_table(table: str, results: dict[Unit, dict], info: dict) -> dict:
 
 # ---------------------------------------------------------------------------- reading them
 def gaps(table: dict) -> list[dict]:
-    """Every (row, metric) where both we and the paper have a number: {"table", "row", "metric", "model",
-    "ours", "paper", "gap" (ours - paper), "backbone"}, in table order."""
+    """Every (row, metric) where both we and the paper have a number: {"table", "row", "metric", "label"
+    (the column's name and unit, e.g. "AU-PRO (FPR 0.3)"), "model", "ours", "paper", "gap" (ours - paper),
+    "backbone"}, in table order."""
+    labels = {c["key"]: c["name"] + (f" ({c['unit']})" if c["unit"] else "") for c in table["columns"]}
     out = []
     for r in table["rows"]:
         for p in r["paper"]:
             ours = r["ours"].get(p["metric"]) or {}
             if p["value"] is not None and ours.get("mean") is not None:
                 out.append({"table": table["table"], "row": " / ".join(str(r["labels"][k]) for k in table["labels"]),
-                            "metric": p["metric"], "model": p["model"], "ours": ours["mean"], "paper": p["value"],
+                            "metric": p["metric"], "label": labels[p["metric"]], "model": p["model"], "ours": ours["mean"], "paper": p["value"],
                             "gap": ours["mean"] - p["value"], "backbone": r["backbone"]})
     return out
 
