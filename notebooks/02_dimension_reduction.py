@@ -105,8 +105,9 @@ compare("02.pca-keeps-variance", kept_pca, kept_random, d=cfg.d,
 ablation = paper_ablation("reduction")  # {setting: {"pixel_auroc", "pixel_aupro"}}, None where not published
 names = {"none_448": "all 448 channels", "random_100": "random, d = 100", "pca_100": "PCA, d = 100",
          "random_200": "random, d = 200", "pca_200": "PCA, d = 200"}
-show(markdown_table([{"reduction": label, "pixel AUROC": ablation[key]["pixel_auroc"], "PRO": ablation[key]["pixel_aupro"]}
-                     for key, label in names.items()], missing="not reported")
+show(markdown_table([{"reduction": label, "pixel AUROC": ablation[key]["pixel_auroc"],
+                      "PRO": ablation[key]["pixel_aupro"]} for key, label in names.items()],
+                    missing="not reported")
      + f"\n\nSource: {CITATION}, Table II.")
 
 # %% [markdown]

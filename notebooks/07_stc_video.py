@@ -223,11 +223,9 @@ else:
 # are added, several times below the decoded ones with all frames, and its metrics to stay near 1.
 
 # %%
-from padim_utils.datasets import data_home
-from padim_utils.plots import plot_maps, plot_training_frames
-from padim_utils.datasets import STCDataset, match_test_codec
-from padim_utils.datasets import make_walkway_stc
+from padim_utils.datasets import STCDataset, data_home, make_walkway_stc, match_test_codec
 from padim_utils.experiments import frames_study
+from padim_utils.plots import plot_maps, plot_training_frames
 
 walkway = make_walkway_stc(data_home() / ("stc_walkway_quick" if QUICK else "stc_walkway"),
                            image_size=(144, 256) if QUICK else (240, 424))

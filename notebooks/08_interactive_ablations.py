@@ -61,7 +61,8 @@ print(test_cache)
 # The layer study keeps every channel of the layers used; the reduction study uses all three layers:
 
 # %%
-layers_table = paper_ablation("layers")  # {setting: {"pixel_auroc", "pixel_aupro"}}, None (shown "–") where not published
+# {setting: {"pixel_auroc", "pixel_aupro"}}; None where not published, which the table shows as "–"
+layers_table = paper_ablation("layers")
 reduction_table = paper_ablation("reduction")
 names = {"pixel_auroc": "pixel AUROC", "pixel_aupro": "PRO"}
 show(markdown_table([{"paper setting (R18)": k, **{name: v[m] for m, name in names.items()}}

@@ -63,12 +63,12 @@ print(f"fitted on {model.n_train} images; test scores: good median {good_scores.
 # ## 1. Your own images
 # Any folder of images works: `ImageFolderDataset(folder, geometry=cfg.geometry)` reads every image in it
 # (EXIF orientation applied; given the model's geometry, its `image_size`, `crop` and `interpolation`, resized
-# exactly like the training images), with no label and no mask. To have a folder here, we copy two good and two defective
-# test images under neutral names, as if they came from your camera. Without masks there are no metrics:
-# what you get is one score per image and a heat map showing *where* the model sees something unusual. We
-# pick the two defective images with the largest defects; expect them to score higher than the good ones
-# and to show a red spot on the defect (small images, as in quick mode, can still miss one: the table after
-# the figure tells).
+# exactly like the training images), with no label and no mask. To have a folder here, we copy two good and
+# two defective test images under neutral names, as if they came from your camera. Without masks there are no
+# metrics: what you get is one score per image and a heat map showing *where* the model sees something
+# unusual. We pick the two defective images with the largest defects; expect them to score higher than the
+# good ones and to show a red spot on the defect (small images, as in quick mode, can still miss one: the
+# table after the figure tells).
 
 # %%
 work = Path(tempfile.mkdtemp(prefix="padim_09_"))

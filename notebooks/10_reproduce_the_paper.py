@@ -39,10 +39,8 @@ from IPython.display import Image, display
 from padim_utils.backbones import weights_status
 from padim_utils.course import check_exercise, compare, env_device, env_flag, markdown_table, show, show_source
 from padim_utils.paper import CITATION, category_group, paper_note
-from padim_utils.experiments import (PAPER_BACKBONES, TABLES, choose_backbones, find_sources, load_tables, make_plan,
-                                     reproduce, run_plan)
-from padim_utils.experiments import explain_gaps, gaps, table_markdown
-from padim_utils.experiments import base_config
+from padim_utils.experiments import (PAPER_BACKBONES, TABLES, base_config, choose_backbones, explain_gaps,
+                                     find_sources, gaps, load_tables, make_plan, reproduce, run_plan, table_markdown)
 
 # %% tags=["parameters"]
 QUICK = env_flag("PADIM_QUICK")  # PADIM_QUICK=1: 64 px images, a minute for the whole paper

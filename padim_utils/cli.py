@@ -24,11 +24,11 @@ import csv
 import io
 import os
 import re
+import shutil
 import signal
 import sys
-import threading
-import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,9 +48,9 @@ from .experiments.benchmark import MARKDOWN_HEADER, markdown_row, run_benchmark
 from .experiments.reproduction import reproduce
 from .export import PRECISIONS, TOLERANCE, export_onnx
 from .files import check_output_dir, check_output_file, write_json, write_text
+from .measure import timed
 from .model import Padim
 from .plots import save_overlay
-from .measure import timed
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:

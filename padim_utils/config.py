@@ -107,11 +107,6 @@ class Geometry:
         check_interpolation(self.interpolation)
 
     @property
-    def geometry(self) -> Geometry:
-        """`image_size`, `crop` and `interpolation` as one checked `Geometry`."""
-        return Geometry(self.image_size, self.crop, self.interpolation)
-
-    @property
     def out_size(self) -> int:
         """Side of the images the network sees (and of the anomaly maps)."""
         return self.crop if self.crop is not None else self.image_size

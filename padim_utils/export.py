@@ -46,8 +46,8 @@ from torch import nn
 
 from .errors import PadimError
 from .files import atomic_path, check_output_file
-from .model import NonFiniteMapError, Padim
 from .measure import timed
+from .model import NonFiniteMapError, Padim
 from .scoring import anomaly_maps, image_scores, mahalanobis
 
 __all__ = ["OPSET", "PRECISIONS", "TOLERANCE", "PadimGraph", "size_breakdown", "export_onnx", "onnx_session",

@@ -14,4 +14,3 @@ def progress_bar(iterable, desc: str, enabled: bool | None = True, **kwargs):
     """`tqdm.auto.tqdm(iterable)`; `enabled=None` shows the bar only on a terminal or in a notebook."""
     disable = True if not env_flag("PADIM_PROGRESS", True) else (None if enabled is None else not enabled)
     return tqdm(iterable, desc=desc, disable=disable, **kwargs)
-

@@ -223,9 +223,9 @@ def _write_stc(folder: Path, params: dict[str, Any]) -> None:
         np.save(pmask / f"{name}.npy", clip.masks.astype(np.uint8))
     (folder / "README.txt").write_text(
         "SYNTHETIC data in the ShanghaiTech Campus layout, not STC.\n\n"
-        f"Drawn by padim_utils.datasets.stc (generator version {GENERATOR_VERSION}): static campus-like scenes with\n"
-        "people walking along a path (training videos, MPEG-4 AVI); test clips where a vehicle, a cyclist\n"
-        "or a person on the lawn appears for a while. Pixel masks are exactly where the anomaly was drawn\n"
+        f"Drawn by padim_utils.datasets.stc_synthetic (generator version {GENERATOR_VERSION}): static campus-like\n"
+        "scenes with people walking along a path (training videos, MPEG-4 AVI); test clips where a vehicle, a\n"
+        "cyclist or a person on the lawn appears for a while. Pixel masks are exactly where the anomaly was drawn\n"
         "(before JPEG compression); frame labels are 1 where the mask is not empty.\n"
         f"Parameters are in {MARKER}.\n", encoding="utf-8")
 

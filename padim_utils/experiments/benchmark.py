@@ -22,10 +22,10 @@ from ..datasets.images import load_mask, resize_crop
 from ..datasets.registry import open_dataset
 from ..errors import PadimError
 from ..markdown import format_cell, table_header, table_row
+from ..measure import device_name, peak_memory_bytes, reset_peak_memory, timed
 from ..metrics import METRIC_LABELS, evaluate, f1_max, image_auroc
 from ..model import Padim
 from ..plots import pick_examples, plot_overlays, plot_score_histogram, save_figure
-from ..measure import device_name, peak_memory_bytes, reset_peak_memory, timed
 
 __all__ = ["run_benchmark", "evaluate_cached", "markdown_row", "results_table", "MARKDOWN_HEADER", "RESULT_COLUMNS"]
 

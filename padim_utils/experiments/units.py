@@ -33,9 +33,9 @@ from .. import __version__
 from ..config import INTERPOLATIONS, PadimConfig, preset
 from ..datasets import MVTecDataset, RdMVTecDataset, STCDataset
 from ..errors import PadimError
+from ..measure import device_name, peak_memory_bytes, reset_peak_memory, timed
 from ..metrics import evaluate
 from ..model import Padim, resolve_device
-from ..measure import device_name, peak_memory_bytes, reset_peak_memory, timed
 from .ablations import select_layers
 from .benchmark import evaluate_cached
 from .features import FeatureCache
