@@ -11,8 +11,8 @@ The method, in the order a learner reads it (one module a step, at the top of th
     distributed  the fit under torchrun;  export: the inference as one ONNX graph
 
 The floors, lowest first: a module imports only from its own floor and the floors before it.
-    foundation   errors (PadimError), files (atomic writes), progress (bars), measure (seconds, peak memory),
-                 markdown (tables), paper (the paper's published facts), config
+    foundation   errors (PadimError), extras (optional parts), files (atomic writes), progress (bars),
+                 measure (seconds, peak memory), markdown (tables), paper (the paper's published facts), config
     datasets/    images in: MVTec AD, Rd-MVTec, STC, BTAD, VisA, your folders, the embedded sets
     method       the steps above
     figures      plots

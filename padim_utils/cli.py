@@ -431,7 +431,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "course", cmd_course, quiet=True,
                  help="execute the course notebooks headless and render them into a site")
-    p.add_argument("--notebooks", default="notebooks", help="folder of the NN_*.py notebooks (default notebooks)")
+    p.add_argument("--notebooks", default="chapters", help="folder of the NN_*.py chapter sources (default chapters)")
     p.add_argument("--out", default="build", help="site folder (default build); index.html inside")
     p.add_argument("--only", help="comma-separated chapter prefixes, e.g. 04,05")
     return parser

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from .errors import PadimError
+from .extras import need, optional
 from .files import atomic_path, check_output_file
 from .measure import timed
 from .model import NonFiniteMapError, Padim
@@ -173,8 +174,7 @@ def onnx_session(path: str | os.PathLike, providers: list[str] | None = None, th
     """An onnxruntime InferenceSession for `path` (CPU unless `providers` says otherwise, e.g.
     ["CUDAExecutionProvider"] with the onnxruntime-gpu package); `threads` intra-op threads (default:
     onnxruntime's choice)."""
-    import onnxruntime as ort
-
+    ort = optional("onnxruntime")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     if threads is not None:
@@ -300,8 +300,9 @@ def export_onnx(model: Padim, path: str | os.PathLike, precision: str = "float32
     it on `images` (uint8 (B, 3, S, S); default: `probe_images`) against `Padim.predict`, and only an
     export within `TOLERANCE` with the scores in the same order is renamed to `path`; otherwise PadimError
     and nothing is written. An unfitted model, an unwritable path or a model over ONNX's 2 GB limit:
-    PadimError before any work.
+    PadimError before any work, as is a missing `onnx` extra.
     """
+    need("onnx")
     path = check_output_file(path)
     graph = PadimGraph(model, precision).eval()
     size = size_breakdown(model, precision)["total"]

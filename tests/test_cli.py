@@ -128,7 +128,7 @@ def test_course_builds_the_site_in_quick_mode(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PADIM_QUICK", "1")
     monkeypatch.setenv("PADIM_DATA", str(tmp_path / "data"))
     out = tmp_path / "build"
-    assert main(["course", "--notebooks", str(REPO / "notebooks"), "--out", str(out), "--only", "00", "--quiet"]) == 0
+    assert main(["course", "--notebooks", str(REPO / "chapters"), "--out", str(out), "--only", "00", "--quiet"]) == 0
     page = (out / "00_setup_and_data.html").read_text()
     assert "padim-nav" in page and "celltag_solution" in page and "image/png" in page
     index = (out / "index.html").read_text()

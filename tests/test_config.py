@@ -1,15 +1,10 @@
-"""Config presets, validation and JSON round trip; environment.yml agrees with pyproject."""
-
-import re
-import tomllib
-from pathlib import Path
+"""Config presets, validation and JSON round trip."""
 
 import pytest
 
 from padim_utils.config import PRESETS, PadimConfig, preset
 from padim_utils.errors import PadimError
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_paper_presets_follow_the_paper():
@@ -56,28 +51,3 @@ def test_bad_values_are_clear_errors(changes, message):
 def test_unknown_preset():
     with pytest.raises(PadimError, match="unknown config preset 'r18'; choose one of paper_r18"):
         preset("r18")
-
-
-def _pyproject_pins():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = deps["dependencies"] + deps["optional-dependencies"]["dev"]
-    return {re.split("[=<>]", p)[0].lower(): p.replace(" ", "") for p in pins}
-
-
-def _environment_pins():
-    pins, in_pip = {}, False
-    for line in (ROOT / "environment.yml").read_text().splitlines():
-        if line.strip() == "- pip:":
-            in_pip = True
-            continue
-        m = re.match(r"\s+- ([A-Za-z0-9_.\-]+)\s*(==\s*[^\s#]+)?", line)
-        if in_pip and m:
-            pins[m.group(1).lower()] = (m.group(1) + (m.group(2) or "")).replace(" ", "")
-    return pins
-
-
-def test_environment_yml_and_pyproject_agree():
-    py, env = _pyproject_pins(), _environment_pins()
-    assert py, "no dependencies read from pyproject.toml"
-    assert {k: v.lower() for k, v in py.items()} == {k: v.lower() for k, v in env.items()}
-    assert py["torch"] == "torch==2.14.1" and py["torchvision"] == "torchvision==0.29.1"

@@ -78,7 +78,7 @@ def test_check_exercise_prints_and_is_strict_when_asked(monkeypatch, capsys, qui
 
 def test_every_notebook_exercise_is_registered():
     keys = set(registered())
-    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")):
+    for path in sorted((REPO / "chapters").glob("[0-9][0-9]_*.py")):
         import re
 
         for key in re.findall(r'check_exercise\("([\d.]+)"', path.read_text()):
@@ -88,7 +88,7 @@ def test_every_notebook_exercise_is_registered():
 def test_each_chapter_ends_by_naming_the_next_one():
     import re
 
-    paths = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+    paths = sorted((REPO / "chapters").glob("[0-9][0-9]_*.py"))
     for path, following in zip(paths, paths[1:] + [None]):
         lines = re.findall(r"^# \*\*Next:\*\* (.*)$", path.read_text(), flags=re.M)
         assert len(lines) == 1, f"{path.name}: one 'Next:' line"
@@ -224,7 +224,7 @@ def _assert_listing_is_the_file(obj, code):
            [line.rstrip("\n") if line.strip() else "" for line in lines][: len(code.split("\n"))]
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((REPO / "chapters").glob("[0-9][0-9]_*.py")), ids=lambda p: p.stem)
 def test_every_listing_the_course_shows_is_python_as_in_the_file(path):
     targets, namespace = _show_source_targets(path)
     assert targets, f"{path.name} shows no listing"

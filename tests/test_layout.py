@@ -3,8 +3,8 @@ imports at the top, modules of a few hundred lines, docstring examples that run.
 
 The floors, lowest first (README: "The method in one screen, and where each step lives"):
 
-    foundation   the package root, errors, files, config (PadimConfig, Geometry), progress, measure, paper,
-                 markdown
+    foundation   the package root, errors, extras (the optional parts), files, config (PadimConfig, Geometry),
+                 progress, measure, paper, markdown
     datasets     padim_utils.datasets.*: images in, at one Geometry
     method       backbones, reduction, gaussian, scoring, metrics (+ metric_inputs), distributed, model, export
     figures      plots
@@ -23,7 +23,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "padim_utils"
 FLOORS = {
-    "foundation": ("", "errors", "files", "config", "progress", "measure", "paper", "markdown"),
+    "foundation": ("", "errors", "extras", "files", "config", "progress", "measure", "paper", "markdown"),
     "datasets": ("datasets",),
     "method": ("backbones", "reduction", "gaussian", "scoring", "metrics", "metric_inputs", "distributed", "model",
                "export"),

@@ -1,9 +1,9 @@
 """The course as a book: execute every notebook headless and render them into a static site.
 
-    build_course("notebooks", "build")       # what `make course` runs; prints where the index is
+    build_course("chapters", "build")        # what `make course` runs; prints where the index is
 
-Notebooks are stored as jupytext `py:percent` files (paired with outputs-free `.ipynb`). Each one
-is read with jupytext, executed with nbclient in a fresh kernel (with PADIM_QUICK / PADIM_DATA /
+Chapters are edited as jupytext `py:percent` files in `chapters/`, paired with the outputs-free
+`.ipynb` in `notebooks/` that a learner opens (JupyterLab, Colab). Each one is read with jupytext, executed with nbclient in a fresh kernel (with PADIM_QUICK / PADIM_DATA /
 PADIM_DEVICE passed through and exercise checks made strict), saved executed under
 `build/notebooks/`, and rendered with nbconvert into `build/<name>.html` with a bar linking the
 previous chapter, the index and the next chapter. Exercise solutions are raw cells tagged `solution`
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..config import env_flag
 from ..errors import PadimError
+from ..extras import need
 from ..files import write_text
 from ..progress import progress_bar
 
@@ -298,7 +299,7 @@ def _about(nb) -> str:
     return ""
 
 
-def build_course(notebooks: str | os.PathLike = "notebooks", out: str | os.PathLike = "build",
+def build_course(notebooks: str | os.PathLike = "chapters", out: str | os.PathLike = "build",
                  quick: bool | None = None, only: list[str] | None = None, progress: bool = True) -> Path:
     """Execute the chapters and render them with an index page; returns the index's path.
 
@@ -306,6 +307,7 @@ def build_course(notebooks: str | os.PathLike = "notebooks", out: str | os.PathL
     (e.g. ["04", "05"]). Every chapter runs even when an earlier one fails; then PadimError lists
     the failures, and the pages of the chapters that ran are still written.
     """
+    need("site")  # jupytext, nbclient, nbconvert, ...: one line naming the install when absent
     import nbformat
 
     paths = course_notebooks(notebooks)

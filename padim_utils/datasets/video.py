@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import PadimError
+from ..extras import optional
 
 __all__ = ["VIDEO_EXT", "count_frames", "read_video", "write_video", "reencode_video", "sample_indices"]
 
@@ -24,11 +25,7 @@ VIDEO_EXT = ".avi"
 
 
 def _av():
-    try:
-        import av
-    except ImportError:  # pragma: no cover - av is a pinned dependency
-        raise PadimError("reading STC videos needs PyAV: pip install av") from None
-    return av
+    return optional("av")  # the `video` extra; absent: one line naming its install
 
 
 def _video_error(path: Path, exc: BaseException) -> PadimError:

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 
 from ..config import PadimConfig
 from ..errors import PadimError
+from ..extras import optional
 from ..markdown import MISSING, markdown_table
 from ..metrics import METRIC_LABELS
 from ..model import Padim
@@ -174,8 +175,7 @@ class AblationWidget:
     """
 
     def __init__(self, train_cache: FeatureCache, test_cache: FeatureCache, base_cfg: PadimConfig):
-        import ipywidgets as w
-
+        w = optional("ipywidgets")  # the `notebooks` extra
         self.train_cache, self.test_cache, self.base_cfg = train_cache, test_cache, base_cfg
         total = sum(train_cache.channels)
         names = list(train_cache.layer_names)

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: ipynb,py:percent
+#     formats: notebooks///ipynb,chapters///py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -21,7 +21,27 @@
 # time both, predict the file's size from $P$ and $d$ before exporting, and see what float16 and a smaller
 # $d$ cost; then what changes on a GPU.
 #
-# *Needs:* 04 (anomaly maps), 09 (saving a model). *Time:* 10 min (about a minute with `PADIM_QUICK=1`).
+# *Needs:* 04 (anomaly maps), 09 (saving a model), and the package's `onnx` extra (onnx, onnxruntime, onnxscript):
+# the next cell installs it on Colab and Kaggle, and elsewhere stops with the line to install it.
+# *Time:* 10 min (about a minute with `PADIM_QUICK=1`).
+
+# %% tags=["install"]
+# Colab, Kaggle: install the course's package beside the runtime's own (torch, numpy and the kernel keep
+# their versions: pip gets them all as constraints). Elsewhere: stop with one line if something is missing.
+import importlib, importlib.metadata, importlib.util, os, subprocess, sys, tempfile  # noqa: E401
+
+PACKAGE = os.environ.get("PADIM_PACKAGE",
+                         "padim-utils[notebooks,onnx] @ git+https://github.com/padim-course/padim-course")
+NEEDS = ('padim_utils', 'ipykernel', 'ipywidgets', 'onnx', 'onnxruntime', 'onnxscript')
+absent = [m for m in NEEDS if importlib.util.find_spec(m) is None]
+if absent and ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ):
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as keep:
+        keep.writelines(f"{d.name}=={d.version}\n" for d in importlib.metadata.distributions() if d.name)
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, PACKAGE]).returncode:
+        raise SystemExit("pip could not install the course beside this runtime's packages: its message is above")
+    importlib.invalidate_caches()
+elif absent:
+    raise SystemExit(f"{', '.join(absent)} not installed in this kernel: pip install '{PACKAGE}'")
 
 # %%
 import tempfile

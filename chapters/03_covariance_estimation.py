@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: ipynb,py:percent
+#     formats: notebooks///ipynb,chapters///py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -30,6 +30,24 @@
 # (the paper's eq. 1, with $\epsilon = 0.01$). One Gaussian **per position**, because a bottle's neck and
 # its label do not look alike; chapter 04 measures how far a test patch lies from its own position's
 # Gaussian.
+
+# %% tags=["install"]
+# Colab, Kaggle: install the course's package beside the runtime's own (torch, numpy and the kernel keep
+# their versions: pip gets them all as constraints). Elsewhere: stop with one line if something is missing.
+import importlib, importlib.metadata, importlib.util, os, subprocess, sys, tempfile  # noqa: E401
+
+PACKAGE = os.environ.get("PADIM_PACKAGE",
+                         "padim-utils[notebooks] @ git+https://github.com/padim-course/padim-course")
+NEEDS = ('padim_utils', 'ipykernel', 'ipywidgets')
+absent = [m for m in NEEDS if importlib.util.find_spec(m) is None]
+if absent and ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ):
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as keep:
+        keep.writelines(f"{d.name}=={d.version}\n" for d in importlib.metadata.distributions() if d.name)
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, PACKAGE]).returncode:
+        raise SystemExit("pip could not install the course beside this runtime's packages: its message is above")
+    importlib.invalidate_caches()
+elif absent:
+    raise SystemExit(f"{', '.join(absent)} not installed in this kernel: pip install '{PACKAGE}'")
 
 # %%
 import numpy as np

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: ipynb,py:percent
+#     formats: notebooks///ipynb,chapters///py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -20,12 +20,32 @@
 # an image, one model is fitted per camera (scene) on frames of its normal training videos, and the
 # paper reports a **frame-level** AUROC (is this frame anomalous?) and a **pixel-level** AUROC (where?).
 #
-# *Needs:* 04 (maps) and 05 (metrics). *Time:* 10 min (under a minute with `PADIM_QUICK=1`).
+# *Needs:* 04 (maps) and 05 (metrics), and the package's `video` extra (PyAV, to decode the videos): the next
+# cell installs it on Colab and Kaggle, and elsewhere stops with the line to install it.
+# *Time:* 10 min (under a minute with `PADIM_QUICK=1`).
 #
 # ShanghaiTech Campus (STC) holds 13 scenes filmed by fixed cameras; the training videos show only normal
 # activity (people walking), the test clips contain anomalies such as cyclists, vehicles or people running.
 # The paper (Defard et al., 2020, Sec. 4.1 and Table IV) resizes frames to 256 × 256 **without a crop**,
 # fits one PaDiM per scene and reaches a pixel AUROC of 0.912 with ResNet18 (d = 100).
+
+# %% tags=["install"]
+# Colab, Kaggle: install the course's package beside the runtime's own (torch, numpy and the kernel keep
+# their versions: pip gets them all as constraints). Elsewhere: stop with one line if something is missing.
+import importlib, importlib.metadata, importlib.util, os, subprocess, sys, tempfile  # noqa: E401
+
+PACKAGE = os.environ.get("PADIM_PACKAGE",
+                         "padim-utils[notebooks,video] @ git+https://github.com/padim-course/padim-course")
+NEEDS = ('padim_utils', 'ipykernel', 'ipywidgets', 'av')
+absent = [m for m in NEEDS if importlib.util.find_spec(m) is None]
+if absent and ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ):
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as keep:
+        keep.writelines(f"{d.name}=={d.version}\n" for d in importlib.metadata.distributions() if d.name)
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, PACKAGE]).returncode:
+        raise SystemExit("pip could not install the course beside this runtime's packages: its message is above")
+    importlib.invalidate_caches()
+elif absent:
+    raise SystemExit(f"{', '.join(absent)} not installed in this kernel: pip install '{PACKAGE}'")
 
 # %%
 import numpy as np

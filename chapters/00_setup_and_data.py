@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: ipynb,py:percent
+#     formats: notebooks///ipynb,chapters///py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -27,6 +27,24 @@
 # **normal** images. At test time it must say which images are defective (detection) and where
 # (localisation). Everything in this course runs through the tested package `padim_utils`; each chapter
 # shows the code it calls with `show_source`.
+
+# %% tags=["install"]
+# Colab, Kaggle: install the course's package beside the runtime's own (torch, numpy and the kernel keep
+# their versions: pip gets them all as constraints). Elsewhere: stop with one line if something is missing.
+import importlib, importlib.metadata, importlib.util, os, subprocess, sys, tempfile  # noqa: E401
+
+PACKAGE = os.environ.get("PADIM_PACKAGE",
+                         "padim-utils[notebooks] @ git+https://github.com/padim-course/padim-course")
+NEEDS = ('padim_utils', 'ipykernel', 'ipywidgets')
+absent = [m for m in NEEDS if importlib.util.find_spec(m) is None]
+if absent and ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ):
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as keep:
+        keep.writelines(f"{d.name}=={d.version}\n" for d in importlib.metadata.distributions() if d.name)
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, PACKAGE]).returncode:
+        raise SystemExit("pip could not install the course beside this runtime's packages: its message is above")
+    importlib.invalidate_caches()
+elif absent:
+    raise SystemExit(f"{', '.join(absent)} not installed in this kernel: pip install '{PACKAGE}'")
 
 # %%
 from collections import Counter
@@ -131,7 +149,7 @@ answer = ...  # your answer: (n_defective, fraction)
 # *Run All* skips, so the check after it judges your own answer. To run the solution: select its cell,
 # press `Y` (it becomes a code cell), then `Shift+Enter`.
 
-# %% [raw] tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+# %% [raw] jupyter={"outputs_hidden": true, "source_hidden": true} tags=["solution"]
 # masks = np.stack([test[i]["mask"].numpy() for i in range(len(test))])  # (N, S, S)
 # answer = (sum(test.labels), masks.mean())
 
