@@ -30,20 +30,23 @@
 # `padim reproduce --table all` re-runs all of them; this chapter calls the same function, `reproduce`,
 # and reads what it wrote.
 
-# %% tags=["install"]
-# Colab, Kaggle: install the course's package beside the runtime's own (torch, numpy and the kernel keep
-# their versions: pip gets them all as constraints). Elsewhere: stop with one line if something is missing.
+# %% tags=["install"] jupyter={"source_hidden": true} cellView="form"
+#@title Install the course's package where it is missing (on Colab and Kaggle; elsewhere, only check)
+# On Colab and Kaggle, pip installs padim-utils with every package already there held at its version:
+# torch, numpy and the kernel stay as they are. Elsewhere, a missing package stops the chapter here.
 import importlib, importlib.metadata, importlib.util, os, subprocess, sys, tempfile  # noqa: E401
 
-PACKAGE = os.environ.get("PADIM_PACKAGE",
-                         "padim-utils[notebooks] @ git+https://github.com/padim-course/padim-course")
+PACKAGE = os.environ.get(
+    "PADIM_PACKAGE", "padim-utils[notebooks] @ git+https://github.com/padim-course/padim-course")
 NEEDS = ('padim_utils', 'ipykernel', 'ipywidgets')
 absent = [m for m in NEEDS if importlib.util.find_spec(m) is None]
-if absent and ("google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ):
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as keep:
+hosted = "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+if absent and hosted:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as keep:  # what is there stays
         keep.writelines(f"{d.name}=={d.version}\n" for d in importlib.metadata.distributions() if d.name)
-    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, PACKAGE]).returncode:
-        raise SystemExit("pip could not install the course beside this runtime's packages: its message is above")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, PACKAGE]
+    if subprocess.run(pip).returncode:
+        raise SystemExit("pip could not install the course beside this runtime's packages (see above)")
     importlib.invalidate_caches()
 elif absent:
     raise SystemExit(f"{', '.join(absent)} not installed in this kernel: pip install '{PACKAGE}'")

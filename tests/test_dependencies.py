@@ -212,7 +212,8 @@ def test_every_chapter_starts_with_its_install_cell():
         code = [c for c in read_notebook(path).cells if c.cell_type == "code"]
         assert code[0].source + "\n" == install_cell(path.stem).split("\n", 1)[1], \
             f"{path.name}: its first code cell is not its install cell: run `make links`"
-        assert code[0].metadata.get("tags") == ["install"]
+        assert code[0].metadata.get("tags") == ["install"] and code[0].metadata["cellView"] == "form"
+        assert code[0].metadata["jupyter"] == {"source_hidden": True}  # folded: its title line shows
     assert chapter_extras("07_stc_video") == ("notebooks", "video")
     assert chapter_extras("11_deployment") == ("notebooks", "onnx")
     assert chapter_extras("04_mahalanobis_maps") == ("notebooks",)
@@ -236,7 +237,7 @@ def _wheel(folder: Path, name: str, requires: list[str]) -> Path:
     """A minimal wheel of a one-module package `name` (what pip installs like any other)."""
     dist = f"{name}-1.0.dist-info"
     path = folder / f"{name}-1.0-py3-none-any.whl"
-    meta = "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n", *[f"Requires-Dist: {r}\n" for r in requires]])
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(f"{name}.py", "ANSWER = 42\n")
         z.writestr(f"{dist}/METADATA", meta)
@@ -290,7 +291,7 @@ def test_install_cell_refuses_to_replace_a_runtimes_package(runtime, tmp_path):
     proc = _run_cell(runtime, _cell_code(("padim_probe",)), hosted=True, package=f"padim_probe @ {wheel.as_uri()}")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == ("pip could not install the course beside this runtime's "
-                                                     "packages: its message is above")
+                                                     "packages (see above)")
     assert _versions(runtime)["numpy"] == numpy and "padim_probe" not in _versions(runtime)
 
 
