@@ -5,6 +5,7 @@ CPU) is shared by the tests below; the resume and interruption tests re-run part
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats
+import torch
 from PIL import Image
 
 from conftest import REPO
@@ -425,3 +427,76 @@ def test_data_changed_in_place_is_computed_again(quick_root, tmp_path, monkeypat
     pixel = [r["ours"]["pixel_auroc"] for r in inverted["III"]["rows"] if "pixel_auroc" in r["ours"]]
     before = [r["ours"]["pixel_auroc"] for r in first["III"]["rows"] if "pixel_auroc" in r["ours"]]
     assert pixel and pixel != before  # before the fix: the stale 0.9x was reported again
+
+
+def _rewrite_in_place(path: Path) -> None:
+    """Another picture in the same file: the same size on disk and the same modification time."""
+    stat, size = path.stat(), path.stat().st_size
+    img = np.asarray(Image.open(path).convert("RGB")).copy()
+    img[: img.shape[0] // 2] = 0  # the top half black: compresses smaller
+    Image.fromarray(img).save(path)
+    data = path.read_bytes()
+    assert len(data) < size
+    path.write_bytes(data + bytes(size - len(data)))  # padded after PNG's end chunk, which readers ignore
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (size, stat.st_mtime_ns)
+
+
+def test_a_result_is_reused_only_for_the_same_content_config_and_version(quick_root, tmp_path, monkeypatch, capsys):
+    data, out = tmp_path / "mvtec", tmp_path / "out"
+    shutil.copytree(quick_root / "bottle_syn", data / "bottle_syn")
+    monkeypatch.setenv("PADIM_DATA", str(tmp_path / "home"))
+    run = dict(out=out, quick=True, data=data, device="cpu", progress=False)
+    first = rp.reproduce("III", **run)
+    saved = sorted((out / "results").rglob("seed*.json"))
+    assert len(saved) == 4
+    # another config (d = 8, bicubic) and another version wrote two of the saved results
+    edited = json.loads(saved[0].read_text())
+    edited["config"].update(d=8, interpolation="bicubic")
+    saved[0].write_text(json.dumps(edited))
+    older = json.loads(saved[1].read_text())
+    older["padim_utils_version"] = "0.0.1"
+    saved[1].write_text(json.dumps(older))
+    calls = []
+    monkeypatch.setattr(rp, "run_unit", lambda unit, ctx: calls.append(unit) or REAL_RUN_UNIT(unit, ctx))
+    capsys.readouterr()
+    again = rp.reproduce("III", **run)
+    said = capsys.readouterr().out
+    assert len(calls) == 2 and "computing 2 saved results again: another config or padim_utils version" in said
+    assert [r["ours"] for r in again["III"]["rows"]] == [r["ours"] for r in first["III"]["rows"]]
+    assert json.loads(saved[0].read_text())["config"]["d"] == 32  # recomputed with the run's own config
+    # one training image rewritten in place, its size and modification time kept
+    _rewrite_in_place(sorted((data / "bottle_syn" / "train" / "good").glob("*.png"))[0])
+    calls.clear()
+    changed = rp.reproduce("III", **run)
+    said = capsys.readouterr().out
+    assert len(calls) == 4 and "computing 4 saved results again: their data changed since (file contents)" in said
+    monkeypatch.setattr(rp, "run_unit", REAL_RUN_UNIT)
+    fresh = rp.reproduce("III", **{**run, "out": tmp_path / "fresh"})
+    assert [r["ours"] for r in changed["III"]["rows"]] == [r["ours"] for r in fresh["III"]["rows"]]
+    assert [r["ours"] for r in changed["III"]["rows"]] != [r["ours"] for r in first["III"]["rows"]]
+
+
+def test_a_damaged_feature_file_is_computed_again(quick_root, tmp_path, monkeypatch):
+    from padim_utils.experiments.features import FeatureCache
+    from padim_utils.experiments.units import Context
+
+    sources = rp.find_sources(True, quick_root, stc=False)
+    unit = Unit("mvtec", "efficientnet_lite0", "bottle_syn", "main")
+    ctx = Context(sources, True, "cpu", feature_dir=tmp_path / "features")
+    cfg = ctx.config(unit)
+    train, _ = ctx.caches(unit, cfg)
+    files = sorted((tmp_path / "features").glob("*.safetensors"))
+    assert len(files) == 2  # train and test
+    for path in files:
+        raw = bytearray(path.read_bytes())
+        raw[-9:] = bytes(b ^ 0xFF for b in raw[-9:])  # the last tensor's end flipped in place: still readable
+        path.write_bytes(bytes(raw))
+    computed = []
+    real = FeatureCache.compute.__func__
+    monkeypatch.setattr(FeatureCache, "compute", classmethod(
+        lambda cls, dataset, *a, **k: computed.append(dataset.split) or real(cls, dataset, *a, **k)))
+    again, _ = Context(sources, True, "cpu", feature_dir=tmp_path / "features").caches(unit, cfg)
+    assert computed == ["train", "test"]  # neither damaged file was served
+    assert all(torch.equal(a, b) for a, b in zip(again.layers, train.layers))
+    assert all(FeatureCache.load(p) for p in files)  # and both rewritten whole
