@@ -170,3 +170,15 @@ def test_arrays_in_bfloat16_can_be_checked():
     cov = np.cov(emb[:, :, 0, 1].numpy(), rowvar=False)
     assert check("3.1", torch.tensor(cov, dtype=torch.bfloat16), emb=emb, position=(0, 1)) is None
     assert check("1.1", emb.to(torch.bfloat16), layers=[emb]) is None
+
+
+def test_an_embedding_in_float32_of_float64_layers_passes():
+    g = torch.Generator().manual_seed(0)
+    layers = [torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, 2, 2, generator=g,
+                                                                                     dtype=torch.float64)]
+    right = np.concatenate([layers[0].numpy(), layers[1].numpy().repeat(2, axis=2).repeat(2, axis=3)], axis=1)
+    assert check("1.1", torch.tensor(right, dtype=torch.float32), layers=layers) is None
+    assert check("1.1", right.tolist(), layers=layers) is None
+    smooth = torch.nn.functional.interpolate(layers[1], size=(4, 4), mode="bilinear", align_corners=False)
+    wrong = torch.cat([layers[0], smooth], 1).float()
+    assert "differs from the right values" in check("1.1", wrong, layers=layers)
