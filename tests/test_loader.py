@@ -267,6 +267,18 @@ def test_an_entry_overwritten_at_its_length_is_decoded_again(cache, quick_root, 
     assert entry.read_bytes() != bytes(raw)  # and the entry rewritten
 
 
+def test_another_entry_copied_over_one_is_decoded_again(cache, quick_root, quick_category):
+    kw = dict(image_size=64, crop=None, interpolation="bilinear")
+    data = MVTecDataset(quick_root, quick_category, "train", **kw)
+    first = data[0]["image"]
+    (a,) = cache.rglob("*.u8")
+    second = data[1]["image"]
+    (b,) = set(cache.rglob("*.u8")) - {a}
+    assert not torch.equal(first, second)
+    a.write_bytes(b.read_bytes())  # a whole, well-formed entry, of another image
+    assert torch.equal(MVTecDataset(quick_root, quick_category, "train", **kw)[0]["image"], first)
+
+
 def test_the_cache_decodes_the_bytes_it_keyed(cache, quick_root, quick_category, tmp_path, monkeypatch):
     """A file that changes between the read the key is computed from and the decoding."""
     from padim_utils.datasets import images as data

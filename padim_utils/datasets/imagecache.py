@@ -16,9 +16,9 @@ An entry is keyed by what decides its pixels, so a stale image is never served:
 The file is read once: the bytes the key is computed from are the bytes decoded, so a file that
 changes meanwhile cannot leave an entry whose key and pixels disagree.
 Entries are written atomically (a crash leaves no half entry) under DIR/<2 hex>/<key>.u8: a
-36-byte header (magic, original width and height, side S, and a checksum of these and the pixels)
-and the (3, S, S) uint8 pixels. An entry that does not read back whole, or whose checksum differs
-(pixels overwritten in place), is decoded again and rewritten. Nothing is ever evicted: delete DIR
+36-byte header (magic, original width and height, side S, and a checksum of the key, these and the
+pixels) and the (3, S, S) uint8 pixels. An entry that does not read back whole, or whose checksum
+differs (pixels overwritten in place, another entry copied over it), is decoded again and rewritten. Nothing is ever evicted: delete DIR
 to reclaim the space (about 150-200 KB per image and geometry).
 """
 
@@ -62,8 +62,10 @@ def entry_key(content: bytes, geometry: str) -> str:
     return h.hexdigest()
 
 
-def _checksum(sizes: bytes, pixels) -> bytes:
+def _checksum(key: str, sizes: bytes, pixels) -> bytes:
+    """Digest of an entry's key, sizes and pixels: another entry's file copied over this one fails it too."""
     h = new_digest()
+    h.update(key.encode())
     h.update(sizes)
     h.update(pixels)
     return h.digest()
@@ -103,7 +105,7 @@ def _read(entry: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
     if magic != _MAGIC or len(raw) != _HEADER.size + 3 * side * side:
         return None  # not ours, or cut short: decode again
     pixels = memoryview(raw)[_HEADER.size :]
-    if _checksum(sizes, pixels) != checksum:
+    if _checksum(entry.stem, sizes, pixels) != checksum:
         return None  # overwritten or damaged: decode again
     image = np.frombuffer(raw, dtype=np.uint8, offset=_HEADER.size).reshape(3, side, side)
     return torch.from_numpy(image.copy()), (width, height)
@@ -119,7 +121,7 @@ def _write(entry: Path, image: torch.Tensor, size: tuple[int, int]) -> None:
     try:
         with atomic_path(entry) as tmp:
             with open(tmp, "wb") as f:
-                f.write(_HEADER.pack(_MAGIC, sizes, _checksum(sizes, pixels)))
+                f.write(_HEADER.pack(_MAGIC, sizes, _checksum(entry.stem, sizes, pixels)))
                 f.write(pixels)
     except Exception:  # noqa: BLE001 - a cache is an optimisation, never a failure
         pass
