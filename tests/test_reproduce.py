@@ -443,34 +443,46 @@ def _rewrite_in_place(path: Path) -> None:
 
 
 def test_a_result_is_reused_only_for_the_same_content_config_and_version(quick_root, tmp_path, monkeypatch, capsys):
+    from padim_utils.experiments import units
+
     data, out = tmp_path / "mvtec", tmp_path / "out"
     shutil.copytree(quick_root / "bottle_syn", data / "bottle_syn")
     monkeypatch.setenv("PADIM_DATA", str(tmp_path / "home"))
-    run = dict(out=out, quick=True, data=data, device="cpu", progress=False)
-    first = rp.reproduce("III", **run)
-    saved = sorted((out / "results").rglob("seed*.json"))
-    assert len(saved) == 4
-    # another config (d = 8, bicubic) and another version wrote two of the saved results
-    edited = json.loads(saved[0].read_text())
-    edited["config"].update(d=8, interpolation="bicubic")
-    saved[0].write_text(json.dumps(edited))
-    older = json.loads(saved[1].read_text())
-    older["padim_utils_version"] = "0.0.1"
-    saved[1].write_text(json.dumps(older))
+    run = dict(out=out, quick=True, data=data, device="cpu", progress=False, seeds=1)
+    base = units.base_config
     calls = []
     monkeypatch.setattr(rp, "run_unit", lambda unit, ctx: calls.append(unit) or REAL_RUN_UNIT(unit, ctx))
-    capsys.readouterr()
-    again = rp.reproduce("III", **run)
-    said = capsys.readouterr().out
-    assert len(calls) == 2 and "computing 2 saved results again: another config or padim_utils version" in said
-    assert [r["ours"] for r in again["III"]["rows"]] == [r["ours"] for r in first["III"]["rows"]]
-    assert json.loads(saved[0].read_text())["config"]["d"] == 32  # recomputed with the run's own config
+
+    def again(expected_reason: str, n: int = 2) -> dict:
+        calls.clear()
+        capsys.readouterr()
+        tables = rp.reproduce("III", **run)
+        said = capsys.readouterr().out
+        assert len(calls) == n and f"computing {n} saved results again: {expected_reason}" in said, said
+        return tables
+
+    with monkeypatch.context() as m:  # another config (d = 8, bicubic) writes the results first
+        m.setattr(units, "base_config", lambda *a, **k: base(*a, **k).replace(d=8, interpolation="bicubic"))
+        other = rp.reproduce("III", **run)
+    saved = sorted((out / "results").rglob("seed*.json"))
+    assert len(saved) == 2 and {json.loads(p.read_text())["config"]["d"] for p in saved} == {8}
+    first = again("another config or padim_utils version wrote them")
+    assert {json.loads(p.read_text())["config"]["d"] for p in saved} == {32}
+    assert [r["ours"] for r in first["III"]["rows"]] != [r["ours"] for r in other["III"]["rows"]]
+    with monkeypatch.context() as m:  # another version writes them
+        m.setattr(units, "__version__", "0.0.1")
+        m.setattr(rp, "__version__", "0.0.1")
+        again("another config or padim_utils version wrote them")
+    assert {json.loads(p.read_text())["padim_utils_version"] for p in saved} == {"0.0.1"}
+    again("another config or padim_utils version wrote them")
+    edited = json.loads(saved[0].read_text())
+    edited["image_auroc"] = 0.5  # a number changed by hand
+    saved[0].write_text(json.dumps(edited))
+    assert [r["ours"] for r in again("their checksum differs", 1)["III"]["rows"]] == \
+        [r["ours"] for r in first["III"]["rows"]]
     # one training image rewritten in place, its size and modification time kept
     _rewrite_in_place(sorted((data / "bottle_syn" / "train" / "good").glob("*.png"))[0])
-    calls.clear()
-    changed = rp.reproduce("III", **run)
-    said = capsys.readouterr().out
-    assert len(calls) == 4 and "computing 4 saved results again: their data changed since (file contents)" in said
+    changed = again("their data changed since (file contents)")
     monkeypatch.setattr(rp, "run_unit", REAL_RUN_UNIT)
     fresh = rp.reproduce("III", **{**run, "out": tmp_path / "fresh"})
     assert [r["ours"] for r in changed["III"]["rows"]] == [r["ours"] for r in fresh["III"]["rows"]]

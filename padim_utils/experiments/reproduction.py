@@ -42,7 +42,7 @@ from ..config import QUICK_DATA
 from ..datasets import data_home, make_synthetic_mvtec, mvtec_categories
 from ..datasets.mvtec import list_categories
 from ..errors import PadimError
-from ..files import check_output_dir, write_json
+from ..files import check_output_dir, new_digest, write_json
 from ..progress import progress_bar
 from .stc import stc_source
 from .tables import write_tables
@@ -231,10 +231,20 @@ def _settings(config) -> dict | None:
     return {k: v for k, v in config.items() if k != "device"} if isinstance(config, dict) else None
 
 
+def _checksum(result: dict) -> str:
+    """Content digest of a result record (but its checksum), as JSON with sorted keys."""
+    h = new_digest()
+    h.update(json.dumps({k: v for k, v in result.items() if k != "checksum"}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
 def stale_reason(found: dict, unit: Unit, ctx: Context) -> str | None:
-    """Why a saved result cannot be reused: "data" (the content of its category's files changed), "config"
-    (another config, the device aside, or another padim_utils version wrote it), or None: reuse it."""
-    if not isinstance(found, dict) or found.get("data_key") != ctx.data_key(unit):
+    """Why a saved result cannot be reused: "damaged" (its checksum differs from its content), "data" (the
+    content of its category's files changed), "config" (another config, the device aside, or another
+    padim_utils version wrote it), or None: reuse it."""
+    if not isinstance(found, dict) or found.get("checksum") != _checksum(found):
+        return "damaged"
+    if found.get("data_key") != ctx.data_key(unit):
         return "data"
     if (_settings(found.get("config")) != _settings(ctx.config(unit).to_dict())
             or found.get("padim_utils_version") != __version__):
@@ -242,7 +252,8 @@ def stale_reason(found: dict, unit: Unit, ctx: Context) -> str | None:
     return None
 
 
-_STALE = {"data": "their data changed since (file contents)",
+_STALE = {"damaged": "their checksum differs from their content (damaged or edited)",
+          "data": "their data changed since (file contents)",
           "config": f"another config or padim_utils version wrote them (this is {__version__})"}
 
 
@@ -274,6 +285,7 @@ def run_plan(units: list[Unit], folder: Path, ctx: Context, progress: bool = Tru
         for unit in bar:
             bar.set_postfix_str(str(unit), refresh=False)
             results[unit] = {**run_unit(unit, ctx), "data_key": ctx.data_key(unit)}
+            results[unit]["checksum"] = _checksum(results[unit])
             write_json(folder / unit.path, results[unit])
             done += 1
     except KeyboardInterrupt:
