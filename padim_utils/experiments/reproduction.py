@@ -9,7 +9,7 @@ present. Each unit's result is written to OUT/results/<run key>/... as soon as i
 (the run key names the mode and the data folder, so runs on other data never mix), so a run
 that is interrupted continues where it stopped; units whose result exists for the same data
 content (a content digest of every file of the unit's category, `units.files_digest`), the same
-config (the device aside) and the same padim_utils version are reused, and the output says which
+config (the device aside) and the same padim_utils version, and whose record passes its checksum, are reused, and the output says which
 and why the others are computed again; a run with more seeds or more categories computes only what is new.
 Only the data the asked-for tables read is looked for or generated (STC only for IV and VIII). The backbone's layer outputs are
 kept on disk as well (OUT/results/<run key>/features/, the newest few), so an interrupted run does not
