@@ -115,6 +115,18 @@ class Geometry:
         """`image_size`, `crop`, `interpolation` as keyword arguments (a dataset's, `resize_crop_images`')."""
         return {"image_size": self.image_size, "crop": self.crop, "interpolation": self.interpolation}
 
+    def same_pixels(self, other: "Geometry") -> bool:
+        """Whether `other` gives every image the same pixels: the same resize, output side and interpolation
+        (a crop to the whole image is no crop).
+
+        >>> Geometry(64, 64, "bilinear").same_pixels(Geometry(64, None, "bilinear"))
+        True
+        >>> Geometry(128, 64, "bilinear").same_pixels(Geometry(64, None, "bilinear"))
+        False
+        """
+        return (self.image_size, self.out_size, self.interpolation) == (other.image_size, other.out_size,
+                                                                        other.interpolation)
+
 
 @dataclass(frozen=True)
 class PadimConfig:

@@ -77,6 +77,29 @@ def _check_exportable(model: Padim, precision: str) -> None:
                f"its backbone runs in {model.config.dtype} under autocast, which an ONNX graph does not reproduce")
         raise PadimError(f"only float32 models can be exported, this one has dtype={model.config.dtype} ({why}); "
                          "fit it with dtype='float32'")
+    if model.grid != model.config_grid:
+        raise PadimError(f"the model's patch grid {list(model.grid)} does not fit its config's {model.config.out_size}px "
+                         f"images (they give {list(model.config_grid)}): re-fit the model")
+
+
+def _check_replaceable(path: Path) -> None:
+    """An existing file at `path` is replaced only if it is an ONNX graph (an earlier export): never the model
+    file, a feature cache or any other file."""
+    if not path.is_file():
+        return
+    import onnx
+
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{":  # safetensors: an 8-byte header length, then its JSON
+        raise PadimError(f"{path} is a safetensors file (a padim model or feature cache), not an ONNX graph: "
+                         "export to another file")
+    try:
+        graph = onnx.load_model(str(path), load_external_data=False).graph
+    except Exception:  # protobuf's DecodeError and onnx's own errors
+        graph = None
+    if graph is None or not graph.node:
+        raise PadimError(f"{path} exists and is not an ONNX graph: export to another file, or remove it first")
 
 
 class PadimGraph(nn.Module):
@@ -299,8 +322,9 @@ def export_onnx(model: Padim, path: str | os.PathLike, precision: str = "float32
     The graph is written to a temporary file beside `path`; with `validate` (the default) onnxruntime runs
     it on `images` (uint8 (B, 3, S, S); default: `probe_images`) against `Padim.predict`, and only an
     export within `TOLERANCE` with the scores in the same order is renamed to `path`; otherwise PadimError
-    and nothing is written. An unfitted model, an unwritable path or a model over ONNX's 2 GB limit:
-    PadimError before any work, as is a missing `onnx` extra.
+    and nothing is written. An unfitted model, a model whose grid does not fit its config, an unwritable path,
+    an existing file at `path` that is not an ONNX graph (the model file itself, say), a model over ONNX's
+    2 GB limit or a missing `onnx` extra: PadimError before any work.
     """
     need("onnx")
     path = check_output_file(path)
@@ -312,8 +336,11 @@ def export_onnx(model: Padim, path: str | os.PathLike, precision: str = "float32
                          "precision='float16' or fit a smaller d")
     images = probe_images(model.config.out_size) if images is None else images
     _check_images(images, model.config.out_size)
+    _check_replaceable(path)
+    # traced with two images, so that the batch axis stays free (an example of one specialises it to 1)
+    example = images[torch.arange(2) % len(images)].to(model.device)
     with atomic_path(path) as tmp:
-        _trace(graph, images[:2].to(model.device), tmp, opset)
+        _trace(graph, example, tmp, opset)
         if validate:
             try:
                 report = compare_with_torch(tmp, model, images, precision)

@@ -7,11 +7,13 @@
 * Every `OSError` at write time (disk full, read-only file system, ...) becomes one
   `PadimError` line naming the file.
 * `read_safetensors` reads a model or feature file back, or says in one line why it cannot.
+* `new_digest` / `file_digest`: the content digest behind every cache and saved result (BLAKE2b).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -146,3 +148,18 @@ def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, str]
             return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise PadimError(f"{path} is not a readable {what} ({type(e).__name__}: {e})") from None
+
+
+# ---------------------------------------------------------------------------- content digests
+def new_digest():
+    """A fresh hash of the package's content digests: BLAKE2b with a 20-byte (160-bit) digest. Every cache and
+    saved result is keyed or checked by what it was computed from, read byte for byte (never names, sizes or
+    modification times): decoded-image cache entries (their key and their checksum), feature files and
+    `padim reproduce`'s saved results."""
+    return hashlib.blake2b(digest_size=20)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The hex content digest (`new_digest`) of a file's bytes, read in chunks."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, new_digest).hexdigest()

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from . import __version__, distributed
 from .backbones import embed, feature_extractor, prefers_channels_last
-from .config import PadimConfig
+from .config import Geometry, PadimConfig
 from .datasets.images import resize_crop_images
 from .datasets.loader import BatchLoader, available_cores
 from .errors import PadimError
@@ -114,10 +114,22 @@ class Padim:
     def d(self) -> int:
         return self.reducer.d
 
+    @property
+    def config_grid(self) -> tuple[int, int]:
+        """The patch grid (h, w) the config's images give: out_size / the first layer's stride, rounded up
+        (every backbone's padding keeps a partial patch)."""
+        side = -(-self.config.out_size // self.extractor.strides[0])
+        return side, side
+
     def forward_layers(self, images: torch.Tensor) -> list[torch.Tensor]:
         """uint8 (B, 3, S, S) on any device -> the backbone's layer outputs [(B, C_i, h_i, w_i)], float32."""
         images = images.to(self.device, non_blocking=True)  # (B, 3, H, W) uint8
-        if self.resize_on_device and tuple(images.shape[-2:]) != (self.config.out_size,) * 2:
+        if tuple(images.shape[-2:]) != (self.config.out_size,) * 2:
+            if not self.resize_on_device:
+                raise PadimError(f"images of {images.shape[-2]}x{images.shape[-1]} px (height x width) reach a model "
+                                 f"for {self.config.out_size}x{self.config.out_size} px images "
+                                 f"({self.config.geometry!r}): resize them as the fit did, "
+                                 "resize_crop_images(images, **model.config.geometry.as_kwargs())")
             images = resize_crop_images(images, **self.config.geometry.as_kwargs())
         x = self.extractor.normalize(images)  # (B, 3, S, S) float32
         b = x.shape[0]
@@ -160,15 +172,12 @@ class Padim:
         return self._loader(data)
 
     def _check_geometry(self, dataset: Dataset) -> None:
-        size = getattr(dataset, "out_size", None)
-        if size is not None and size != self.config.out_size:
-            raise PadimError(f"dataset images are {size}px but the config expects {self.config.out_size}px "
-                             f"(image_size={self.config.image_size}, crop={self.config.crop})")
-        interpolation = getattr(dataset, "interpolation", None)
-        if interpolation is not None and interpolation != self.config.interpolation:
-            raise PadimError(f"dataset images are resized {interpolation} but the config says "
-                             f"interpolation={self.config.interpolation!r}: build the dataset with "
-                             f"geometry=config.geometry")
+        """The dataset's whole geometry (resize, crop, interpolation; through Subsets and ConcatDatasets) must
+        give the config's pixels; images of datasets that name none are checked by size (`forward_layers`)."""
+        for geometry in _geometries(dataset):
+            if not geometry.same_pixels(self.config.geometry):
+                raise PadimError(f"the dataset's geometry {geometry!r} differs from the model config's "
+                                 f"{self.config.geometry!r}: build the dataset with geometry=config.geometry")
 
     # ------------------------------------------------------------------ fit
     def fit(self, data, progress: bool = True) -> "Padim":
@@ -247,8 +256,7 @@ class Padim:
         if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
             raise PadimError(f"predict expects uint8 images of shape (B, 3, S, S), got {images.dtype} "
                              f"{tuple(images.shape)}")
-        out_size = self.config.out_size if self.resize_on_device else images.shape[-1]
-        return self._score_layers(self.forward_layers(images), out_size)
+        return self._score_layers(self.forward_layers(images), self.config.out_size)
 
     def predict_dataset(self, data, progress: bool = True) -> dict:
         """Maps and scores for every item of a dataset or FeatureCache, with its labels, masks and paths."""
@@ -308,12 +316,25 @@ class Padim:
         except PadimError as e:
             raise PadimError(f"{path}: {e}") from None
         _check_tensors(path, tensors, model, grid)
+        if grid != model.config_grid:
+            raise PadimError(f"{path}: the model's grid {list(grid)} does not fit its config's "
+                             f"{config.out_size}px images (they give {list(model.config_grid)}): re-fit the model")
         model.reducer.load_state(tensors)
         model.mean = tensors["mean"].to(model.device)
         model.precision = tensors["precision"].to(model.device)
         model.grid = grid
         model.n_train = n_train
         return model
+
+
+def _geometries(data) -> list[Geometry]:
+    """The geometries a dataset's images are read with, looking through Subsets (shards) and ConcatDatasets."""
+    if isinstance(data, Subset):
+        return _geometries(data.dataset)
+    if isinstance(data, ConcatDataset):
+        return [g for part in data.datasets for g in _geometries(part)]
+    geometry = getattr(data, "geometry", None)
+    return [geometry] if isinstance(geometry, Geometry) else []
 
 
 class NonFiniteMapError(PadimError):

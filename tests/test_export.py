@@ -2,6 +2,7 @@
 what the docs say, and bad input is one line with nothing left on disk."""
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -126,9 +127,10 @@ def test_export_leaves_predict_working(quick_root, quick_category, cfg, images, 
     _assert_reproduces(*run_onnx(onnx_session(path), images[:3]), maps, scores)
 
 
-def test_failed_validation_writes_nothing(model, images, tmp_path, monkeypatch):
+def test_failed_validation_writes_nothing(model, images, onnx_file, tmp_path, monkeypatch):
     target = tmp_path / "m.onnx"
-    target.write_bytes(b"the previous export")
+    previous = onnx_file.read_bytes()
+    target.write_bytes(previous)  # the previous export
     forward = PadimGraph.forward
 
     def off_by_a_little(self, x):
@@ -139,7 +141,7 @@ def test_failed_validation_writes_nothing(model, images, tmp_path, monkeypatch):
     with pytest.raises(PadimError, match=r"does not reproduce Padim.predict \(maps differ .* at most 1.0e-03 of each") as e:
         export_onnx(model, target, images=images[:2])
     assert "\n" not in str(e.value) and str(target) in str(e.value)
-    assert target.read_bytes() == b"the previous export"  # untouched
+    assert target.read_bytes() == previous  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temporary file left
 
 
@@ -229,6 +231,58 @@ def test_cli_export_bad_input(tmp_path, capsys, monkeypatch, case):
         "pseudo file system": (tmp_path / "junk.safetensors", "/proc/m.onnx", "cannot write to the folder of --out"),
     }[case]
     assert expected in _error(capsys, ["export", str(model_file), "--out", str(out), "--quiet"])
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_out_naming_the_model_or_another_file_is_refused(model, onnx_file, tmp_path, capsys, monkeypatch):
+    model_file = model.save(tmp_path / "m.safetensors")
+    before = model_file.read_bytes()
+    notes = tmp_path / "notes.csv"
+    notes.write_text("image,score\n")
+    traced = []
+    trace = export._trace
+    monkeypatch.setattr(export, "_trace", lambda *a: traced.append(a) or trace(*a))
+    err = _error(capsys, ["export", str(model_file), "--out", str(model_file), "--quiet"])
+    assert f"{model_file} is a safetensors file (a padim model or feature cache), not an ONNX graph" in err
+    with pytest.raises(PadimError, match=f"^{notes} exists and is not an ONNX graph"):
+        export_onnx(model, notes)
+    assert traced == [] and model_file.read_bytes() == before and notes.read_text() == "image,score\n"
+    assert Padim.load(model_file).d == model.d
+    again = tmp_path / "again.onnx"
+    again.write_bytes(onnx_file.read_bytes())  # an earlier export is replaced
+    assert main(["export", str(model_file), "--out", str(again), "--quiet"]) == 0 and len(traced) == 1
+
+
+def test_one_image_keeps_the_batch_axis_free(model, images, quick_root, quick_category, tmp_path, capsys):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    first = sorted((quick_root / quick_category / "test" / "good").glob("*.png"))[0]
+    (folder / first.name).write_bytes(first.read_bytes())
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(model.save(tmp_path / "m.safetensors")), "--out", str(out), "--images", str(folder),
+                 "--quiet"]) == 0
+    assert "1 image(s) of" in capsys.readouterr().out
+    batch = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.HasField("dim_value")  # a named, free axis, not 1
+    _assert_reproduces(*run_onnx(onnx_session(out), images[:5]), *model.predict(images[:5]))
+
+
+def test_a_model_whose_size_disagrees_with_its_grid_is_one_line(model, tmp_path, capsys, monkeypatch):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setattr(export, "_trace", lambda *a: pytest.fail("exported despite bad input"))
+    path = model.save(tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    meta["config"] = json.dumps({**json.loads(meta["config"]), "image_size": 128})
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    err = _error(capsys, ["export", str(path), "--out", str(tmp_path / "m.onnx"), "--quiet"])
+    assert "the model's grid [16, 16] does not fit its config's 128px images (they give [32, 32])" in err
+    resized = Padim(model.config.replace(image_size=128), device="cpu")  # in memory: the same mismatch
+    resized.mean, resized.precision, resized.grid = model.mean, model.precision, model.grid
+    with pytest.raises(PadimError, match=r"^the model's patch grid \[16, 16\] does not fit its config's 128px"):
+        export_onnx(resized, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -1,6 +1,8 @@
 """The feature cache gives exactly the fit and the maps of the full pipeline, without the backbone."""
 
 import dataclasses
+import json
+import re
 
 import pytest
 import torch
@@ -54,13 +56,14 @@ def test_fit_and_predict_from_cache_equal_the_pipeline(caches, sets, cfg, reduct
     assert torch.equal(b["labels"], a["labels"]) and torch.equal(b["masks"], a["masks"])
 
 
-def _without_meta(src, dst, key):
+def _without_meta(src, dst, *keys, tensors=None, **changed):
+    """A copy of a cache file without the metadata `keys`, with `changed` metadata and `tensors` replaced."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     with safe_open(str(src), framework="pt") as f:
-        meta = {k: v for k, v in f.metadata().items() if k != key}
-    save_file(load_file(str(src)), str(dst), metadata=meta)
+        meta = {k: v for k, v in f.metadata().items() if k not in keys}
+    save_file({**load_file(str(src)), **(tensors or {})}, str(dst), metadata={**meta, **changed})
     return dst
 
 
@@ -75,8 +78,9 @@ def test_save_load_round_trip(caches, tmp_path):
     assert caches[1].interpolation == back.interpolation == sub.interpolation == "bilinear"  # the quick preset's
     bicubic = dataclasses.replace(caches[1], interpolation="bicubic")
     assert FeatureCache.load(bicubic.save(tmp_path / "b.safetensors")).interpolation == "bicubic"
-    old = _without_meta(path, tmp_path / "old.safetensors", "interpolation")
+    old = _without_meta(path, tmp_path / "old.safetensors", "interpolation", "geometry", "checksum")
     assert FeatureCache.load(old).interpolation == "bilinear"  # caches from before the field: bilinear
+    assert (back.image_size, back.crop, FeatureCache.load(old).image_size) == (64, None, None)
     (tmp_path / "bad.safetensors").write_bytes(b"nope")
     with pytest.raises(PadimError, match="not a readable feature cache"):
         FeatureCache.load(tmp_path / "bad.safetensors")
@@ -90,6 +94,37 @@ def test_a_cache_refuses_another_backbone_or_size(caches, cfg):
     with pytest.raises(PadimError, match="computed on images resized bilinear but the config says "
                                          "interpolation='bicubic'"):
         Padim(cfg.replace(interpolation="bicubic")).fit(caches[0], progress=False)
+
+
+def test_a_cache_refuses_another_resize_or_crop(quick_root, quick_category, cfg, tmp_path):
+    # 128 px cropped to 64: the same 64 px images by size and interpolation, other pixels
+    other = cfg.replace(image_size=128, crop=64)
+    data = MVTecDataset(quick_root, quick_category, "train", geometry=other.geometry)
+    cache = FeatureCache.compute(data, other, progress=False)
+    back = FeatureCache.load(cache.save(tmp_path / "c.safetensors"))
+    assert (back.image_size, back.crop) == (128, 64)
+    for c in (cache, back, back.subset(slice(0, 4))):
+        with pytest.raises(PadimError, match=re.escape("the feature cache was computed on images of Geometry(image_size="
+                                                       "128, crop=64, interpolation='bilinear') but the config's "
+                                                       "geometry is Geometry(image_size=64, crop=None")):
+            Padim(cfg).fit(c, progress=False)
+    Padim(other).fit(back, progress=False)  # its own geometry fits
+
+
+def test_a_damaged_cache_file_is_refused(caches, tmp_path):
+    path = caches[0].save(tmp_path / "c.safetensors")
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF  # one byte of the last tensor, in place: safetensors reads it without complaint
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(bytes(raw))
+    zeroed = caches[0].layers[0].contiguous().clone()
+    zeroed[0] = 0
+    renamed = _without_meta(path, tmp_path / "renamed.safetensors", paths=json.dumps(["x.png"] * len(caches[0])))
+    for bad in (damaged, _without_meta(path, tmp_path / "zeroed.safetensors", tensors={"layer0": zeroed}), renamed):
+        with pytest.raises(PadimError, match="checksum differs from its content: the file is damaged") as info:
+            FeatureCache.load(bad)
+        assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    assert torch.equal(FeatureCache.load(path).layers[0], caches[0].layers[0])
 
 
 def test_evaluate_cached_equals_the_benchmark_metrics(caches, sets, cfg):

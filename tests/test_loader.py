@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,11 +239,71 @@ def test_a_damaged_entry_is_decoded_again(cache, quick_root, quick_category):
     kw = dict(image_size=64, crop=None, interpolation="bilinear")
     want = MVTecDataset(quick_root, quick_category, "train", **kw)[0]["image"]
     (entry,) = cache.rglob("*.u8")
+    whole = entry.stat().st_size
+    assert whole > 3 * 64 * 64
     entry.write_bytes(entry.read_bytes()[:-100])  # cut short, as by a full disk
     assert torch.equal(MVTecDataset(quick_root, quick_category, "train", **kw)[0]["image"], want)
-    assert entry.stat().st_size == 16 + 3 * 64 * 64  # rewritten whole
+    assert entry.stat().st_size == whole  # rewritten whole
     entry.write_bytes(b"garbage" * 2000)
     assert torch.equal(MVTecDataset(quick_root, quick_category, "train", **kw)[0]["image"], want)
+
+
+@pytest.mark.parametrize("damage", ["pixels zeroed", "one pixel changed", "width in the header changed"])
+def test_an_entry_overwritten_at_its_length_is_decoded_again(cache, quick_root, quick_category, damage):
+    kw = dict(image_size=64, crop=None, interpolation="bilinear")
+    want = MVTecDataset(quick_root, quick_category, "train", **kw)[0]
+    (entry,) = cache.rglob("*.u8")
+    raw = bytearray(entry.read_bytes())
+    pixels = len(raw) - 3 * 64 * 64  # where the pixels start: the header is whatever precedes them
+    if damage == "pixels zeroed":
+        raw[pixels:] = bytes(3 * 64 * 64)  # an all-black image, the header intact
+    elif damage == "one pixel changed":
+        raw[-1] ^= 0x01
+    else:
+        raw[4] ^= 0x01  # the original width, read back for the mask size check
+    entry.write_bytes(bytes(raw))
+    got = MVTecDataset(quick_root, quick_category, "train", **kw)[0]
+    assert torch.equal(got["image"], want["image"]) and got["image"].float().mean() > 10
+    assert entry.read_bytes() != bytes(raw)  # and the entry rewritten
+
+
+def test_another_entry_copied_over_one_is_decoded_again(cache, quick_root, quick_category):
+    kw = dict(image_size=64, crop=None, interpolation="bilinear")
+    data = MVTecDataset(quick_root, quick_category, "train", **kw)
+    first = data[0]["image"]
+    (a,) = cache.rglob("*.u8")
+    second = data[1]["image"]
+    (b,) = set(cache.rglob("*.u8")) - {a}
+    assert not torch.equal(first, second)
+    a.write_bytes(b.read_bytes())  # a whole, well-formed entry, of another image
+    assert torch.equal(MVTecDataset(quick_root, quick_category, "train", **kw)[0]["image"], first)
+
+
+def test_the_cache_decodes_the_bytes_it_keyed(cache, quick_root, quick_category, tmp_path, monkeypatch):
+    """A file that changes between the read the key is computed from and the decoding."""
+    from padim_utils.datasets import images as data
+
+    root = _copy_category(quick_root, quick_category, tmp_path / "data")
+    kw = dict(image_size=64, crop=None, interpolation="bilinear")
+    path = Path(MVTecDataset(root, quick_category, "train", **kw).paths[0])
+    first = path.read_bytes()
+    other = np.array(load_rgb(path))
+    other[:16] = 0  # the same file with its top quarter black
+    real = data.load_rgb
+
+    def rewritten_meanwhile(p, *a, **k):
+        if Path(p) == path:
+            Image.fromarray(other).save(path)  # another writer, between the cache's read and the decoding
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(data, "load_rgb", rewritten_meanwhile)
+    got = MVTecDataset(root, quick_category, "train", **kw)[0]["image"]
+    monkeypatch.setattr(data, "load_rgb", real)
+    path.write_bytes(first)  # the first content back: its entry must hold its pixels
+    again = MVTecDataset(root, quick_category, "train", **kw)[0]["image"]
+    imagecache.set_cache_dir(None)
+    fresh = MVTecDataset(root, quick_category, "train", **kw)[0]["image"]
+    assert torch.equal(got, fresh) and torch.equal(again, fresh)
 
 
 def test_an_unwritable_cache_costs_speed_not_results(tmp_path, quick_root, quick_category, monkeypatch):

@@ -1,6 +1,8 @@
 """Padim end to end on the embedded data: the fit against numpy, save/load, errors."""
 
+import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -78,18 +80,78 @@ def test_predict_before_fit_is_a_clear_error(cfg):
         Padim(cfg).predict(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
 
 
-def test_wrong_image_size_is_a_clear_error(fitted):
-    with pytest.raises(PadimError, match="use 64px images"):
-        fitted.predict(torch.zeros(1, 3, 96, 96, dtype=torch.uint8))
+GEOMETRY_64 = "Geometry(image_size=64, crop=None, interpolation='bilinear')"
 
 
-def test_a_dataset_resized_another_way_is_refused(fitted, quick_root, quick_category, cfg):
-    bicubic = MVTecDataset(quick_root, quick_category, "test", image_size=cfg.image_size, crop=cfg.crop,
-                           interpolation="bicubic")
-    with pytest.raises(PadimError, match="dataset images are resized bicubic but the config says "
-                                         "interpolation='bilinear'") as info:
-        fitted.predict_dataset(bicubic, progress=False)
+@pytest.mark.parametrize("shape", [(96, 96), (63, 63), (61, 61), (64, 61), (61, 64)])
+def test_images_of_another_size_are_refused(fitted, shape):
+    # 63 and 61 px images give the model's 16 x 16 grid and scores off by up to 250 %; 64 x 61 came back 61 x 61
+    h, w = shape
+    with pytest.raises(PadimError, match=re.escape(f"images of {h}x{w} px (height x width) reach a model for "
+                                                   f"64x64 px images ({GEOMETRY_64})")) as info:
+        fitted.predict(torch.zeros(2, 3, h, w, dtype=torch.uint8))
     assert "\n" not in str(info.value)
+
+
+def test_resize_on_device_takes_any_size_as_the_fit_did(fitted, test_set):
+    from padim_utils.datasets.images import resize_crop_images
+
+    images = torch.stack([test_set[i]["image"] for i in range(3)])
+    big = torch.nn.functional.interpolate(images.float(), size=(80, 72), mode="nearest").to(torch.uint8)
+    resizing = copy.copy(fitted)
+    resizing.resize_on_device = True
+    maps, scores = resizing.predict(big)
+    expected = fitted.predict(resize_crop_images(big, 64, None, "bilinear"))
+    assert maps.shape == (3, 64, 64)
+    assert torch.equal(maps, expected[0]) and torch.equal(scores, expected[1])
+
+
+@pytest.mark.parametrize("kw, differs", [
+    (dict(image_size=128, crop=64, interpolation="bilinear"), "Geometry(image_size=128, crop=64, interpolation='bilinear')"),
+    (dict(image_size=64, crop=None, interpolation="bicubic"), "Geometry(image_size=64, crop=None, interpolation='bicubic')"),
+    (dict(image_size=72, crop=64, interpolation="bilinear"), "Geometry(image_size=72, crop=64, interpolation='bilinear')"),
+])
+def test_a_dataset_of_another_geometry_is_refused(fitted, quick_root, quick_category, cfg, kw, differs):
+    from torch.utils.data import ConcatDataset, Subset
+
+    other = MVTecDataset(quick_root, quick_category, "test", **kw)
+    right = MVTecDataset(quick_root, quick_category, "test", geometry=cfg.geometry)
+    expected = re.escape(f"the dataset's geometry {differs} differs from the model config's {GEOMETRY_64}")
+    for data in (other, Subset(other, [0, 1, 2]), ConcatDataset([right, other])):
+        with pytest.raises(PadimError, match=expected) as info:
+            fitted.predict_dataset(data, progress=False)
+        assert "\n" not in str(info.value)
+    train = MVTecDataset(quick_root, quick_category, "train", **kw)
+    with pytest.raises(PadimError, match=expected):  # the fit too: the saved config would not be the data's
+        Padim(cfg).fit(train, progress=False)
+
+
+def test_a_crop_to_the_whole_image_is_the_same_geometry(fitted, quick_root, quick_category, cfg):
+    same = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=64, interpolation="bilinear")
+    plain = MVTecDataset(quick_root, quick_category, "test", geometry=cfg.geometry)
+    a, b = fitted.predict_dataset(same, progress=False), fitted.predict_dataset(plain, progress=False)
+    assert torch.equal(a["scores"], b["scores"])
+
+
+def test_a_dataset_without_a_geometry_is_checked_by_its_images(cfg, train):
+    class Plain(torch.utils.data.Dataset):  # a user's own dataset: items of another size, no geometry
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"image": train[i]["image"][:, :60, :60].contiguous()}
+
+    with pytest.raises(PadimError, match=re.escape("images of 60x60 px (height x width) reach a model for 64x64")):
+        Padim(cfg).fit(Plain(), progress=False)
+
+
+def test_the_fitted_grid_is_the_configs(fitted, cfg):
+    assert fitted.grid == fitted.config_grid == (16, 16)  # 64 px / stride 4
+    for size, grid in ((96, (24, 24)), (100, (25, 25)), (250, (63, 63))):  # a partial patch counts
+        model = Padim(cfg.replace(image_size=size))
+        assert model.config_grid == grid
+        emb = model.embed(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+        assert tuple(emb.shape[-2:]) == grid
 
 
 def test_maps_follow_the_configs_interpolation(fitted, test_set):

@@ -110,6 +110,10 @@ EDITS = {
                                      r"tensor 'precision' has shape \(\d+, 7, 7\)"),
     "metadata d disagrees with the tensors": (dict(config={"d": 9}), r"tensor 'mean' has shape \(\d+, 8\) but the "
                                                                      r"metadata \(d=9"),
+    "config size disagrees with the grid": (dict(config={"image_size": 128}), r"the model's grid \[16, 16\] does not "
+                                            r"fit its config's 128px images \(they give \[32, 32\]\)"),
+    "config crop disagrees with the grid": (dict(config={"image_size": 128, "crop": 96}), r"grid \[16, 16\] does "
+                                            r"not fit its config's 96px images \(they give \[24, 24\]\)"),
     "mean holds NaN": (dict(tensors=_nan_like("mean")), "tensor 'mean' holds NaN or infinite values"),
     "precision holds inf": (dict(tensors=lambda t: {"precision": t["precision"] * float("inf")}),
                             "tensor 'precision' holds NaN or infinite values"),

@@ -5,6 +5,7 @@ CPU) is shared by the tests below; the resume and interruption tests re-run part
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats
+import torch
 from PIL import Image
 
 from conftest import REPO
@@ -425,3 +427,88 @@ def test_data_changed_in_place_is_computed_again(quick_root, tmp_path, monkeypat
     pixel = [r["ours"]["pixel_auroc"] for r in inverted["III"]["rows"] if "pixel_auroc" in r["ours"]]
     before = [r["ours"]["pixel_auroc"] for r in first["III"]["rows"] if "pixel_auroc" in r["ours"]]
     assert pixel and pixel != before  # before the fix: the stale 0.9x was reported again
+
+
+def _rewrite_in_place(path: Path) -> None:
+    """Another picture in the same file: the same size on disk and the same modification time."""
+    stat, size = path.stat(), path.stat().st_size
+    img = np.asarray(Image.open(path).convert("RGB")).copy()
+    img[: img.shape[0] // 2] = 0  # the top half black: compresses smaller
+    Image.fromarray(img).save(path)
+    data = path.read_bytes()
+    assert len(data) < size
+    path.write_bytes(data + bytes(size - len(data)))  # padded after PNG's end chunk, which readers ignore
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (size, stat.st_mtime_ns)
+
+
+def test_a_result_is_reused_only_for_the_same_content_config_and_version(quick_root, tmp_path, monkeypatch, capsys):
+    from padim_utils.experiments import units
+
+    data, out = tmp_path / "mvtec", tmp_path / "out"
+    shutil.copytree(quick_root / "bottle_syn", data / "bottle_syn")
+    monkeypatch.setenv("PADIM_DATA", str(tmp_path / "home"))
+    run = dict(out=out, quick=True, data=data, device="cpu", progress=False, seeds=1)
+    base = units.base_config
+    calls = []
+    monkeypatch.setattr(rp, "run_unit", lambda unit, ctx: calls.append(unit) or REAL_RUN_UNIT(unit, ctx))
+
+    def again(expected_reason: str, n: int = 2) -> dict:
+        calls.clear()
+        capsys.readouterr()
+        tables = rp.reproduce("III", **run)
+        said = capsys.readouterr().out
+        assert len(calls) == n and f"computing {n} saved results again: {expected_reason}" in said, said
+        return tables
+
+    with monkeypatch.context() as m:  # another config (d = 8, bicubic) writes the results first
+        m.setattr(units, "base_config", lambda *a, **k: base(*a, **k).replace(d=8, interpolation="bicubic"))
+        other = rp.reproduce("III", **run)
+    saved = sorted((out / "results").rglob("seed*.json"))
+    assert len(saved) == 2 and {json.loads(p.read_text())["config"]["d"] for p in saved} == {8}
+    first = again("another config or padim_utils version wrote them")
+    assert {json.loads(p.read_text())["config"]["d"] for p in saved} == {32}
+    assert [r["ours"] for r in first["III"]["rows"]] != [r["ours"] for r in other["III"]["rows"]]
+    with monkeypatch.context() as m:  # another version writes them
+        m.setattr(units, "__version__", "0.0.1")
+        m.setattr(rp, "__version__", "0.0.1")
+        again("another config or padim_utils version wrote them")
+    assert {json.loads(p.read_text())["padim_utils_version"] for p in saved} == {"0.0.1"}
+    again("another config or padim_utils version wrote them")
+    edited = json.loads(saved[0].read_text())
+    edited["image_auroc"] = 0.5  # a number changed by hand
+    saved[0].write_text(json.dumps(edited))
+    assert [r["ours"] for r in again("their checksum differs", 1)["III"]["rows"]] == \
+        [r["ours"] for r in first["III"]["rows"]]
+    # one training image rewritten in place, its size and modification time kept
+    _rewrite_in_place(sorted((data / "bottle_syn" / "train" / "good").glob("*.png"))[0])
+    changed = again("their data changed since (file contents)")
+    monkeypatch.setattr(rp, "run_unit", REAL_RUN_UNIT)
+    fresh = rp.reproduce("III", **{**run, "out": tmp_path / "fresh"})
+    assert [r["ours"] for r in changed["III"]["rows"]] == [r["ours"] for r in fresh["III"]["rows"]]
+    assert [r["ours"] for r in changed["III"]["rows"]] != [r["ours"] for r in first["III"]["rows"]]
+
+
+def test_a_damaged_feature_file_is_computed_again(quick_root, tmp_path, monkeypatch):
+    from padim_utils.experiments.features import FeatureCache
+    from padim_utils.experiments.units import Context
+
+    sources = rp.find_sources(True, quick_root, stc=False)
+    unit = Unit("mvtec", "efficientnet_lite0", "bottle_syn", "main")
+    ctx = Context(sources, True, "cpu", feature_dir=tmp_path / "features")
+    cfg = ctx.config(unit)
+    train, _ = ctx.caches(unit, cfg)
+    files = sorted((tmp_path / "features").glob("*.safetensors"))
+    assert len(files) == 2  # train and test
+    for path in files:
+        raw = bytearray(path.read_bytes())
+        raw[-9:] = bytes(b ^ 0xFF for b in raw[-9:])  # the last tensor's end flipped in place: still readable
+        path.write_bytes(bytes(raw))
+    computed = []
+    real = FeatureCache.compute.__func__
+    monkeypatch.setattr(FeatureCache, "compute", classmethod(
+        lambda cls, dataset, *a, **k: computed.append(dataset.split) or real(cls, dataset, *a, **k)))
+    again, _ = Context(sources, True, "cpu", feature_dir=tmp_path / "features").caches(unit, cfg)
+    assert computed == ["train", "test"]  # neither damaged file was served
+    assert all(torch.equal(a, b) for a, b in zip(again.layers, train.layers))
+    assert all(FeatureCache.load(p) for p in files)  # and both rewritten whole

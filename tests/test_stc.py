@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from padim_utils.model import Padim
 from padim_utils.datasets.generated import MARKER
 from padim_utils.datasets.stc import STCDataset, jpeg_round_trip, jpeg_settings, order_frames, stc_scenes
 from padim_utils.datasets.stc_synthetic import ANOMALY_KINDS, make_synthetic_stc, render_stc_clip
-from padim_utils.datasets.video import count_frames, read_video, reencode_video, sample_indices
+from padim_utils.datasets.video import count_frames, read_video, reencode_video, sample_indices, write_video
 from padim_utils.experiments.stc import run_stc
 
 PARAMS = dict(scenes=("01", "02"), n_train_videos=2, frames_per_video=24, n_test_clips=3, image_size=(120, 160),
@@ -106,6 +107,34 @@ def test_video_round_trip(stc_root):
     only = read_video(stc_root / "training" / "videos" / "01_002.avi", [3, 17])
     assert sorted(only) == [3, 17]
     np.testing.assert_array_equal(only[17], frames[17])
+
+
+@pytest.mark.parametrize("frames, fps, words", [
+    (np.zeros((0, 16, 16, 3), np.uint8), 25, "no frames"),
+    ([], 25, "no frames"),
+    (np.zeros((16, 16, 3), np.uint8), 25, "(T, H, W, 3)"),  # one frame without its time axis
+    (np.zeros((2, 16, 16), np.uint8), 25, "(T, H, W, 3)"),  # grey
+    (np.zeros((2, 16, 16, 4), np.uint8), 25, "(T, H, W, 3)"),  # RGBA
+    (np.full((2, 16, 16, 3), 0.5, np.float32), 25, "uint8"),
+    (np.zeros((2, 15, 16, 3), np.uint8), 25, "even height and width, got 15x16"),
+    (np.zeros((2, 0, 0, 3), np.uint8), 25, "even height and width, got 0x0"),
+    ([np.zeros((16, 16, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)], 25, "one (T, H, W, 3) array"),
+    (np.zeros((2, 16, 16, 3), np.uint8), 0, "fps"),
+])
+def test_write_video_refuses_what_it_cannot_write(tmp_path, frames, fps, words):
+    with pytest.raises(PadimError, match=re.escape(words)) as info:
+        write_video(tmp_path / "v.avi", frames, fps=fps)
+    assert "\n" not in str(info.value) and str(tmp_path / "v.avi") in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file left
+
+
+def test_write_video_takes_a_list_or_a_tensor_of_frames(tmp_path):
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    frames[:, 4:12, 4:12] = (200, 40, 40)  # a red square
+    for name, given in (("list", list(frames)), ("tensor", torch.from_numpy(frames))):
+        back = read_video(write_video(tmp_path / f"{name}.avi", given))
+        assert sorted(back) == [0, 1, 2]
+        assert np.abs(back[1].astype(float) - frames[1]).mean() < 4.0
 
 
 def test_reencode_keeps_every_frame(stc_root, tmp_path):

@@ -185,9 +185,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _open(path: Path | io.BytesIO, what: str) -> Image.Image:
+def _open(path: Path | io.BytesIO, what: str, data: bytes | None = None) -> Image.Image:
+    """Decode `path`, or `data` (its bytes, already read) where given; errors name `path`."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             im.load()
             return im
     except FileNotFoundError:
@@ -196,15 +197,16 @@ def _open(path: Path | io.BytesIO, what: str) -> Image.Image:
         raise PadimError(f"cannot read {what} {path}: {_one_line(exc)}") from None
 
 
-def read_image(path: str | os.PathLike, what: str = "image", exif_transpose: bool = True) -> Image.Image:
+def read_image(path: str | os.PathLike, what: str = "image", exif_transpose: bool = True,
+               data: bytes | None = None) -> Image.Image:
     """Open an image file as PIL shows it: decoded, EXIF orientation applied (phone photos).
 
     The one reading function behind every loader (images and masks), so a rotated
     JPEG reads the same whatever dataset class opens it; PadimError naming the file
-    if it cannot be read.
+    if it cannot be read. `data`: the file's bytes, already read (decoded instead of reading it again).
     """
     path = Path(path)
-    img = _open(path, what)
+    img = _open(path, what, data)
     if not exif_transpose:
         return img
     try:
@@ -249,11 +251,12 @@ def check_image_file(path: str | os.PathLike, what: str = "image") -> tuple[int,
     return width, height
 
 
-def load_rgb(path: str | os.PathLike, exif_transpose: bool = True) -> Image.Image:
+def load_rgb(path: str | os.PathLike, exif_transpose: bool = True, data: bytes | None = None) -> Image.Image:
     """Open any image file as an 8-bit RGB PIL image (EXIF orientation applied); PadimError naming
-    the file if unreadable. Every loader reads its images through this function."""
+    the file if unreadable. Every loader reads its images through this function. `data`: the file's
+    bytes, already read."""
     path = Path(path)
-    img = read_image(path, "image", exif_transpose=exif_transpose)
+    img = read_image(path, "image", exif_transpose=exif_transpose, data=data)
     try:
         return _to_rgb(img)
     except _READ_ERRORS as exc:
@@ -341,10 +344,11 @@ def load_resized(path: str | os.PathLike, image_size: int, crop: int | None, int
                  exif_transpose: bool = True) -> tuple[torch.Tensor, tuple[int, int]]:
     """(image (3, S, S) uint8 as the network sees it, original (width, height)) of an image file:
     decoded (:func:`load_rgb`), resized and cropped (:func:`resize_crop`); from the decoded-image
-    cache when one is set (:mod:`padim_utils.datasets.imagecache`)."""
+    cache when one is set (:mod:`padim_utils.datasets.imagecache`), which decodes the very bytes it keyed
+    the entry by."""
 
-    def decode() -> tuple[torch.Tensor, tuple[int, int]]:
-        img = load_rgb(path, exif_transpose=exif_transpose)
+    def decode(data: bytes | None) -> tuple[torch.Tensor, tuple[int, int]]:
+        img = load_rgb(path, exif_transpose=exif_transpose, data=data)
         size = img.size
         return image_tensor(resize_crop(img, image_size, crop, resample_filter(interpolation))), size
 

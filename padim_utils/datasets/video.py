@@ -95,13 +95,13 @@ def read_video(path: str | os.PathLike, indices: Sequence[int] | None = None) ->
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25) -> Path:
     """Encode ``frames`` (T, H, W, 3) uint8 as an MPEG-4 (part 2) AVI, as the STC videos are.
 
-    H and W must be even (yuv420p). Written to a temporary name, then renamed.
+    At least one frame; H and W must be even (yuv420p); ``fps`` a whole number >= 1. Anything else is one
+    PadimError line before anything is written. Written to a temporary name, then renamed.
     """
     av = _av()
     path = Path(path)
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        raise PadimError(f"video frames must have an even height and width, got {h}x{w}")
+    frames = _checked_frames(path, frames, fps)
+    h, w = frames.shape[1:3]
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with av.open(str(tmp), "w", format="avi") as container:
@@ -115,10 +115,33 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25) -> P
             for packet in stream.encode():
                 container.mux(packet)
         os.replace(tmp, path)
+    except (av.FFmpegError, OSError) as exc:
+        raise PadimError(f"cannot write video {path}: {getattr(exc, 'strerror', None) or exc}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _checked_frames(path: Path, frames, fps) -> np.ndarray:
+    """`frames` as a (T >= 1, H, W, 3) uint8 array with H and W even, and `fps` >= 1; else one PadimError line."""
+    try:
+        arr = np.asarray(frames)
+    except (TypeError, ValueError, RuntimeError) as exc:  # ragged lists, tensors on a GPU
+        raise PadimError(f"cannot write video {path}: frames must be one (T, H, W, 3) array ({exc})") from None
+    if arr.size == 0 and arr.ndim < 4 or arr.ndim == 4 and len(arr) == 0:
+        raise PadimError(f"cannot write video {path}: no frames (a video needs at least one)")
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise PadimError(f"cannot write video {path}: frames must be RGB frames of shape (T, H, W, 3), got shape "
+                         f"{arr.shape}")
+    if arr.dtype != np.uint8:
+        raise PadimError(f"cannot write video {path}: frames must be uint8 (0-255), got {arr.dtype}")
+    h, w = arr.shape[1:3]
+    if h < 2 or w < 2 or h % 2 or w % 2:
+        raise PadimError(f"cannot write video {path}: frames must have an even height and width, got {h}x{w}")
+    if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
+        raise PadimError(f"cannot write video {path}: fps must be a whole number >= 1, got {fps!r}")
+    return arr
 
 
 def reencode_video(src: str | os.PathLike, dst: str | os.PathLike, fps: int = 25) -> Path:

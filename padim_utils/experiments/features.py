@@ -30,9 +30,9 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from ..backbones import default_layers, embed
-from ..config import PadimConfig
+from ..config import Geometry, PadimConfig
 from ..errors import PadimError
-from ..files import atomic_path, read_safetensors
+from ..files import atomic_path, new_digest, read_safetensors
 from ..model import Padim  # the model owns the forward pass (device, dtype, normalisation)
 
 __all__ = ["FeatureCache", "FORMAT"]
@@ -54,6 +54,8 @@ class FeatureCache:
     paths: list[str] = field(default_factory=list)
     defect_types: list[str] = field(default_factory=list)
     interpolation: str | None = None  # how the images were resized ("bicubic", "bilinear"); None: not recorded
+    image_size: int | None = None  # the square resize before the crop; None: not recorded (older caches)
+    crop: int | None = None  # the centre crop (None: none), where image_size is recorded
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -83,6 +85,8 @@ class FeatureCache:
             paths=paths,
             defect_types=kinds,
             interpolation=config.interpolation,
+            image_size=config.image_size,
+            crop=config.crop,
         )
 
     # ------------------------------------------------------------------ reading
@@ -120,10 +124,11 @@ class FeatureCache:
         return FeatureCache(self.backbone, self.layer_names, self.out_size, [f[idx] for f in self.layers],
                             self.labels[idx], None if self.masks is None else self.masks[idx],
                             [self.paths[i] for i in idx.tolist()], [self.defect_types[i] for i in idx.tolist()],
-                            self.interpolation)
+                            self.interpolation, self.image_size, self.crop)
 
     def check_config(self, config: PadimConfig) -> None:
-        """PadimError unless `config` asks for this backbone, these layers, this image size and interpolation."""
+        """PadimError unless `config` asks for this backbone, these layers and this geometry (image size,
+        interpolation and, where recorded, the resize and crop)."""
         layers = tuple(config.layers) if config.layers is not None else default_layers(config.backbone)
         if config.backbone != self.backbone or layers != self.layer_names:
             raise PadimError(f"the feature cache holds {self.backbone} {list(self.layer_names)} but the config asks "
@@ -134,10 +139,15 @@ class FeatureCache:
         if self.interpolation is not None and config.interpolation != self.interpolation:
             raise PadimError(f"the feature cache was computed on images resized {self.interpolation} but the config "
                              f"says interpolation={config.interpolation!r}: compute a new cache")
+        if self.image_size is not None:
+            mine = Geometry(self.image_size, self.crop, self.interpolation or config.interpolation)
+            if not mine.same_pixels(config.geometry):
+                raise PadimError(f"the feature cache was computed on images of {mine!r} but the config's geometry is "
+                                 f"{config.geometry!r}: compute a new cache")
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the cache to one .safetensors file, atomically."""
+        """Write the cache to one .safetensors file, atomically, with a checksum of its tensors and metadata."""
         tensors = {f"layer{i}": f.contiguous() for i, f in enumerate(self.layers)}
         tensors["labels"] = self.labels.contiguous()
         if self.masks is not None:
@@ -147,6 +157,9 @@ class FeatureCache:
                 "defect_types": json.dumps(self.defect_types)}
         if self.interpolation is not None:
             meta["interpolation"] = self.interpolation
+        if self.image_size is not None:
+            meta["geometry"] = json.dumps([self.image_size, self.crop])
+        meta["checksum"] = _checksum(meta, tensors)
         path = Path(path)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -162,11 +175,14 @@ class FeatureCache:
         try:
             if meta.get("format") != FORMAT:
                 raise ValueError(f"no {FORMAT} metadata")
+            if "checksum" in meta and meta["checksum"] != _checksum(meta, tensors):
+                raise ValueError("its checksum differs from its content: the file is damaged")
             names = json.loads(meta["layer_names"])
+            image_size, crop = json.loads(meta.get("geometry", "[null, null]"))
             return cls(meta["backbone"], tuple(names), int(meta["out_size"]),
                        [tensors[f"layer{i}"] for i in range(len(names))], tensors["labels"], tensors.get("masks"),
                        json.loads(meta["paths"]), json.loads(meta["defect_types"]),
-                       meta.get("interpolation", "bilinear"))  # caches from before the field: bilinear
+                       meta.get("interpolation", "bilinear"), image_size, crop)  # caches before the field: bilinear
         except Exception as e:  # safetensors' own errors, KeyError, JSON errors
             raise PadimError(f"{path} is not a readable feature cache ({type(e).__name__}: {e})") from None
 
@@ -174,3 +190,14 @@ class FeatureCache:
         shapes = ", ".join(f"{n} {tuple(f.shape[1:])}" for n, f in zip(self.layer_names, self.layers))
         return (f"FeatureCache({self.backbone}, n={len(self)}, {self.out_size}px, layers: {shapes}, "
                 f"{self.nbytes() / 2**20:.1f} MiB)")
+
+
+def _checksum(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    """Content digest (`files.new_digest`) of a cache file's metadata (but the checksum) and tensors' bytes."""
+    h = new_digest()
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()

@@ -8,8 +8,9 @@ A run is a plan: a list of units (study, backbone, category, setting, seed; see
 present. Each unit's result is written to OUT/results/<run key>/... as soon as it is done
 (the run key names the mode and the data folder, so runs on other data never mix), so a run
 that is interrupted continues where it stopped; units whose result exists for the same data
-content (file names, sizes and modification times of the unit's category) are reused, and
-the output says which; a run with more seeds or more categories computes only what is new.
+content (a content digest of every file of the unit's category, `units.files_digest`), the same
+config (the device aside) and the same padim_utils version, and whose record passes its checksum, are reused, and the output says which
+and why the others are computed again; a run with more seeds or more categories computes only what is new.
 Only the data the asked-for tables read is looked for or generated (STC only for IV and VIII). The backbone's layer outputs are
 kept on disk as well (OUT/results/<run key>/features/, the newest few), so an interrupted run does not
 run the backbone again over the category it stopped in.
@@ -35,19 +36,21 @@ import json
 import time
 from pathlib import Path
 
+from .. import __version__
 from ..backbones import available_backbones, weights_status
 from ..config import QUICK_DATA
 from ..datasets import data_home, make_synthetic_mvtec, mvtec_categories
 from ..datasets.mvtec import list_categories
 from ..errors import PadimError
-from ..files import check_output_dir, write_json
+from ..files import check_output_dir, new_digest, write_json
 from ..progress import progress_bar
 from .stc import stc_source
 from .tables import write_tables
 from .units import LAYER_SETTINGS, RD_DRAWS, REDUCTION_SETTINGS, Context, Sources, Unit, base_config, run_unit
 
 __all__ = ["TABLES", "PAPER_BACKBONES", "OFFLINE_BACKBONE", "reproduce", "load_tables", "make_plan", "find_sources",
-           "choose_backbones", "backbone_label", "parse_tables", "default_out", "run_plan", "run_key", "needs_stc"]
+           "choose_backbones", "backbone_label", "parse_tables", "default_out", "run_plan", "run_key", "needs_stc",
+           "stale_reason"]
 
 TABLES = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
 #: The studies (kinds of unit) each table reads; "interpolation": mvtec units with the preset's other interpolation.
@@ -223,33 +226,66 @@ def _counts(units) -> str:
     return ", ".join(f"{c} {n}" for c, n in counts.items())
 
 
+def _settings(config) -> dict | None:
+    """A recorded config without the device (which changes where a unit runs, not its result)."""
+    return {k: v for k, v in config.items() if k != "device"} if isinstance(config, dict) else None
+
+
+def _checksum(result: dict) -> str:
+    """Content digest of a result record (but its checksum), as JSON with sorted keys."""
+    h = new_digest()
+    h.update(json.dumps({k: v for k, v in result.items() if k != "checksum"}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def stale_reason(found: dict, unit: Unit, ctx: Context) -> str | None:
+    """Why a saved result cannot be reused: "damaged" (its checksum differs from its content), "data" (the
+    content of its category's files changed), "config" (another config, the device aside, or another
+    padim_utils version wrote it), or None: reuse it."""
+    if not isinstance(found, dict) or found.get("checksum") != _checksum(found):
+        return "damaged"
+    if found.get("data_key") != ctx.data_key(unit):
+        return "data"
+    if (_settings(found.get("config")) != _settings(ctx.config(unit).to_dict())
+            or found.get("padim_utils_version") != __version__):
+        return "config"
+    return None
+
+
+_STALE = {"damaged": "their checksum differs from their content (damaged or edited)",
+          "data": "their data changed since (file contents)",
+          "config": f"another config or padim_utils version wrote them (this is {__version__})"}
+
+
 def run_plan(units: list[Unit], folder: Path, ctx: Context, progress: bool = True) -> tuple[dict[Unit, dict], int]:
-    """Compute every unit whose result is not yet in `folder` (OUT/results/<run key>) for the same data; ({unit:
-    result}, units computed now). A saved result is reused only where the content of its data (file names,
-    sizes, modification times: `Context.data_key`) is what it was; the output says which were reused and which
-    are computed again because their data changed. A result is written as soon as its unit is done, so an
-    interrupted run loses one unit at most."""
-    results, todo, stale = {}, [], []
+    """Compute every unit whose result is not yet in `folder` (OUT/results/<run key>) for the same data and
+    config; ({unit: result}, units computed now). A saved result is reused only where the content of its data
+    (`Context.data_key`), its config and the padim_utils version are what they are now (`stale_reason`); the
+    output says which were reused and which are computed again, and why. A result is written as soon as its
+    unit is done, so an interrupted run loses one unit at most."""
+    results, todo, stale = {}, [], {reason: [] for reason in _STALE}
     for unit in units:
         found = _read_result(folder / unit.path)
-        if found is not None and found.get("data_key") == ctx.data_key(unit):
+        reason = None if found is None else stale_reason(found, unit, ctx)
+        if found is not None and reason is None:
             results[unit] = found
             continue
         todo.append(unit)
         if found is not None:
-            stale.append(unit)
+            stale[reason].append(unit)
     if results:
-        print(f"reused {len(results)} of {len(units)} saved results from {folder} (their data unchanged): "
-              f"{_counts(results)}")
-    if stale:
-        print(f"computing {len(stale)} saved results again: their data changed since (file sizes or times): "
-              f"{_counts(stale)}")
+        print(f"reused {len(results)} of {len(units)} saved results from {folder} (their data, config and "
+              f"version unchanged): {_counts(results)}")
+    for reason, again in stale.items():
+        if again:
+            print(f"computing {len(again)} saved results again: {_STALE[reason]}: {_counts(again)}")
     done = 0
     bar = progress_bar(todo, f"reproduce ({len(results)} of {len(units)} units already done)", progress, unit="unit")
     try:
         for unit in bar:
             bar.set_postfix_str(str(unit), refresh=False)
             results[unit] = {**run_unit(unit, ctx), "data_key": ctx.data_key(unit)}
+            results[unit]["checksum"] = _checksum(results[unit])
             write_json(folder / unit.path, results[unit])
             done += 1
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ from .. import __version__
 from ..config import INTERPOLATIONS, PadimConfig, preset
 from ..datasets import MVTecDataset, RdMVTecDataset, STCDataset
 from ..errors import PadimError
+from ..files import file_digest, new_digest
 from ..measure import device_name, peak_memory_bytes, reset_peak_memory, timed
 from ..metrics import evaluate
 from ..model import Padim, resolve_device
@@ -117,17 +118,18 @@ def rd_crop(image_size: int) -> int:
 
 
 def files_digest(root: Path, files) -> str:
-    """sha256 of the files' paths relative to `root`, sizes and modification times (nothing is read): the
-    same for the same data, different as soon as a file is added, removed, resized or rewritten."""
-    h = hashlib.sha256()
+    """The content digest (`files.new_digest`) of the files' paths relative to `root` and of their bytes, each
+    file read whole: the same for the same data, different as soon as a file is added, removed or rewritten,
+    even in place with its old size and modification time (about 1 s per GB)."""
+    h = new_digest()
     for path in sorted(files):
         try:
-            st = path.stat()
+            if not path.is_file():
+                continue  # a folder, or a broken link: not data
+            content = file_digest(path)
         except OSError:
-            continue  # vanished or a broken link: not data
-        if path.is_file():
-            h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(
-                "utf-8", "surrogateescape"))
+            continue  # vanished or unreadable: not data
+        h.update(f"{path.relative_to(root).as_posix()}\0{content}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
@@ -156,8 +158,8 @@ class Context:
         return cfg
 
     def data_key(self, unit: Unit) -> str:
-        """A digest of the unit's data as it is now: every file of its MVTec AD category (or STC scene) with its
-        size and modification time. A saved result or feature file with another key is not reused."""
+        """A digest of the unit's data as it is now: the content of every file of its MVTec AD category (or STC
+        scene), once per run. A saved result or feature file with another key is not reused."""
         kind = "stc" if unit.study == "stc" else "mvtec"
         if (kind, unit.category) not in self._data_keys:
             if kind == "stc":
@@ -185,8 +187,8 @@ class Context:
         data = unit.setting if unit.study == "rd" else "stc" if unit.study == "stc" else "mvtec"
         out = []
         for split in ("train", "test"):
-            key = (cfg.backbone, cfg.layers, cfg.image_size, cfg.crop, cfg.interpolation, data, unit.category, split,
-                   self.data_key(unit))
+            key = (cfg.backbone, cfg.layers, cfg.image_size, cfg.crop, cfg.interpolation, cfg.dtype, cfg.pretrained,
+                   __version__, data, unit.category, split, self.data_key(unit))
             if key not in self._caches:
                 self._caches[key] = self._load_or_compute(key, unit, split, cfg)
                 while len(self._caches) > self.keep:

@@ -5,13 +5,14 @@ from PIL import Image
 
 from ...datasets.images import load_mask, resize_crop
 from . import exercise
-from ._common import compare_number
+from ._common import compare_number, items
 
 
 @exercise("0.1")
 def defects_in_test_set(answer, test):
     """(number of defective test images, fraction of defective pixels), counted from the mask files."""
-    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+    answer = items(answer, 2)
+    if answer is None:
         return "answer with a tuple (n_defective, fraction)."
     mask_files = [p for p in test.mask_paths if p is not None]
     defect_pixels = sum(int(np.asarray(resize_crop(load_mask(p), test.image_size, test.crop, Image.NEAREST)).sum())

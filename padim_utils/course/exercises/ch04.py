@@ -4,14 +4,14 @@ import numpy as np
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
 from . import exercise
-from ._common import as_array
+from ._common import as_array, as_number
 
 
 @exercise("4.1")
 def one_patch_distance(answer, embeddings, mean, precision, image, position):
     """The Mahalanobis distance of patch `position` = (row, col) of test image `image`, checked with scipy."""
     try:
-        a = float(answer)
+        a = as_number(answer)
     except (TypeError, ValueError):
         return f"answer with one number (a float), got {type(answer).__name__}."
     emb = as_array(embeddings)  # (N, d, h, w)

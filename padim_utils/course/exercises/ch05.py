@@ -4,7 +4,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from . import exercise
-from ._common import as_array, compare_number
+from ._common import as_array, as_number, close, compare_number, tolerance
 
 
 @exercise("5.1")
@@ -13,16 +13,18 @@ def auroc_by_pairs(answer, labels, scores):
     y, s = as_array(labels).astype(int).ravel(), as_array(scores).ravel()
     expected = roc_auc_score(y, s)
     try:
-        a = float(answer)
+        a = as_number(answer)
     except (TypeError, ValueError):
         return f"answer with one number (a float), got {type(answer).__name__}."
-    if np.isclose(a, 1 - expected, atol=1e-9) and not np.isclose(a, expected, atol=1e-9):
-        return f"{a:.4f} is 1 - AUROC: count the pairs where the *defective* image scores higher."
     bad, good = s[y == 1], s[y == 0]
+    # float32's precision (or the answer's own dtype's), below the quarter of a pair's weight 1 / pairs
+    tol = min(tolerance(answer), 0.25 / (len(bad) * len(good)))
+    if close(a, 1 - expected, tol) and not close(a, expected, tol):
+        return f"{a:.4f} is 1 - AUROC: count the pairs where the *defective* image scores higher."
     ties = (bad[:, None] == good[None, :]).sum() / (len(bad) * len(good))
-    if ties and (np.isclose(a, expected - ties / 2) or np.isclose(a, expected + ties / 2)):
+    if ties and (close(a, expected - ties / 2, tol) or close(a, expected + ties / 2, tol)):
         return f"{a:.4f} counts the tied pairs as 0 or 1; a tie counts one half."
-    return compare_number(a, expected, "the AUROC", tol=1e-9,
+    return compare_number(a, expected, "the AUROC", tol=tol,
                           hint="over every (defective, good) pair count 1 when the defective image scores "
                                "higher, 1/2 for a tie, and divide by the number of pairs.")
 
@@ -56,12 +58,12 @@ def pro_at_one_threshold(answer, masks, maps, threshold):
     overlaps = [np.mean([a[i][p] >= threshold for p in region]) for i in range(len(m)) for region in _regions(m[i])]
     expected = float(np.mean(overlaps))
     try:
-        got = float(answer)
+        got = as_number(answer)
     except (TypeError, ValueError):
         return f"answer with one number (a float), got {type(answer).__name__}."
-    if np.isclose(got, expected, atol=1e-9):
+    if close(got, expected, tolerance(answer)):
         return None
-    if np.isclose(got, float((a[m] >= threshold).mean()), atol=1e-9):
+    if close(got, float((a[m] >= threshold).mean()), tolerance(answer)):
         return "that is the fraction of all defect pixels found; PRO averages the overlap of each *region*."
     return (f"the PRO is {got:.4f}, which is not right. Hint: average the overlaps of the {len(overlaps)} regions "
             "(8-connected: pixels touching at a corner belong to the same region).")

@@ -4,7 +4,7 @@ from ...metrics import aupro
 from ...model import Padim
 from ...scoring import gaussian_blur
 from . import exercise
-from ._common import compare_number
+from ._common import as_number, close, compare_number, tolerance
 
 
 def _aupro_with_and_without_blur(train_cache, test_cache, config, sigma: float) -> tuple[float, float]:
@@ -21,11 +21,11 @@ def blur_gain(answer, train_cache, test_cache, config):
     blurred, sharp = _aupro_with_and_without_blur(train_cache, test_cache, config, 4.0)
     expected = blurred - sharp
     try:
-        a = float(answer)
+        a = as_number(answer)
     except (TypeError, ValueError):
         return f"answer with one number, got {answer!r}."
-    if expected != 0 and abs(a + expected) <= 1e-6 * max(1.0, abs(expected)):
+    if expected != 0 and close(-a, expected, tolerance(answer)):
         return "the sign is reversed: take AU-PRO with the blur minus AU-PRO without it."
-    return compare_number(a, expected, "AU-PRO(sigma=4) - AU-PRO(sigma=0)", tol=1e-6,
+    return compare_number(answer, expected, "AU-PRO(sigma=4) - AU-PRO(sigma=0)", tol=1e-6,
                           hint="run_ablation(train_cache, test_cache, cfg, sigma=...) twice, everything else "
                                "as cfg, and subtract the two \"pixel_aupro\" values.")

@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import exercise
-from ._common import compare_number
+from ._common import as_number, compare_number, tolerance
 
 
 @exercise("9.1")
@@ -14,13 +14,14 @@ def rotation_slope(answer, angles, rot_scores):
     xc = x - x.mean()
     slope = float((xc * (y - y.mean())).sum() / (xc**2).sum())
     try:
-        a = float(answer)
+        a = as_number(answer)
     except (TypeError, ValueError):
         return f"answer with one number (the slope), got {answer!r}."
-    if slope != 0 and abs(a - slope * 180 / np.pi) <= 1e-6 * abs(slope * 180 / np.pi):
+    tol = tolerance(answer)
+    if slope != 0 and abs(a - slope * 180 / np.pi) <= tol * abs(slope * 180 / np.pi):
         return "that is the slope per radian: use the angles in degrees."
-    if slope != 0 and abs(a - 1 / slope) <= 1e-6 * abs(1 / slope):
+    if slope != 0 and abs(a - 1 / slope) <= tol * abs(1 / slope):
         return "that is degrees per score unit: regress the score on the angle, not the other way round."
-    return compare_number(a, slope, "the slope (score units per degree)", tol=1e-6,
+    return compare_number(answer, slope, "the slope (score units per degree)", tol=1e-6,
                           hint="average rot_scores over the images of each angle (axis=1), then fit a line to "
                                "those means against the angles in degrees: the slope is its first coefficient.")

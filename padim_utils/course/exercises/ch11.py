@@ -1,6 +1,7 @@
 """Chapter 11: from notebook to production line."""
 
 from . import exercise
+from ._common import as_number
 
 
 @exercise("11.1")
@@ -10,7 +11,7 @@ def onnx_file_size(answer, positions, d, backbone_parameters, file_bytes):
     (the exporter folds batch norms into the convolutions; the graph's own description adds under 0.1 MB) and
     nearer the right formula than to a typical slip."""
     try:
-        a = float(answer)
+        a = as_number(answer)
     except (TypeError, ValueError):
         return f"answer with one number of bytes, got {answer!r}."
     p, n = int(positions), int(backbone_parameters)
@@ -30,5 +31,5 @@ def onnx_file_size(answer, positions, d, backbone_parameters, file_bytes):
         return f"{a:.6g} bytes: {nearest}"
     if abs(a - file_bytes) <= 0.05 * file_bytes:
         return None
-    return (f"{a:.6g} bytes, but the file holds {file_bytes} bytes ({file_bytes / 2**20:.2f} MiB): count 4 bytes for "
-            f"each number of the precision matrices, the means and the backbone.")
+    return (f"{a:.6g} bytes is more than 5 % away from what the file holds: count 4 bytes for each number of the "
+            "precision matrices, the means and the backbone.")
