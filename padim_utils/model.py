@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -38,7 +39,11 @@ from .progress import progress_bar
 from .reduction import Reducer
 from .scoring import anomaly_maps, image_scores, mahalanobis
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+#: Model formats `Padim.load` reads: "1" files (before the digest) are checked by their structure alone.
+READABLE_FORMATS = ("1", FORMAT_VERSION)
+#: The metadata field holding the sha256 of everything else in the file (`file_digest`).
+DIGEST_KEY = "sha256"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -274,13 +279,15 @@ class Padim:
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike) -> Path:
-        """Write mean, precision, channel indices and config to one .safetensors file, atomically."""
+        """Write mean, precision, channel indices and config to one .safetensors file, atomically, with the
+        sha256 of it all (`file_digest`), which `load` compares."""
         self._check_fitted()
         path = Path(path)
         tensors = {"mean": self.mean.contiguous().cpu(), "precision": self.precision.contiguous().cpu()}
         tensors.update({k: v.cpu() for k, v in self.reducer.state().items()})
         meta = {"format": "padim_utils", "format_version": FORMAT_VERSION, "padim_utils_version": __version__,
                 "config": self.config.to_json(), "grid": json.dumps(list(self.grid)), "n_train": str(self.n_train)}
+        meta[DIGEST_KEY] = file_digest(meta, tensors)
         with atomic_path(path) as tmp:
             try:
                 save_file(tensors, str(tmp), metadata=meta)
@@ -290,14 +297,16 @@ class Padim:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "Padim":
-        """Rebuild a fitted model from `save`'s file; refuses other formats with one clear line."""
+        """Rebuild a fitted model from `save`'s file, checked whole: its metadata, the shapes, dtypes and
+        structure a fit gives its tensors (`_check_tensors`), then the digest written at save. A file that
+        fails any check is refused in one line."""
         path = Path(path)
         if not path.is_file():
             raise PadimError(f"model file not found: {path}")
         meta, tensors = read_safetensors(path, "padim model file")
         if meta.get("format") != "padim_utils":
             raise PadimError(f"{path} is not a padim model file (no padim_utils metadata)")
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_FORMATS:
             raise PadimError(f"{path} was written by padim_utils {meta.get('padim_utils_version', '?')} in model "
                              f"format {meta.get('format_version')}; this padim_utils {__version__} reads format "
                              f"{FORMAT_VERSION}: re-fit the model with `padim fit`")
@@ -308,6 +317,7 @@ class Padim:
         except PadimError as e:
             raise PadimError(f"{path}: {e}") from None
         _check_tensors(path, tensors, model, grid)
+        _check_digest(path, meta, tensors)
         model.reducer.load_state(tensors)
         model.mean = tensors["mean"].to(model.device)
         model.precision = tensors["precision"].to(model.device)
@@ -413,13 +423,16 @@ def _read_metadata(path: Path, meta: dict) -> tuple[PadimConfig, tuple[int, int]
 
 
 def _check_tensors(path: Path, tensors: dict, model: "Padim", grid: tuple[int, int]) -> None:
-    """Shapes, dtypes and finiteness of the saved tensors against the metadata."""
+    """Shapes, dtypes and finiteness of the saved tensors against the metadata, and the structure a fit
+    gives them: channel indices strictly increasing, a symmetric precision with a positive diagonal, PCA
+    directions orthonormal, mean and precision in the dtype the config's fit stores."""
     d, positions = model.d, grid[0] * grid[1]
     expected = {"mean": (positions, d), "precision": (positions, d, d)}
     if model.reducer.kind == "random":
         expected["channel_index"] = (d,)
     elif model.reducer.kind == "pca":
         expected["pca_projection"] = (model.reducer.n_channels, d)
+    store = torch.float64 if model.config.dtype == "float64" else torch.float32  # what `fit` keeps
     for name, shape in expected.items():
         t = tensors.get(name)
         if t is None:
@@ -436,9 +449,69 @@ def _check_tensors(path: Path, tensors: dict, model: "Padim", grid: tuple[int, i
                                  f"({model.config.backbone} has {n} channels)")
             if t.unique().numel() != d:
                 raise PadimError(f"{path}: tensor 'channel_index' names a channel twice")
+            if not bool((t[1:] > t[:-1]).all()):
+                raise PadimError(f"{path}: tensor 'channel_index' is not in increasing order, as a fit "
+                                 "stores it; re-fit the model")
         else:
             if not t.dtype.is_floating_point:
                 raise PadimError(f"{path}: tensor {name!r} holds {t.dtype}, not floating-point numbers")
+            if name != "pca_projection" and t.dtype != store:
+                raise PadimError(f"{path}: tensor {name!r} holds {t.dtype} but a fit with "
+                                 f"dtype={model.config.dtype} stores {store}; re-fit the model")
             if not torch.isfinite(t).all():
                 raise PadimError(f"{path}: tensor {name!r} holds NaN or infinite values; re-fit the model")
+    _check_structure(path, tensors)
 
+
+def _check_structure(path: Path, tensors: dict) -> None:
+    """What every fit gives its precision matrices (the inverse of covariance + eps * I: symmetric,
+    positive diagonal) and its PCA directions (orthonormal columns)."""
+    precision = tensors["precision"]  # (P, d, d)
+    if not bool((precision.diagonal(dim1=-2, dim2=-1) > 0).all()):
+        raise PadimError(f"{path}: tensor 'precision' has a diagonal entry <= 0, which no fit gives "
+                         "(an inverse covariance is positive definite); re-fit the model")
+    for s in range(0, precision.shape[0], 256):  # chunks of positions: no second copy of a large precision
+        p = precision[s : s + 256]  # (p, d, d)
+        if not bool(((p - p.mT).abs() <= 1e-4 * p.abs().amax(dim=(-2, -1), keepdim=True)).all()):
+            raise PadimError(f"{path}: tensor 'precision' is not symmetric, as an inverse covariance is; "
+                             "re-fit the model")
+    w = tensors.get("pca_projection")
+    if w is not None and w.numel():
+        gram = w.double().T @ w.double()  # (d, d): the identity for orthonormal directions
+        if not torch.allclose(gram, torch.eye(gram.shape[0], dtype=gram.dtype), atol=1e-3):
+            raise PadimError(f"{path}: tensor 'pca_projection' does not hold orthonormal directions, as a "
+                             "PCA fit does; re-fit the model")
+
+
+def file_digest(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of a model file's metadata (all but the digest itself) and of every tensor's name, dtype,
+    shape and bytes: written by `Padim.save`, compared by `Padim.load`, so that any change to the file
+    (a flipped bit in a tensor or in the config) is found. safetensors itself stores no checksum.
+
+    >>> t = {"mean": torch.zeros(2, 3)}
+    >>> file_digest({"n_train": "5"}, t) == file_digest({"n_train": "5", DIGEST_KEY: "x"}, t)
+    True
+    >>> file_digest({"n_train": "5"}, t) == file_digest({"n_train": "6"}, t)
+    False
+    """
+    h = hashlib.sha256()
+    for key in sorted(k for k in meta if k != DIGEST_KEY):
+        h.update(f"{key}={meta[key]}\0".encode("utf-8", "surrogateescape"))
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _check_digest(path: Path, meta: dict[str, str], tensors: dict) -> None:
+    """A format-2 file carries `file_digest` of its contents; anything else it says must agree with it."""
+    if meta.get("format_version") == "1":
+        return  # written before the digest: checked by its structure alone
+    stored = meta.get(DIGEST_KEY)
+    if stored is None:
+        raise PadimError(f"{path}: the model metadata has no {DIGEST_KEY!r} field, which padim_utils writes "
+                         "with every model; the file was changed or damaged: re-fit the model")
+    if file_digest(meta, tensors) != stored:
+        raise PadimError(f"{path}: the model's tensors or metadata differ from what was saved (their sha256 does "
+                         "not match the one written at save): the file was changed or damaged; re-fit the model")
