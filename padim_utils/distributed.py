@@ -66,6 +66,11 @@ def world_size() -> int:
     return dist.get_world_size() if active() else max(1, _env_int("WORLD_SIZE", 1))
 
 
+def local_world_size() -> int:
+    """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE); 1 outside a process group."""
+    return max(1, _env_int("LOCAL_WORLD_SIZE", 1)) if active() else 1
+
+
 def is_main() -> bool:
     """Rank 0 prints, shows progress bars and writes files; the others only compute."""
     return rank() == 0

@@ -33,8 +33,8 @@ from .datasets.images import resize_crop_images
 from .datasets.loader import BatchLoader, available_cores
 from .errors import PadimError
 from .files import atomic_path, read_safetensors
-from .gaussian import GaussianStats
-from .measure import timed
+from .gaussian import GaussianStats, fit_bytes
+from .measure import available_memory_bytes, timed
 from .progress import progress_bar
 from .reduction import Reducer
 from .scoring import anomaly_maps, image_scores, mahalanobis
@@ -180,6 +180,7 @@ class Padim:
         """Fit the per-position Gaussians on normal images: a dataset (items with 'image') or a FeatureCache."""
         if len(data) < 2:
             raise PadimError(f"fitting needs at least 2 training images, got {len(data)}")
+        self.check_memory()
         sharded = distributed.active()  # under torchrun: fit this rank's share, sum the statistics
         if sharded:
             data = distributed.shard(data)
@@ -212,6 +213,25 @@ class Padim:
         self.mean, self.precision = mean, precision
         self.n_train = stats.n
         return self
+
+    def check_memory(self) -> int:
+        """Refuse, before the backbone runs, a fit whose statistics would not fit in the device's memory
+        (`gaussian.fit_bytes`: the float64 scatter and the precision, positions x d^2 each, on a grid of
+        out_size / the first layer's stride per side); returns the bytes needed. Under torchrun, CPU
+        processes on one machine each hold the whole statistics."""
+        side = -(-self.config.out_size // self.extractor.strides[0])  # the patch grid's side, rounded up
+        precision = torch.float64 if self.config.dtype == "float64" else torch.float32
+        each = fit_bytes(side * side, self.d, precision)
+        copies = distributed.local_world_size() if self.device.type == "cpu" else 1
+        available = available_memory_bytes(self.device)
+        if available is not None and each * copies > available:
+            times = f" in each of {copies} processes" if copies > 1 else ""
+            raise PadimError(f"the fit needs about {each * copies / 1e9:.1f} GB of memory for its Gaussian "
+                             f"statistics ({side}x{side} positions, d={self.d}: a float64 scatter and a "
+                             f"{str(precision).removeprefix('torch.')} precision of d^2 numbers per position{times}) "
+                             f"but {self.device} has {available / 1e9:.1f} GB available: lower --image-size or "
+                             "--crop, or --d (the need grows with the square of each)")
+        return each * copies
 
     def _new_stats(self) -> GaussianStats:
         return GaussianStats(self.grid[0] * self.grid[1], self.d, self.device, chunk=self.config.position_chunk,

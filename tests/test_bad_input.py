@@ -74,6 +74,25 @@ def test_fit_output_is_checked_before_fitting(quick_root, quick_category, tmp_pa
     assert expected in _error(capsys, _fit(quick_root, quick_category, out))
 
 
+def test_a_fit_too_big_for_memory_is_refused_before_the_backbone(quick_root, quick_category, tmp_path, capsys,
+                                                                  monkeypatch):
+    import padim_utils.model
+
+    def backbone(*args, **kwargs):
+        raise AssertionError("the backbone ran before the fit was found too big")
+
+    monkeypatch.setattr(Padim, "forward_layers", backbone)
+    monkeypatch.setattr(padim_utils.model, "available_memory_bytes", lambda device: 24 * 2**30)  # a 24 GiB machine
+    out = tmp_path / "m.safetensors"
+    err = _error(capsys, ["fit", "--root", str(quick_root), "--category", quick_category, "--out", str(out),
+                          "--config", "offline_lite0", "--image-size", "2048", "--batch-size", "1", "--device", "cpu",
+                          "--quiet"])
+    # 512 x 512 positions (stride 4), d = 100: 8 + 4 bytes per d^2 entry, 8 per mean entry
+    need = 512 * 512 * (100 * 100 * 12 + 100 * 8)
+    assert f"needs about {need / 1e9:.1f} GB of memory" in err and f"cpu has {24 * 2**30 / 1e9:.1f} GB" in err
+    assert "lower --image-size or --crop, or --d" in err and not out.exists()
+
+
 def test_benchmark_figures_that_is_a_file(quick_root, quick_category, tmp_path, capsys, no_fit):
     (tmp_path / "figs").write_text("x")
     err = _error(capsys, ["benchmark", "--root", str(quick_root), "--category", quick_category, "--out",
