@@ -176,6 +176,7 @@ def cmd_fit(args) -> int:
     with distributed.process_group(cfg.device) as device:
         train = open_dataset(name, root, category, "train", geometry=cfg.geometry, **options)
         train.check_files()  # every training image decodes, before the backbone runs
+        distributed.agree(cfg, train, device)  # under torchrun: the same options and data on every rank
         model = Padim(cfg, device=device, compile=args.compile)
         _, seconds = timed(model.fit, train, progress=not args.quiet and distributed.is_main())
         with distributed.main_writes() as main_rank:
