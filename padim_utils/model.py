@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from . import __version__, distributed
 from .backbones import embed, feature_extractor, prefers_channels_last
-from .config import PadimConfig
+from .config import PadimConfig, check_device
 from .datasets.images import resize_crop_images
 from .datasets.loader import BatchLoader, available_cores
 from .errors import PadimError
@@ -47,11 +47,19 @@ DIGEST_KEY = "sha256"
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when a GPU is visible, else cpu; "cpu" / "cuda" as named."""
+    """"auto" -> cuda when a GPU is visible, else cpu; "cpu", "cuda" or "cuda:N" (a torchrun rank's GPU) as
+    named; any other name, or a GPU that is not there, is one PadimError line."""
+    name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PadimError("device='cuda' was asked for but no CUDA GPU is visible; use device='cpu' or 'auto'")
+    if not re.fullmatch(r"cuda:\d+", name):
+        check_device(name)
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PadimError(f"device={name!r} was asked for but no CUDA GPU is visible; use device='cpu' or 'auto'")
+        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+            raise PadimError(f"device={name!r} was asked for but this machine has {torch.cuda.device_count()} "
+                             "CUDA GPU(s)")
     return torch.device(name)
 
 
