@@ -339,7 +339,9 @@ def test_solved_follows_the_last_check(monkeypatch, capsys):
 
 
 def test_course_features_are_computed_once_and_read_back(tmp_path, monkeypatch):
+    import numpy as np
     import torch
+    from PIL import Image
 
     from padim_utils.experiments.features import FeatureCache
 
@@ -363,6 +365,16 @@ def test_course_features_are_computed_once_and_read_back(tmp_path, monkeypatch):
     os.utime(path, ns=(0, 0))
     data.features("train")
     assert len(computed) == 3
+    data.features("test")
+    assert len(computed) == 3  # the test split unchanged: read back
+    mask = next(m for m in data.test().mask_paths if m is not None)  # a mask corrected in place ...
+    st = os.stat(mask)
+    corrected = np.zeros_like(np.asarray(Image.open(mask)))
+    Image.fromarray(corrected).save(mask)
+    os.utime(mask, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... even with its modification time put back
+    served = data.features("test")
+    assert len(computed) == 4  # computed anew, not served stale
+    assert int(served.masks[data.test().mask_paths.index(mask)].sum()) == 0
 
 
 # ---------------------------------------------------------------------------- the course builder's edges
