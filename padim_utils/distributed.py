@@ -226,15 +226,18 @@ def _digest(text: str) -> int:
                           signed=True)
 
 
-def files_listing(paths) -> str:
-    """The files' paths relative to their common folder, and their sizes (-1: not a file), one a line: the
-    same for the same data, wherever each machine keeps it.
+def files_listing(paths, root=None) -> str:
+    """The files' paths relative to `root` (default: their common folder) and their sizes (-1: not a file),
+    one a line: the same for the same data, wherever each machine keeps it.
 
     >>> files_listing(["/no/such/a.png", "/no/such/b/c.png"])
     'a.png -1\\nb/c.png -1'
+    >>> files_listing(["/data/bottle/train/0.png"], root="/data")
+    'bottle/train/0.png -1'
     """
     paths = [str(p) for p in paths]
-    base = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0]) if paths else ""
+    base = str(root) if root is not None else (
+        os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0]) if paths else "")
     lines = []
     for p in paths:
         try:
@@ -255,7 +258,7 @@ def agree(config: PadimConfig, dataset, device) -> None:
         return
     fields = config.to_dict()
     paths = getattr(dataset, "paths", None)
-    listing = files_listing(paths) if paths is not None else repr(dataset)
+    listing = files_listing(paths, getattr(dataset, "root", None)) if paths is not None else repr(dataset)
     mine = torch.tensor([_digest(listing), len(dataset), *(_digest(repr(fields[k])) for k in sorted(fields))],
                         dtype=torch.int64, device=device)
     every = [torch.empty_like(mine) for _ in range(world_size())]
