@@ -202,8 +202,8 @@ def check_names_free(folder: Path, names, taken: set[str], option: str = "--out"
     """PadimError where one of `names` is a file of the user's in `folder` (`taken`: `foreign_names`)."""
     clash = sorted(n for n in names if n.lower() in taken)
     if clash:
-        raise PadimError(f"{option} {folder} holds {clash[0]}, which no earlier run wrote there; it is never "
-                         "replaced: move it away or choose another folder")
+        raise PadimError(f"{option} {folder} holds {clash[0]}, which no earlier run wrote there (or which changed "
+                         f"since: see {MANIFEST}); it is never replaced: move it away or choose another folder")
 
 
 @contextlib.contextmanager
