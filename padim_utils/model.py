@@ -452,8 +452,8 @@ def _read_metadata(path: Path, meta: dict) -> tuple[PadimConfig, tuple[int, int]
 
 def _check_tensors(path: Path, tensors: dict, model: "Padim", grid: tuple[int, int]) -> None:
     """Shapes, dtypes and finiteness of the saved tensors against the metadata, and the structure a fit
-    gives them: channel indices strictly increasing, a symmetric precision with a positive diagonal, PCA
-    directions orthonormal, mean and precision in the dtype the config's fit stores."""
+    gives them: channel indices strictly increasing, a precision with a positive diagonal, PCA directions
+    orthonormal, mean and precision in the dtype the config's fit stores."""
     d, positions = model.d, grid[0] * grid[1]
     expected = {"mean": (positions, d), "precision": (positions, d, d)}
     if model.reducer.kind == "random":
@@ -492,17 +492,12 @@ def _check_tensors(path: Path, tensors: dict, model: "Padim", grid: tuple[int, i
 
 
 def _check_structure(path: Path, tensors: dict) -> None:
-    """What every fit gives its precision matrices (the inverse of covariance + eps * I: symmetric,
-    positive diagonal) and its PCA directions (orthonormal columns)."""
+    """What every fit gives its precision matrices (the inverse of covariance + eps * I: positive diagonal)
+    and its PCA directions (orthonormal columns); their symmetry is `_check_symmetric`'s."""
     precision = tensors["precision"]  # (P, d, d)
     if not bool((precision.diagonal(dim1=-2, dim2=-1) > 0).all()):
         raise PadimError(f"{path}: tensor 'precision' has a diagonal entry <= 0, which no fit gives "
                          "(an inverse covariance is positive definite); re-fit the model")
-    for s in range(0, precision.shape[0], 256):  # chunks of positions: no second copy of a large precision
-        p = precision[s : s + 256]  # (p, d, d)
-        if not bool(((p - p.mT).abs() <= 1e-4 * p.abs().amax(dim=(-2, -1), keepdim=True)).all()):
-            raise PadimError(f"{path}: tensor 'precision' is not symmetric, as an inverse covariance is; "
-                             "re-fit the model")
     w = tensors.get("pca_projection")
     if w is not None and w.numel():
         gram = w.double().T @ w.double()  # (d, d): the identity for orthonormal directions
@@ -532,10 +527,23 @@ def file_digest(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _check_symmetric(path: Path, precision: torch.Tensor) -> None:
+    """Every precision matrix symmetric, as an inverse covariance is (to 1e-4 of its largest entry: a GPU's
+    inverse may differ from its transpose in the last bits), chunk by chunk of positions."""
+    for s in range(0, precision.shape[0], 256):  # no second copy of a large precision
+        p = precision[s : s + 256]  # (p, d, d)
+        if not torch.equal(p, p.mT) and not bool(((p - p.mT).abs() <= 1e-4 * p.abs().amax(dim=(-2, -1),
+                                                                                        keepdim=True)).all()):
+            raise PadimError(f"{path}: tensor 'precision' is not symmetric, as an inverse covariance is; "
+                             "re-fit the model")
+
+
 def _check_digest(path: Path, meta: dict[str, str], tensors: dict) -> None:
-    """A format-2 file carries `file_digest` of its contents; anything else it says must agree with it."""
+    """A format-2 file carries `file_digest` of its contents, which must match them: the file is then the
+    fit's own, byte for byte. A format-1 file (before the digest) is checked for symmetry instead."""
     if meta.get("format_version") == "1":
-        return  # written before the digest: checked by its structure alone
+        _check_symmetric(path, tensors["precision"])
+        return
     stored = meta.get(DIGEST_KEY)
     if stored is None:
         raise PadimError(f"{path}: the model metadata has no {DIGEST_KEY!r} field, which padim_utils writes "
