@@ -140,6 +140,7 @@ def process_group(device: str = "auto"):
     cuda = name.startswith("cuda")
     if cuda:
         torch.cuda.set_device(name)
+
     def start():
         if cuda:
             torch.cuda.set_device(name)  # this thread's current device too

@@ -222,13 +222,18 @@ class Padim:
         self.n_train = stats.n
         return self
 
+    @property
+    def stored_dtype(self) -> torch.dtype:
+        """The dtype `fit` keeps the mean and precision in: float64 for dtype="float64", else float32."""
+        return torch.float64 if self.config.dtype == "float64" else torch.float32
+
     def check_memory(self) -> int:
         """Refuse, before the backbone runs, a fit whose statistics would not fit in the device's memory
         (`gaussian.fit_bytes`: the float64 scatter and the precision, positions x d^2 each, on a grid of
         out_size / the first layer's stride per side); returns the bytes needed. Under torchrun, CPU
         processes on one machine each hold the whole statistics."""
         side = -(-self.config.out_size // self.extractor.strides[0])  # the patch grid's side, rounded up
-        precision = torch.float64 if self.config.dtype == "float64" else torch.float32
+        precision = self.stored_dtype
         each = fit_bytes(side * side, self.d, precision)
         copies = distributed.local_world_size() if self.device.type == "cpu" else 1
         available = available_memory_bytes(self.device)
@@ -460,7 +465,7 @@ def _check_tensors(path: Path, tensors: dict, model: "Padim", grid: tuple[int, i
         expected["channel_index"] = (d,)
     elif model.reducer.kind == "pca":
         expected["pca_projection"] = (model.reducer.n_channels, d)
-    store = torch.float64 if model.config.dtype == "float64" else torch.float32  # what `fit` keeps
+    store = model.stored_dtype
     for name, shape in expected.items():
         t = tensors.get(name)
         if t is None:
