@@ -23,13 +23,13 @@ import contextlib
 import csv
 import io
 import os
-import re
 import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -41,13 +41,15 @@ from .course.book import build_course
 from .datasets import ImageFolderDataset, data_home, make_synthetic_mvtec, make_synthetic_stc, open_dataset
 from .datasets.download import download, sources
 from .datasets.imagecache import set_cache_dir
+from .datasets.images import IMAGE_EXTENSIONS
 from .datasets.registry import DATASET_NAMES
 from .datasets.stc import TRAIN_CODECS
 from .errors import PadimError, Terminated
 from .experiments.benchmark import MARKDOWN_HEADER, markdown_row, run_benchmark
 from .experiments.reproduction import reproduce
 from .export import PRECISIONS, TOLERANCE, export_onnx
-from .files import check_output_dir, check_output_file, write_json, write_text
+from .files import (check_names_free, check_output_dir, check_output_file, foreign_names, publish, run_files,
+                    write_json, write_text)
 from .measure import timed
 from .model import Padim
 from .plots import save_overlay
@@ -176,6 +178,7 @@ def cmd_fit(args) -> int:
     with distributed.process_group(cfg.device) as device:
         train = open_dataset(name, root, category, "train", geometry=cfg.geometry, **options)
         train.check_files()  # every training image decodes, before the backbone runs
+        distributed.agree(cfg, train, device)  # under torchrun: the same options and data on every rank
         model = Padim(cfg, device=device, compile=args.compile)
         _, seconds = timed(model.fit, train, progress=not args.quiet and distributed.is_main())
         with distributed.main_writes() as main_rank:
@@ -186,15 +189,16 @@ def cmd_fit(args) -> int:
     return 0
 
 
-def heatmap_names(paths: list[str]) -> list[str]:
+def heatmap_names(paths: list[str], taken: Collection[str] = ()) -> list[str]:
     """One heat-map file name per input, unique even where only the extension or the case differs
     (a.png, a.jpg, A.PNG -> a_heatmap.png, a_heatmap-2.png, A_heatmap-3.png): names are compared
-    case-insensitively, so they stay distinct on macOS and Windows file systems too."""
-    used, names = set(), []
+    case-insensitively, so they stay distinct on macOS and Windows file systems too. Names in `taken`
+    (lower-cased: the user's files in --out) are passed over."""
+    used, names = {"scores.csv", *taken}, []
     for path in paths:
         stem, n = Path(path).stem, 1
         name = f"{stem}_heatmap.png"
-        while name.lower() in used or name.lower() == "scores.csv":
+        while name.lower() in used:
             n += 1
             name = f"{stem}_heatmap-{n}.png"
         used.add(name.lower())
@@ -202,48 +206,33 @@ def heatmap_names(paths: list[str]) -> list[str]:
     return names
 
 
-_HEATMAP = re.compile(r".+_heatmap(-\d+)?\.png", re.DOTALL)
-
-
-def _previous_run(out: Path) -> list[Path]:
-    """The files of an earlier `padim predict` in `out`: its scores.csv and the heat maps it lists."""
-    csv_path = out / "scores.csv"
-    if not csv_path.is_file():
-        return []
-    files = [csv_path]
-    try:
-        with open(csv_path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-            for row in csv.DictReader(f):
-                name = row.get("heatmap") or ""
-                if _HEATMAP.fullmatch(name) and name == Path(name).name:  # only our names, never outside `out`
-                    files.append(out / name)
-    except (OSError, csv.Error):
-        pass
-    return files
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Ctrl-C and SIGTERM wait until the block is done (a handful of renames)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+def _note_skipped(data: ImageFolderDataset, ours: Collection[str]) -> None:
+    """One line on stderr for the files of --input DIR that are not scored, and why."""
+    mine = [p.name for p in data.skipped if p.name in ours and p.name.lower().endswith(IMAGE_EXTENSIONS)]
+    other = [p.name for p in data.skipped if p.name not in ours]
+    if other:
+        print(f"padim: note: not scored, not images by their name ({', '.join(IMAGE_EXTENSIONS)}): "
+              f"{', '.join(other[:5])}{f' and {len(other) - 5} more' if len(other) > 5 else ''}", file=sys.stderr)
+    if mine:
+        print(f"padim: note: not scored: {len(mine)} heat map(s) an earlier padim predict wrote in "
+              f"{data.root}", file=sys.stderr)
 
 
 def cmd_predict(args) -> int:
-    """Heat maps and scores.csv are written to a hidden staging folder inside --out, then moved into
-    place (the previous run's files removed first), so --out never holds a mix of two runs."""
+    """Heat maps and scores.csv are written to a hidden staging folder inside --out, then published
+    (`files.publish`): the previous run's outputs are replaced, a file of the user's never is (a heat map
+    takes another name; a scores.csv of the user's is an error before the work), and two runs at once
+    never mix, so --out never holds a mix of two runs."""
     model = Padim.load(args.model, device=args.device)
-    cfg = model.config
-    data = ImageFolderDataset(args.input, geometry=cfg.geometry)
-    result = model.predict_dataset(data, progress=not args.quiet)
     out = Path(args.out)
+    same = Path(args.input).is_dir() and out.is_dir() and Path(args.input).resolve() == out.resolve()
+    ours = run_files(out) if same else set()  # our earlier heat maps in --input: outputs, not inputs
+    data = ImageFolderDataset(args.input, geometry=model.config.geometry, exclude=ours)
+    _note_skipped(data, ours)
+    taken = foreign_names(out)
+    check_names_free(out, ["scores.csv"], taken)
+    names = heatmap_names(data.paths, taken)
+    result = model.predict_dataset(data, progress=not args.quiet)
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -254,7 +243,6 @@ def cmd_predict(args) -> int:
     try:
         maps = result["maps"]
         vmin, vmax = float(maps.min()), float(maps.max())  # one colour scale for all images
-        names = heatmap_names(result["paths"])
         rows = []
         for i, (path, name) in enumerate(zip(result["paths"], names)):
             save_overlay(stage / name, data[i]["image"], maps[i], vmin, vmax)
@@ -265,15 +253,7 @@ def cmd_predict(args) -> int:
         writer.writerows(rows)
         # file names that are not UTF-8 are written back as the bytes they were read from
         write_text(stage / "scores.csv", buf.getvalue(), errors="surrogateescape")
-        with _signals_held():
-            try:
-                for old in _previous_run(out):  # scores.csv first: a folder without it holds no run
-                    old.unlink(missing_ok=True)
-                for name in names:
-                    os.replace(stage / name, out / name)
-                os.replace(stage / "scores.csv", out / "scores.csv")
-            except OSError as e:
-                raise PadimError(f"cannot write to --out {out}: {e.strerror or e}") from None
+        publish(stage, out, last="scores.csv")
         done = True
     except PadimError as e:  # name the output file, not its hidden staging copy
         raise PadimError(str(e).replace(str(stage), str(out))) from None

@@ -64,6 +64,18 @@ def env_flag(name: str, default: bool = False) -> bool:
     raise PadimError(f"{name}={value!r} is not a yes/no value; use 1 or 0")
 
 
+def check_device(device) -> str:
+    """`device` if it is one of DEVICES (auto, cpu, cuda), else one PadimError line.
+
+    >>> check_device("gpu")
+    Traceback (most recent call last):
+    padim_utils.errors.PadimError: device must be one of auto, cpu, cuda, got 'gpu'
+    """
+    if device not in DEVICES:
+        raise PadimError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    return device
+
+
 def check_interpolation(interpolation) -> str:
     """`interpolation` if it is one of INTERPOLATIONS, else one PadimError line."""
     if interpolation not in INTERPOLATIONS:
@@ -183,8 +195,7 @@ class PadimConfig:
             object.__setattr__(self, "layers", tuple(self.layers))
         if self.reduction not in REDUCTIONS:
             raise PadimError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
-        if self.device not in DEVICES:
-            raise PadimError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        check_device(self.device)
         if self.dtype not in DTYPES:
             raise PadimError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.stats_dtype not in STATS_DTYPES:

@@ -16,10 +16,16 @@ so the model equals the single-process fit up to float64 rounding. The PCA
 reduction's first pass (a C x C scatter) is merged the same way, so every
 rank projects with the same directions.
 
+Before any image is read, the ranks compare a digest of their config and of
+their training files (`agree`): ranks started with other options or reading
+other data are refused, in one line on every rank, instead of being merged.
+
 Backend: NCCL with one GPU per rank (cuda:LOCAL_RANK), gloo on CPUs. A rank
 whose share is empty (fewer images than ranks) still joins every all-reduce
 with n_k = 0. Collectives time out after PADIM_DIST_TIMEOUT seconds (default
-1800), so a failed rank never leaves the others waiting forever.
+1800), so a failed rank never leaves the others waiting forever; a rank waiting
+for the others (to start, or in a collective) still stops at once on Ctrl-C
+or SIGTERM: the waits are polled from Python, where signals are handled.
 
 Outside torchrun (WORLD_SIZE unset or 1) `process_group` does nothing and
 `active()` is False: the ordinary single-process fit.
@@ -33,13 +39,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 import re
+import threading
+import time
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Subset
 
+from .config import PadimConfig
 from .errors import PadimError
 from .gaussian import GaussianStats
 
@@ -64,6 +74,11 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if active() else max(1, _env_int("WORLD_SIZE", 1))
+
+
+def local_world_size() -> int:
+    """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE); 1 outside a process group."""
+    return max(1, _env_int("LOCAL_WORLD_SIZE", 1)) if active() else 1
 
 
 def is_main() -> bool:
@@ -125,16 +140,52 @@ def process_group(device: str = "auto"):
     cuda = name.startswith("cuda")
     if cuda:
         torch.cuda.set_device(name)
-    try:
+
+    def start():
+        if cuda:
+            torch.cuda.set_device(name)  # this thread's current device too
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout(),
                                 **({"device_id": torch.device(name)} if cuda else {}))
+
+    try:
+        _interruptible(start)  # rank 0 waits here for every other rank to start
     except (RuntimeError, ValueError) as e:
         raise PadimError(f"cannot start the torch.distributed process group: {_one_line(e)}") from None
     try:
         yield name
-    finally:
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
+    except KeyboardInterrupt:  # a collective may still be pending: destroying the group would wait for it
+        raise
+    except BaseException:
+        _destroy()
+        raise
+    else:
+        _destroy()
+
+
+def _destroy() -> None:
+    with contextlib.suppress(Exception):
+        dist.destroy_process_group()
+
+
+def _interruptible(fn):
+    """fn() in a helper thread, this thread waiting in short steps: Ctrl-C and SIGTERM, which Python
+    handles only between bytecodes of the main thread, then stop the wait at once (the helper, blocked
+    in C++, is abandoned) instead of after PADIM_DIST_TIMEOUT. fn's exception is raised here."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = e
+
+    helper = threading.Thread(target=run, name="padim-distributed-wait", daemon=True)
+    helper.start()
+    while helper.is_alive():
+        helper.join(0.05)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 @contextlib.contextmanager
@@ -148,10 +199,16 @@ def main_writes():
             _collective(dist.barrier)
 
 
-def _collective(fn, *args, **kwargs):
-    """Run a torch.distributed collective; another rank's crash or a timeout becomes one PadimError line."""
+def _collective(fn, *args, **kwargs) -> None:
+    """Run a torch.distributed collective and wait for it in short polls, so that Ctrl-C and SIGTERM
+    stop the wait at once; another rank's crash or a timeout becomes one PadimError line."""
     try:
-        return fn(*args, **kwargs)
+        work = fn(*args, async_op=True, **kwargs)
+        pause = 0.0005
+        while not work.is_completed():
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
+        work.wait()
     except RuntimeError as e:  # gloo raises plain RuntimeErrors, NCCL DistBackendError (a subclass)
         raise PadimError(f"the exchange with the other processes failed ({_one_line(e)}); another rank's "
                          "error is the likely cause") from None
@@ -161,6 +218,63 @@ def _one_line(e: BaseException) -> str:
     """The first sentence of an error, without gloo's "[.../pair.cc:561] " source location."""
     text = re.sub(r"^\[[^\]]*\]\s*", "", " ".join(str(e).split()))
     return text.split(". ")[0].rstrip(".") or type(e).__name__
+
+
+# ---------------------------------------------------------------------------- the ranks agree
+def _digest(text: str) -> int:
+    """A signed 64-bit integer digest of `text` (sha256's first 8 bytes), for an int64 tensor."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()[:8], "little",
+                          signed=True)
+
+
+def files_listing(paths, root=None) -> str:
+    """The files' paths relative to `root` (default: their common folder) and their sizes (-1: not a file),
+    one a line: the same for the same data, wherever each machine keeps it.
+
+    >>> files_listing(["/no/such/a.png", "/no/such/b/c.png"])
+    'a.png -1\\nb/c.png -1'
+    >>> files_listing(["/data/bottle/train/0.png"], root="/data")
+    'bottle/train/0.png -1'
+    """
+    paths = [str(p) for p in paths]
+    base = str(root) if root is not None else (
+        os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0]) if paths else "")
+    lines = []
+    for p in paths:
+        try:
+            size = os.stat(p).st_size if os.path.isfile(p) else -1
+        except OSError:
+            size = -1
+        lines.append(f"{os.path.relpath(p, base) if base else p} {size}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def agree(config: PadimConfig, dataset, device) -> None:
+    """Every rank must fit with the same config on the same training images, or the merge mixes two fits:
+    the ranks exchange a digest of each config field and of their training files (`files_listing`) with
+    their number, and each rank raises the same one-line PadimError naming what differs. No-op outside a
+    process group."""
+    if not active():
+        return
+    fields = config.to_dict()
+    paths = getattr(dataset, "paths", None)
+    listing = files_listing(paths, getattr(dataset, "root", None)) if paths is not None else repr(dataset)
+    mine = torch.tensor([_digest(listing), len(dataset), *(_digest(repr(fields[k])) for k in sorted(fields))],
+                        dtype=torch.int64, device=device)
+    every = [torch.empty_like(mine) for _ in range(world_size())]
+    _collective(dist.all_gather, every, mine)
+    every = [t.tolist() for t in every]
+    for r, theirs in enumerate(every[1:], 1):
+        names = [k for k, a, b in zip(sorted(fields), every[0][2:], theirs[2:]) if a != b]
+        if names:
+            raise PadimError(f"the ranks were started with different options: rank {r}'s "
+                             f"{', '.join(names)} differ{'s' if len(names) == 1 else ''} from rank 0's; start "
+                             "every rank with the same options")
+        if theirs[:2] != every[0][:2]:
+            raise PadimError(f"the ranks read different training data: rank {r} has {theirs[1]} images, rank 0 "
+                             f"{every[0][1]}" + (" (other names or sizes)" if theirs[1] == every[0][1] else "")
+                             + "; every rank must see the same dataset")
 
 
 # ---------------------------------------------------------------------------- the data

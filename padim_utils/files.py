@@ -8,6 +8,9 @@
   `PadimError` line naming the file.
 * `read_safetensors` reads a model or feature file back, or says in one line why it cannot.
 * `new_digest` / `file_digest`: the content digest behind every cache and saved result (BLAKE2b).
+* `publish` moves one run's files from a staging folder into an output folder that other files
+  share: it replaces only what an earlier run wrote there (listed in the folder's manifest, unchanged
+  since), never a file of the user's, and two runs publishing at once go one after the other.
 """
 
 from __future__ import annotations
@@ -16,8 +19,15 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs publishing into one folder at once may then mix
+    fcntl = None
 
 from safetensors import safe_open
 
@@ -163,3 +173,109 @@ def file_digest(path: str | os.PathLike) -> str:
     """The hex content digest (`new_digest`) of a file's bytes, read in chunks."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, new_digest).hexdigest()
+
+
+# ---------------------------------------------------------------------------- one run's files in a shared folder
+#: The hidden file in an output folder listing what the last run wrote there: {"files": {name: [size, mtime_ns]}}.
+MANIFEST = ".padim-manifest.json"
+
+
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns] if os.path.isfile(path) and not os.path.islink(path) else None
+
+
+def run_files(folder: str | os.PathLike) -> set[str]:
+    """The names of the files an earlier run wrote into `folder` (its manifest) that are still as it wrote
+    them (same size and modification time): those `publish` may replace. A file changed since is the user's."""
+    folder = Path(folder)
+    try:
+        listed = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(listed, dict):
+        return set()
+    return {name for name, stamp in listed.items()
+            if isinstance(name, str) and name == Path(name).name and not name.startswith(".")
+            and _stamp(folder / name) == stamp}
+
+
+def foreign_names(folder: str | os.PathLike) -> set[str]:
+    """The names in `folder` (lower-cased: a case-insensitive disk takes A.png for a.png) that no run
+    wrote: the user's files, which `publish` never replaces."""
+    folder = Path(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return set()
+    ours = run_files(folder)
+    return {n.lower() for n in names if n not in ours and not n.startswith(".")}
+
+
+def check_names_free(folder: Path, names, taken: set[str], option: str = "--out") -> None:
+    """PadimError where one of `names` is a file of the user's in `folder` (`taken`: `foreign_names`)."""
+    clash = sorted(n for n in names if n.lower() in taken)
+    if clash:
+        raise PadimError(f"{option} {folder} holds {clash[0]}, which no earlier run wrote there (or which changed "
+                         f"since: see {MANIFEST}); it is never replaced: move it away or choose another folder")
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Ctrl-C and SIGTERM wait until the block is done (a handful of renames)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """An exclusive advisory lock on `folder` for the block (flock on the folder itself: nothing is left
+    behind); without locks (Windows, some network disks) the block runs unlocked."""
+    fd = None
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+    try:
+        if fd is not None and fcntl is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def publish(stage: str | os.PathLike, folder: str | os.PathLike, last: str, option: str = "--out") -> list[str]:
+    """Move every file of the folder `stage` into `folder` as one run's outputs; returns their names.
+
+    Under a lock on `folder` (another run publishing there waits) and with Ctrl-C held: a file of the
+    user's (not in the manifest, or changed since) under one of the names is an error and nothing moves;
+    then the manifest lists the earlier run's files and the new ones, the earlier run's files go (`last`
+    first: a folder without it holds no complete run), the new ones move in (`last` last), and the manifest
+    lists the new ones. A crash half-way leaves every file of ours listed, for the next run to replace.
+    """
+    stage, folder = Path(stage), Path(folder)
+    names = sorted(p.name for p in stage.iterdir())
+    new = {n: _stamp(stage / n) for n in names}  # a rename keeps size and modification time
+    try:
+        with signals_held(), _locked(folder):
+            check_names_free(folder, names, foreign_names(folder), option)
+            old = {n: _stamp(folder / n) for n in run_files(folder)}
+            write_json(folder / MANIFEST, {"files": {**old, **new}})
+            for name in sorted(old, key=lambda n: n != last):
+                (folder / name).unlink(missing_ok=True)
+            for name in sorted(names, key=lambda n: n == last):
+                os.replace(stage / name, folder / name)
+            write_json(folder / MANIFEST, {"files": new})
+    except OSError as e:
+        raise PadimError(f"cannot write to {option} {folder}: {os_error_text(e)}") from None
+    return names

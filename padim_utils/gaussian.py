@@ -62,6 +62,20 @@ def scatter_dtype(device, requested: str = "auto") -> torch.dtype:
     return torch.float64
 
 
+def fit_bytes(positions: int, d: int, precision_dtype: torch.dtype = torch.float32) -> int:
+    """Bytes a fit of `positions` Gaussians in d dimensions holds at its peak: the float64 mean and scatter
+    (`GaussianStats`: positions x d x 8 + positions x d^2 x 8) and the precision `finalize` writes while the
+    scatter is still held (positions x d^2 x the precision's bytes).
+
+    >>> stats = GaussianStats(n_positions=6, d=5)
+    >>> fit_bytes(6, 5) == stats.nbytes + 6 * 5 * 5 * 4      # + a float32 precision (P, d, d)
+    True
+    >>> round(fit_bytes(512 * 512, 100) / 1e9, 1)           # 2048 px images, stride 4, d = 100
+    31.7
+    """
+    return positions * d * 8 + positions * d * d * (8 + precision_dtype.itemsize)
+
+
 def _map_chunks(fn, items) -> list:
     """fn(item) for every item, on the CPU: one Python thread per torch thread, each running torch
     single-threaded. Batched Cholesky factorises one matrix at a time, so this keeps every core busy

@@ -2,7 +2,8 @@
 operations each backend gives the pixel metrics (`metrics` computes; this module only vets its inputs).
 
 Image inputs are labels (N,) (bool or 0/1) and finite scores (N,); pixel inputs are masks and maps
-(N, H, W). Scores keep float32/float64; float16 and bfloat16 widen to float32, integers to float64.
+(N, H, W). Scores keep float32/float64; float16 and bfloat16 widen to float32; integers keep their exact
+values (int64 scores near 2**62 would tie as float64), booleans become int64.
 CUDA tensors stay on their device (`TorchOps`); everything else goes through numpy (`NumpyOps`), whose
 SIMD sort is about ten times faster than torch's on the CPU.
 
@@ -127,11 +128,15 @@ def as_numpy(x, name):
 
 
 def scores_dtype(a):
-    """Scores keep float32/float64; float16 widens to float32, ints to float64."""
+    """Scores keep float32/float64 and integer dtypes (ranked exactly); float16 widens to float32, bool to int64.
+
+    >>> scores_dtype(np.array([2**62, 2**62 + 1])).tolist()          # distinct, as float64 they would tie
+    [4611686018427387904, 4611686018427387905]
+    """
     if a.dtype == np.float16:
         return a.astype(np.float32)
-    if a.dtype.kind in "biu":
-        return a.astype(np.float64)
+    if a.dtype.kind == "b":
+        return a.astype(np.int64)
     return a
 
 
@@ -209,7 +214,7 @@ def pixel_inputs(masks, maps):
         masks_np = masks
     else:
         if not maps.is_floating_point():
-            maps = maps.double()
+            maps = maps.long()  # integers ranked exactly, as on the numpy path
         elif maps.dtype not in (torch.float32, torch.float64):
             maps = maps.float()  # float16, bfloat16, ... widen exactly
         if masks.dtype != torch.bool:

@@ -67,7 +67,7 @@ runs on the CPU (the masks are copied there). Tensors on the CPU (or another
 device) are converted to numpy, without a copy where possible: numpy's SIMD
 sort is about ten times faster than torch's CPU sort. Scores keep their dtype
 (float64 maps are ranked in float64); float16 and bfloat16 are widened to
-float32, integers to float64. `metric_inputs` checks and converts the inputs.
+float32, integers are ranked exactly. `metric_inputs` checks and converts the inputs.
 """
 
 from __future__ import annotations

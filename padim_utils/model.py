@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -27,26 +28,38 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from . import __version__, distributed
 from .backbones import embed, feature_extractor, prefers_channels_last
-from .config import Geometry, PadimConfig
+from .config import Geometry, PadimConfig, check_device
 from .datasets.images import resize_crop_images
 from .datasets.loader import BatchLoader, available_cores
 from .errors import PadimError
 from .files import atomic_path, read_safetensors
-from .gaussian import GaussianStats
-from .measure import timed
+from .gaussian import GaussianStats, fit_bytes
+from .measure import available_memory_bytes, timed
 from .progress import progress_bar
 from .reduction import Reducer
 from .scoring import anomaly_maps, image_scores, mahalanobis
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+#: Model formats `Padim.load` reads: "1" files (before the digest) are checked by their structure alone.
+READABLE_FORMATS = ("1", FORMAT_VERSION)
+#: The metadata field holding the sha256 of everything else in the file (`file_digest`).
+DIGEST_KEY = "sha256"
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when a GPU is visible, else cpu; "cpu" / "cuda" as named."""
+    """"auto" -> cuda when a GPU is visible, else cpu; "cpu", "cuda" or "cuda:N" (a torchrun rank's GPU) as
+    named; any other name, or a GPU that is not there, is one PadimError line."""
+    name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PadimError("device='cuda' was asked for but no CUDA GPU is visible; use device='cpu' or 'auto'")
+    if not re.fullmatch(r"cuda:\d+", name):
+        check_device(name)
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PadimError(f"device={name!r} was asked for but no CUDA GPU is visible; use device='cpu' or 'auto'")
+        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+            raise PadimError(f"device={name!r} was asked for but this machine has {torch.cuda.device_count()} "
+                             "CUDA GPU(s)")
     return torch.device(name)
 
 
@@ -184,6 +197,7 @@ class Padim:
         """Fit the per-position Gaussians on normal images: a dataset (items with 'image') or a FeatureCache."""
         if len(data) < 2:
             raise PadimError(f"fitting needs at least 2 training images, got {len(data)}")
+        self.check_memory()
         sharded = distributed.active()  # under torchrun: fit this rank's share, sum the statistics
         if sharded:
             data = distributed.shard(data)
@@ -216,6 +230,30 @@ class Padim:
         self.mean, self.precision = mean, precision
         self.n_train = stats.n
         return self
+
+    @property
+    def stored_dtype(self) -> torch.dtype:
+        """The dtype `fit` keeps the mean and precision in: float64 for dtype="float64", else float32."""
+        return torch.float64 if self.config.dtype == "float64" else torch.float32
+
+    def check_memory(self) -> int:
+        """Refuse, before the backbone runs, a fit whose statistics would not fit in the device's memory
+        (`gaussian.fit_bytes`: the float64 scatter and the precision, positions x d^2 each, on a grid of
+        out_size / the first layer's stride per side); returns the bytes needed. Under torchrun, CPU
+        processes on one machine each hold the whole statistics."""
+        side = -(-self.config.out_size // self.extractor.strides[0])  # the patch grid's side, rounded up
+        precision = self.stored_dtype
+        each = fit_bytes(side * side, self.d, precision)
+        copies = distributed.local_world_size() if self.device.type == "cpu" else 1
+        available = available_memory_bytes(self.device)
+        if available is not None and each * copies > available:
+            times = f" in each of {copies} processes" if copies > 1 else ""
+            raise PadimError(f"the fit needs about {each * copies / 1e9:.1f} GB of memory for its Gaussian "
+                             f"statistics ({side}x{side} positions, d={self.d}: a float64 scatter and a "
+                             f"{str(precision).removeprefix('torch.')} precision of d^2 numbers per position{times}) "
+                             f"but {self.device} has {available / 1e9:.1f} GB available: lower --image-size or "
+                             "--crop, or --d (the need grows with the square of each)")
+        return each * copies
 
     def _new_stats(self) -> GaussianStats:
         return GaussianStats(self.grid[0] * self.grid[1], self.d, self.device, chunk=self.config.position_chunk,
@@ -282,13 +320,15 @@ class Padim:
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike) -> Path:
-        """Write mean, precision, channel indices and config to one .safetensors file, atomically."""
+        """Write mean, precision, channel indices and config to one .safetensors file, atomically, with the
+        sha256 of it all (`file_digest`), which `load` compares."""
         self._check_fitted()
         path = Path(path)
         tensors = {"mean": self.mean.contiguous().cpu(), "precision": self.precision.contiguous().cpu()}
         tensors.update({k: v.cpu() for k, v in self.reducer.state().items()})
         meta = {"format": "padim_utils", "format_version": FORMAT_VERSION, "padim_utils_version": __version__,
                 "config": self.config.to_json(), "grid": json.dumps(list(self.grid)), "n_train": str(self.n_train)}
+        meta[DIGEST_KEY] = file_digest(meta, tensors)
         with atomic_path(path) as tmp:
             try:
                 save_file(tensors, str(tmp), metadata=meta)
@@ -298,14 +338,16 @@ class Padim:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "Padim":
-        """Rebuild a fitted model from `save`'s file; refuses other formats with one clear line."""
+        """Rebuild a fitted model from `save`'s file, checked whole: its metadata, the shapes, dtypes and
+        structure a fit gives its tensors (`_check_tensors`), then the digest written at save. A file that
+        fails any check is refused in one line."""
         path = Path(path)
         if not path.is_file():
             raise PadimError(f"model file not found: {path}")
         meta, tensors = read_safetensors(path, "padim model file")
         if meta.get("format") != "padim_utils":
             raise PadimError(f"{path} is not a padim model file (no padim_utils metadata)")
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_FORMATS:
             raise PadimError(f"{path} was written by padim_utils {meta.get('padim_utils_version', '?')} in model "
                              f"format {meta.get('format_version')}; this padim_utils {__version__} reads format "
                              f"{FORMAT_VERSION}: re-fit the model with `padim fit`")
@@ -316,6 +358,7 @@ class Padim:
         except PadimError as e:
             raise PadimError(f"{path}: {e}") from None
         _check_tensors(path, tensors, model, grid)
+        _check_digest(path, meta, tensors)
         if grid != model.config_grid:
             raise PadimError(f"{path}: the model's grid {list(grid)} does not fit its config's "
                              f"{config.out_size}px images (they give {list(model.config_grid)}): re-fit the model")
@@ -434,13 +477,16 @@ def _read_metadata(path: Path, meta: dict) -> tuple[PadimConfig, tuple[int, int]
 
 
 def _check_tensors(path: Path, tensors: dict, model: "Padim", grid: tuple[int, int]) -> None:
-    """Shapes, dtypes and finiteness of the saved tensors against the metadata."""
+    """Shapes, dtypes and finiteness of the saved tensors against the metadata, and the structure a fit
+    gives them: channel indices strictly increasing, a precision with a positive diagonal, PCA directions
+    orthonormal, mean and precision in the dtype the config's fit stores."""
     d, positions = model.d, grid[0] * grid[1]
     expected = {"mean": (positions, d), "precision": (positions, d, d)}
     if model.reducer.kind == "random":
         expected["channel_index"] = (d,)
     elif model.reducer.kind == "pca":
         expected["pca_projection"] = (model.reducer.n_channels, d)
+    store = model.stored_dtype
     for name, shape in expected.items():
         t = tensors.get(name)
         if t is None:
@@ -457,9 +503,77 @@ def _check_tensors(path: Path, tensors: dict, model: "Padim", grid: tuple[int, i
                                  f"({model.config.backbone} has {n} channels)")
             if t.unique().numel() != d:
                 raise PadimError(f"{path}: tensor 'channel_index' names a channel twice")
+            if not bool((t[1:] > t[:-1]).all()):
+                raise PadimError(f"{path}: tensor 'channel_index' is not in increasing order, as a fit "
+                                 "stores it; re-fit the model")
         else:
             if not t.dtype.is_floating_point:
                 raise PadimError(f"{path}: tensor {name!r} holds {t.dtype}, not floating-point numbers")
+            if name != "pca_projection" and t.dtype != store:
+                raise PadimError(f"{path}: tensor {name!r} holds {t.dtype} but a fit with "
+                                 f"dtype={model.config.dtype} stores {store}; re-fit the model")
             if not torch.isfinite(t).all():
                 raise PadimError(f"{path}: tensor {name!r} holds NaN or infinite values; re-fit the model")
+    _check_structure(path, tensors)
 
+
+def _check_structure(path: Path, tensors: dict) -> None:
+    """What every fit gives its precision matrices (the inverse of covariance + eps * I: positive diagonal)
+    and its PCA directions (orthonormal columns); their symmetry is `_check_symmetric`'s."""
+    precision = tensors["precision"]  # (P, d, d)
+    if not bool((precision.diagonal(dim1=-2, dim2=-1) > 0).all()):
+        raise PadimError(f"{path}: tensor 'precision' has a diagonal entry <= 0, which no fit gives "
+                         "(an inverse covariance is positive definite); re-fit the model")
+    w = tensors.get("pca_projection")
+    if w is not None and w.numel():
+        gram = w.double().T @ w.double()  # (d, d): the identity for orthonormal directions
+        if not torch.allclose(gram, torch.eye(gram.shape[0], dtype=gram.dtype), atol=1e-3):
+            raise PadimError(f"{path}: tensor 'pca_projection' does not hold orthonormal directions, as a "
+                             "PCA fit does; re-fit the model")
+
+
+def file_digest(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of a model file's metadata (all but the digest itself) and of every tensor's name, dtype,
+    shape and bytes: written by `Padim.save`, compared by `Padim.load`, so that any change to the file
+    (a flipped bit in a tensor or in the config) is found. safetensors itself stores no checksum.
+
+    >>> t = {"mean": torch.zeros(2, 3)}
+    >>> file_digest({"n_train": "5"}, t) == file_digest({"n_train": "5", DIGEST_KEY: "x"}, t)
+    True
+    >>> file_digest({"n_train": "5"}, t) == file_digest({"n_train": "6"}, t)
+    False
+    """
+    h = hashlib.sha256()
+    for key in sorted(k for k in meta if k != DIGEST_KEY):
+        h.update(f"{key}={meta[key]}\0".encode("utf-8", "surrogateescape"))
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _check_symmetric(path: Path, precision: torch.Tensor) -> None:
+    """Every precision matrix symmetric, as an inverse covariance is (to 1e-4 of its largest entry: a GPU's
+    inverse may differ from its transpose in the last bits), chunk by chunk of positions."""
+    for s in range(0, precision.shape[0], 256):  # no second copy of a large precision
+        p = precision[s : s + 256]  # (p, d, d)
+        if not torch.equal(p, p.mT) and not bool(((p - p.mT).abs() <= 1e-4 * p.abs().amax(dim=(-2, -1),
+                                                                                        keepdim=True)).all()):
+            raise PadimError(f"{path}: tensor 'precision' is not symmetric, as an inverse covariance is; "
+                             "re-fit the model")
+
+
+def _check_digest(path: Path, meta: dict[str, str], tensors: dict) -> None:
+    """A format-2 file carries `file_digest` of its contents, which must match them: the file is then the
+    fit's own, byte for byte. A format-1 file (before the digest) is checked for symmetry instead."""
+    if meta.get("format_version") == "1":
+        _check_symmetric(path, tensors["precision"])
+        return
+    stored = meta.get(DIGEST_KEY)
+    if stored is None:
+        raise PadimError(f"{path}: the model metadata has no {DIGEST_KEY!r} field, which padim_utils writes "
+                         "with every model; the file was changed or damaged: re-fit the model")
+    if file_digest(meta, tensors) != stored:
+        raise PadimError(f"{path}: the model's tensors or metadata differ from what was saved (their sha256 does "
+                         "not match the one written at save): the file was changed or damaged; re-fit the model")

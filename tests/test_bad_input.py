@@ -3,12 +3,14 @@ checked before the work starts where it can be; nothing half-written, no mix of 
 
 import csv
 import errno
+import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,25 @@ def test_fit_output_is_checked_before_fitting(quick_root, quick_category, tmp_pa
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
     assert expected in _error(capsys, _fit(quick_root, quick_category, out))
+
+
+def test_a_fit_too_big_for_memory_is_refused_before_the_backbone(quick_root, quick_category, tmp_path, capsys,
+                                                                  monkeypatch):
+    import padim_utils.model
+
+    def backbone(*args, **kwargs):
+        raise AssertionError("the backbone ran before the fit was found too big")
+
+    monkeypatch.setattr(Padim, "forward_layers", backbone)
+    monkeypatch.setattr(padim_utils.model, "available_memory_bytes", lambda device: 24 * 2**30)  # a 24 GiB machine
+    out = tmp_path / "m.safetensors"
+    err = _error(capsys, ["fit", "--root", str(quick_root), "--category", quick_category, "--out", str(out),
+                          "--config", "offline_lite0", "--image-size", "2048", "--batch-size", "1", "--device", "cpu",
+                          "--quiet"])
+    # 512 x 512 positions (stride 4), d = 100: 8 + 4 bytes per d^2 entry, 8 per mean entry
+    need = 512 * 512 * (100 * 100 * 12 + 100 * 8)
+    assert f"needs about {need / 1e9:.1f} GB of memory" in err and f"cpu has {24 * 2**30 / 1e9:.1f} GB" in err
+    assert "lower --image-size or --crop, or --d" in err and not out.exists()
 
 
 def test_benchmark_figures_that_is_a_file(quick_root, quick_category, tmp_path, capsys, no_fit):
@@ -226,11 +247,129 @@ def test_predict_writes_one_heatmap_per_input_even_when_stems_clash(model_file, 
     rows = list(csv.DictReader(open(out / "scores.csv")))
     assert sorted(Path(r["image"]).name for r in rows) == ["A.PNG", "a.jpg", "a.png"]
     assert len({r["heatmap"].lower() for r in rows}) == 3
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(r["heatmap"] for r in rows), "scores.csv"])
+    assert _visible(out) == _written(out) == sorted([*(r["heatmap"] for r in rows), "scores.csv"])
 
 
 def _predict(model_file, inputs, out):
     return ["predict", "--model", str(model_file), "--input", str(inputs), "--out", str(out), "--quiet"]
+
+
+def _visible(folder) -> list[str]:
+    return sorted(p.name for p in Path(folder).iterdir() if not p.name.startswith("."))
+
+
+def _written(folder) -> list[str]:
+    """What the manifest says the last run wrote in `folder`."""
+    return sorted(json.loads((Path(folder) / files.MANIFEST).read_text())["files"])
+
+
+def _rows(out) -> list[dict]:
+    with open(out / "scores.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_never_replaces_a_file_it_did_not_write(model_file, images, tmp_path, capsys):
+    folder, out = tmp_path / "in", tmp_path / "pred"
+    folder.mkdir()
+    out.mkdir()
+    shutil.copy(images[0], folder / "photo.png")
+    (out / "photo_heatmap.png").write_bytes(b"the user's own picture")
+    assert main(_predict(model_file, folder, out)) == 0
+    assert (out / "photo_heatmap.png").read_bytes() == b"the user's own picture"
+    assert [r["heatmap"] for r in _rows(out)] == ["photo_heatmap-2.png"]  # another name, listed in scores.csv
+    (out / "PHOTO_HEATMAP-3.PNG").write_bytes(b"another")  # a case-insensitive disk takes it for -3
+    assert main(_predict(model_file, folder, out)) == 0  # the run's own photo_heatmap-2.png is replaced
+    assert [r["heatmap"] for r in _rows(out)] == ["photo_heatmap-2.png"]
+    assert _visible(out) == ["PHOTO_HEATMAP-3.PNG", "photo_heatmap-2.png", "photo_heatmap.png", "scores.csv"]
+
+
+def test_predict_with_out_as_input_keeps_the_input_images(model_file, images, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(images[0], folder / "a.png")
+    shutil.copy(images[1], folder / "a_heatmap.png")  # an input image named like a.png's heat map
+    before = (folder / "a_heatmap.png").read_bytes()
+    for _ in range(2):  # the second run reads the same two images, not the first run's heat maps
+        assert main(_predict(model_file, folder, folder)) == 0
+        assert (folder / "a_heatmap.png").read_bytes() == before
+        rows = _rows(folder)
+        assert [(Path(r["image"]).name, r["heatmap"]) for r in rows] == [("a.png", "a_heatmap-2.png"),
+                                                                        ("a_heatmap.png", "a_heatmap_heatmap.png")]
+    assert "not scored: 2 heat map(s) an earlier padim predict wrote" in capsys.readouterr().err
+
+
+def test_a_scores_csv_of_the_users_is_refused_before_the_work(model_file, images, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "scores.csv").write_text("image,score,heatmap\nx.png,1,notes_heatmap.png\n")
+    (out / "notes_heatmap.png").write_text("mine")
+    monkeypatch.setattr(Padim, "predict_dataset", lambda *a, **k: pytest.fail("predicted before the check"))
+    err = _error(capsys, _predict(model_file, images[0], out))
+    assert f"--out {out} holds scores.csv, which no earlier run wrote there" in err
+    assert _visible(out) == ["notes_heatmap.png", "scores.csv"] and (out / "notes_heatmap.png").read_text() == "mine"
+
+
+def test_a_heat_map_the_user_changed_is_theirs(model_file, images, tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert main(_predict(model_file, images[0], out)) == 0
+    name = _rows(out)[0]["heatmap"]
+    (out / name).write_bytes(b"edited by hand")  # no longer what the run wrote
+    assert main(_predict(model_file, images[1], out)) == 0
+    assert (out / name).read_bytes() == b"edited by hand"
+    assert name not in _written(out)
+
+
+def test_two_predicts_at_once_never_mix(model_file, images, tmp_path, monkeypatch):
+    """Renames slowed to 50 ms, as on a network disk: the two runs publish one after the other."""
+    import threading
+
+    first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "pred"
+    for folder, prefix, chosen in ((first, "x", images[:4]), (second, "y", images[4:8])):
+        folder.mkdir()
+        for p in chosen:
+            shutil.copy(p, folder / f"{prefix}{p.name}")
+    real = os.replace
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", slow)
+    codes = []
+    runs = [threading.Thread(target=lambda f=f: codes.append(main(_predict(model_file, f, out)))) for f in
+            (first, second)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert codes == [0, 0]
+    rows = _rows(out)
+    inputs = {Path(r["image"]).parent for r in rows}
+    assert len(inputs) == 1 and len(rows) == 4  # one run's scores ...
+    assert _visible(out) == _written(out) == sorted([*(r["heatmap"] for r in rows), "scores.csv"])  # ... and maps
+
+
+def test_predict_notes_the_files_it_does_not_score(model_file, images, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(images[0], folder / "a.png")
+    Image.open(images[1]).convert("RGB").save(folder / "b.webp")
+    Image.open(images[2]).convert("RGB").save(folder / "c.gif")
+    assert main(_predict(model_file, folder, tmp_path / "pred")) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == "padim: note: not scored, not images by their name (.png, .jpg, .jpeg, .bmp, .tif, .tiff): " \
+                  "b.webp, c.gif"
+    assert [Path(r["image"]).name for r in _rows(tmp_path / "pred")] == ["a.png"]
+
+
+@pytest.mark.parametrize("device", ["gpu", "mps", "CPU", "cuda:x", "cuda:99"])
+def test_predict_device_is_one_line(model_file, images, tmp_path, capsys, device):
+    err = _error(capsys, ["predict", "--model", str(model_file), "--input", str(images[0]), "--out",
+                          str(tmp_path / "pred"), "--device", device, "--quiet"])
+    if device.startswith("cuda:9"):
+        assert f"device='{device}' was asked for but" in err
+    else:
+        assert err == f"padim: error: device must be one of auto, cpu, cuda, got '{device}'"
 
 
 def test_predict_into_a_used_folder_never_mixes_two_runs(model_file, images, tmp_path, monkeypatch, capsys):
@@ -265,8 +404,8 @@ def test_predict_into_a_used_folder_never_mixes_two_runs(model_file, images, tmp
     assert main(_predict(model_file, second, out)) == 0
     rows = list(csv.DictReader(open(out / "scores.csv")))
     assert all(Path(r["image"]).parent == second for r in rows)
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(r["heatmap"] for r in rows), "notes.txt",
-                                                            "scores.csv"])
+    assert _visible(out) == sorted([*(r["heatmap"] for r in rows), "notes.txt", "scores.csv"])
+    assert _written(out) == sorted([*(r["heatmap"] for r in rows), "scores.csv"])  # not the user's notes
 
 
 def test_predict_outputs_respect_the_umask(model_file, images, tmp_path):

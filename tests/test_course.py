@@ -169,10 +169,12 @@ def test_render_html_adds_navigation_and_folds_solutions():
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# 03 · Covariance"),
-                nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["solution"]})]
+                nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["solution"]}),
+                nbformat.v4.new_code_cell("y = 2", metadata={"tags": ["install"]})]
     page = render_html(nb, "03 · Covariance", prev=("02_a.html", "02 · A"), next_=("04_b.html", "04 · B"))
     assert page.count('class="padim-nav"') == 1 and 'href="02_a.html"' in page and 'href="04_b.html"' in page
     assert "celltag_solution" in page and "padim-solution" in page
+    assert "celltag_install" in page and "['install', 'Install cell" in page  # folded like a solution
     assert 'src="mathjax/MathJax.js?config=' in page and "libs/mathjax" not in page  # maths typeset offline
     assert notebook_problems(nb) == ["no figure (image/png output) at all"]
     nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
@@ -339,7 +341,9 @@ def test_solved_follows_the_last_check(monkeypatch, capsys):
 
 
 def test_course_features_are_computed_once_and_read_back(tmp_path, monkeypatch):
+    import numpy as np
     import torch
+    from PIL import Image
 
     from padim_utils.experiments.features import FeatureCache
 
@@ -363,3 +367,66 @@ def test_course_features_are_computed_once_and_read_back(tmp_path, monkeypatch):
     os.utime(path, ns=(0, 0))
     data.features("train")
     assert len(computed) == 3
+    data.features("test")
+    assert len(computed) == 3  # the test split unchanged: read back
+    mask = next(m for m in data.test().mask_paths if m is not None)  # a mask corrected in place ...
+    st = os.stat(mask)
+    corrected = np.zeros_like(np.asarray(Image.open(mask)))
+    Image.fromarray(corrected).save(mask)
+    os.utime(mask, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... even with its modification time put back
+    served = data.features("test")
+    assert len(computed) == 4  # computed anew, not served stale
+    assert int(served.masks[data.test().mask_paths.index(mask)].sum()) == 0
+
+
+# ---------------------------------------------------------------------------- the course builder's edges
+def _chapter(title: str, code: str) -> str:
+    return f"# %% [markdown]\n# # {title}\n\n# %%\n{code}\n"
+
+
+FIGURE = "import matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.show()"
+
+
+def test_a_chapter_whose_kernel_dies_fails_alone(tmp_path, capsys):
+    from padim_utils.cli import main
+
+    book = tmp_path / "notebooks"
+    book.mkdir()
+    (book / "00_first.py").write_text(_chapter("First", FIGURE))
+    (book / "01_dies.py").write_text(_chapter("Dies", "import os\nos._exit(1)"))
+    (book / "02_last.py").write_text(_chapter("Last", FIGURE))
+    (book / "03_folder.py").mkdir()  # a folder named like a chapter is no chapter
+    out = tmp_path / "build"
+    assert main(["course", "--notebooks", str(book), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "padim: error: course notebooks failed: 01_dies.py: the kernel died in cell 1 (out of memory, or " \
+                  "the code ended the process)"
+    assert sorted(p.name for p in out.glob("*.html")) == ["00_first.html", "01_dies.html", "02_last.html",
+                                                          "index.html"]  # the other chapters are built
+    assert "image/png" in (out / "02_last.html").read_text()
+
+
+@pytest.mark.parametrize("case", ["not UTF-8", "--only 99", "--only 00,99"])
+def test_course_mistakes_are_one_line_before_any_chapter_runs(tmp_path, capsys, monkeypatch, case):
+    from padim_utils.cli import main
+    from padim_utils.course import book
+
+    monkeypatch.setattr(book, "execute_notebook", lambda *a, **k: pytest.fail("a chapter ran"))
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    (folder / "00_first.py").write_text(_chapter("First", FIGURE))
+    text = _chapter("Zweite Übung", FIGURE)
+    (folder / "01_second.py").write_bytes(text.encode("latin-1"))  # Ü is one byte, 0xdc, in Latin-1
+    argv = ["course", "--notebooks", str(folder), "--out", str(tmp_path / "build"), "--quiet"]
+    if case.startswith("--only"):
+        (folder / "01_second.py").write_text(_chapter("Second", FIGURE))
+        argv += ["--only", case.split()[1]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    expected = {"not UTF-8": f"padim: error: {folder / '01_second.py'} is not UTF-8 text (byte 0xdc at offset "
+                             f"{text.index('Ü')}); save it as UTF-8",
+                "--only 99": f"padim: error: --only 99: no chapter in {folder} starts with 99 (chapters: 00, 01)",
+                "--only 00,99": f"padim: error: --only 00,99: no chapter in {folder} starts with 99 (chapters: 00, "
+                                "01)"}[case]
+    assert err == expected
+    assert not (tmp_path / "build").exists()

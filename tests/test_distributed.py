@@ -1,8 +1,11 @@
 """Fitting across processes (torch.distributed, gloo on the CPU) against single-process and numpy references,
 and a fit's memory against the number of training images."""
 
+import contextlib
 import gc
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -279,6 +282,123 @@ def test_an_error_on_one_rank_stops_the_others(tmp_path):
     errors = [line for line in run.stderr.splitlines() if line.startswith("padim: error: ")]
     assert f"padim: error: rank 1: cannot read image {bad}" in "\n".join(errors), run.stderr
     assert not any("Traceback" in line for line in run.stderr.splitlines() if line.startswith("[rank")), run.stderr
+
+
+# ---------------------------------------------------------------------------- ranks that disagree, signals
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_rank(rank, world, port, args, **env):
+    """`padim ...` as rank `rank` of `world`, with the variables torchrun sets (each rank its own options)."""
+    env = {**_env(), "WORLD_SIZE": str(world), "RANK": str(rank), "LOCAL_RANK": str(rank),
+           "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **env}
+    return subprocess.Popen([sys.executable, "-m", "padim_utils.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _fit_args(root, out, *extra):
+    return ["fit", "--root", str(root), "--category", "carpet_syn", "--config", "quick", "--batch-size", "1",
+            "--device", "cpu", "--quiet", "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("case", ["seed", "dim", "more images", "other images"])
+def test_ranks_that_disagree_are_refused_in_one_line_on_every_rank(tmp_path, case):
+    root0 = _synthetic(tmp_path / "data0", 4)
+    root1 = root0
+    if case == "more images":
+        root1 = _synthetic(tmp_path / "data1", 5)
+    elif case == "other images":  # as many images, one of them another file
+        root1 = tmp_path / "data1"
+        shutil.copytree(root0, root1)
+        first = sorted((root1 / "carpet_syn" / "train" / "good").iterdir())[0]
+        first.write_bytes(sorted((root0 / "carpet_syn" / "test" / "good").iterdir())[0].read_bytes())
+    options = {"seed": (["--seed", "0"], ["--seed", "1"]), "dim": (["--dim", "12"], ["--dim", "8"])}.get(case,
+                                                                                                      ([], []))
+    out, port = tmp_path / "m.safetensors", _free_port()
+    ranks = [_start_rank(r, 2, port, _fit_args(root, out, *extra))
+             for r, (root, extra) in enumerate(zip((root0, root1), options))]
+    results = [(p.wait(timeout=240), p.communicate()) for p in ranks]
+    expected = {"seed": "rank 1's seed differs from rank 0's", "dim": "rank 1's d differs from rank 0's",
+                "more images": "rank 1 has 5 images, rank 0 4;",
+                "other images": "rank 1 has 4 images, rank 0 4 (other names or sizes)"}[case]
+    for r, (code, (stdout, stderr)) in enumerate(results):
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and stdout == "", (r, stderr)
+        assert lines[0].startswith("padim: error: " + ("rank 1: " if r else "")) and expected in lines[0], lines
+    assert not out.exists()  # nothing merged, nothing written
+
+
+def _listening(port: int) -> bool:
+    """Whether some process listens on TCP `port` of this machine (Linux /proc/net/tcp, state 0A)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if int(local.rsplit(":", 1)[1], 16) == port and state == "0A":
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "padim: interrupted"),
+                                             (signal.SIGTERM, 143, "padim: terminated")])
+def test_a_rank_waiting_for_one_that_never_starts_stops_at_once_on_a_signal(tmp_path, sig, code, said):
+    if not os.path.exists("/proc/net/tcp"):
+        pytest.skip("needs Linux's /proc/net/tcp to see when rank 0 waits")
+    root, port = _synthetic(tmp_path / "data", 2), _free_port()
+    rank0 = _start_rank(0, 2, port, _fit_args(root, tmp_path / "m.safetensors"), PADIM_DIST_TIMEOUT="600")
+    deadline = time.monotonic() + 120
+    while not _listening(port) and rank0.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _listening(port), rank0.communicate()  # rank 0 holds the rendezvous and waits for rank 1
+    time.sleep(1)
+    rank0.send_signal(sig)
+    t = time.monotonic()
+    try:
+        rank0.wait(timeout=20)
+    finally:
+        rank0.kill()
+    _, stderr = rank0.communicate()
+    assert time.monotonic() - t < 10 and rank0.returncode == code, stderr
+    assert stderr.strip() == said
+
+
+def _interrupted_worker(rank, world, init_file, out_dir):
+    """Rank 1 never joins the all-reduce but sends rank 0 a Ctrl-C: rank 0 must stop waiting at once."""
+    import signal as signals
+
+    import torch.distributed as dist
+
+    _init(rank, world, init_file, timeout_s=120)
+    dist.barrier()
+    done = Path(out_dir) / "done"
+    if rank == 1:
+        time.sleep(2)
+        os.kill(int((Path(out_dir) / "pid0").read_text()), signals.SIGINT)
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return  # no destroy_process_group: rank 0 left its all-reduce pending
+    (Path(out_dir) / "pid0").write_text(str(os.getpid()))
+    t = time.monotonic()
+    try:
+        distributed.all_reduce_stats(_fit(_data(4)))
+        outcome = "no interruption"
+    except KeyboardInterrupt:
+        outcome = f"interrupted after {time.monotonic() - t:.1f} s"
+    (Path(out_dir) / "outcome").write_text(outcome)
+    done.touch()
+
+
+def test_a_rank_waiting_in_a_collective_stops_at_once_on_ctrl_c(tmp_path):
+    _spawn(_interrupted_worker, tmp_path)
+    outcome = (tmp_path / "outcome").read_text()
+    assert outcome.startswith("interrupted after "), outcome
+    assert float(outcome.split()[2]) < 10, outcome  # 2 s until the signal, not the 120 s timeout
 
 
 # ---------------------------------------------------------------------------- memory does not grow with N

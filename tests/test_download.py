@@ -26,6 +26,7 @@ class _Server:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.cut: int | None = None
+        self.size_on_416 = True
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -43,8 +44,12 @@ class _Server:
                 data, start = server.files[name], 0
                 if rng:
                     start = int(rng.split("=")[1].split("-")[0])
-                    if start >= len(data):
-                        self.send_error(416)
+                    if start >= len(data):  # RFC 9110: 416 names the file's size, unless told not to
+                        self.send_response(416)
+                        if server.size_on_416:
+                            self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
                         return
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -79,6 +84,7 @@ def server():
 
 
 def _btad_archive(products=("01", "02"), fmt: str = "zip") -> bytes:
+    """fmt: "zip", "tar" (gzip-compressed) or "plain tar" (uncompressed, as VisA's archive)."""
     """A tiny BTAD layout inside a top-level BTech_Dataset_transformed/ folder, as the real btad.zip."""
     files = {}
     for p in products:
@@ -97,7 +103,7 @@ def _btad_archive(products=("01", "02"), fmt: str = "zip") -> bytes:
             for name, data in files.items():
                 z.writestr(name, data)
     else:
-        with tarfile.open(fileobj=out, mode="w:gz") as t:
+        with tarfile.open(fileobj=out, mode="w" if fmt == "plain tar" else "w:gz") as t:
             for name, data in files.items():
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
@@ -108,7 +114,7 @@ def _btad_archive(products=("01", "02"), fmt: str = "zip") -> bytes:
 def _source(server, name: str, data: bytes, sha: str | None = "right") -> dict:
     server.files[name] = data
     return {"url": f"{server.url}/{name}", "filename": name,
-            "sha256": hashlib.sha256(data).hexdigest() if sha == "right" else sha}
+            "sha256": hashlib.sha256(data).hexdigest() if sha == "right" else sha, "published_sha256": None}
 
 
 def test_sources_file_lists_every_dataset():
@@ -118,6 +124,7 @@ def test_sources_file_lists_every_dataset():
         assert s["licence"] and s["page"].startswith("http") and s["filename"] and s["size"]
         assert s["url"] is None or s["url"].startswith("https://")
         assert s["sha256"] is None or len(s["sha256"]) == 64
+        assert s["published_sha256"] is None or (len(s["published_sha256"]) == 64 and s["published_by"])
     assert "non-commercial" in src["mvtec"]["licence"] and "non-commercial" in src["visa"]["licence"]
 
 
@@ -281,3 +288,67 @@ def test_a_damaged_archive_is_one_clear_line(tmp_path, name, cut):
     assert "method" not in msg  # before, for a zip: "- method gz: ReadError(...) - method bz2: ..." (tar's attempts)
     if name.endswith(".zip"):
         assert "a damaged or incomplete zip archive" in msg
+
+
+# ---------------------------------------------------------------------------- incomplete downloads are never done
+def _members(data: bytes) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        return t.getmembers()
+
+
+@pytest.mark.parametrize("damage", ["cut at a member boundary", "a damaged header"])
+def test_an_incomplete_plain_tar_is_refused_and_nothing_is_extracted(server, tmp_path, damage):
+    data = _btad_archive(fmt="plain tar")
+    members = _members(data)
+    header = members[len(members) // 2].offset  # the header of a member half-way, on a 512-byte block
+    if damage == "cut at a member boundary":
+        data = data[:header]  # tarfile reads the first half of the members as if that were all
+    else:
+        data = data[:header + 148] + b"XXXXXXXX" + data[header + 156:]  # the header's checksum field
+    assert 0 < len(_members(data)) < len(members)  # what tarfile alone makes of it, without an error
+    root = tmp_path / "visa"
+    src = _source(server, "VisA.tar", data, sha=None)
+    with pytest.raises(PadimError) as info:
+        download("visa", root, progress=False, source=src)
+    msg = str(info.value)
+    expected = ("without tar's end-of-archive marker (cut short)" if damage.startswith("cut")
+                else f"a damaged tar header at byte {header}")
+    assert expected in msg and f"after {len(members) // 2} members" in msg and "\n" not in msg
+    assert not root.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
+
+
+def test_a_whole_plain_tar_extracts(server, tmp_path):
+    root = tmp_path / "btad"
+    download("btad", root, progress=False, source=_source(server, "btad.tar", _btad_archive(fmt="plain tar")))
+    assert sorted(p.name for p in root.iterdir()) == ["01", "02"]
+    assert len(list(root.rglob("*.bmp"))) == 12
+
+
+def test_the_published_checksum_is_compared_where_none_is_verified(server, tmp_path, capsys):
+    data = _btad_archive()
+    src = {**_source(server, "btad.zip", data, sha=None), "published_sha256": hashlib.sha256(data).hexdigest(),
+           "published_by": "anomalib"}
+    download("btad", tmp_path / "ok", progress=False, source=src)
+    assert f"sha256 verified: {src['published_sha256']} (the sum anomalib publishes)" in capsys.readouterr().out
+    other = {**src, "filename": "btad2.zip", "url": f"{server.url}/btad2.zip", "published_sha256": "ab" * 32}
+    server.files["btad2.zip"] = data
+    with pytest.raises(PadimError, match=f"checksum mismatch for btad2.zip: sha256 {hashlib.sha256(data).hexdigest()}, "
+                                         f"expected {'ab' * 32} \\(the sum anomalib publishes\\)"):
+        download("btad", tmp_path / "bad", progress=False, source=other)
+    assert not (tmp_path / "bad").exists() and (tmp_path / "downloads" / "btad2.zip.bad").is_file()
+
+
+@pytest.mark.parametrize("stale, size_on_416, requests", [
+    (b"x" * 100, True, 2),  # larger than the file: 416, then the whole file again
+    (b"x" * 100, False, 2),  # a 416 without the file's size: the same
+    (b"", True, 1),  # exactly the file's size: complete, kept
+])
+def test_a_stale_part_is_complete_only_at_the_files_size(server, tmp_path, stale, size_on_416, requests):
+    data = bytes(range(256)) * 40
+    server.files["a.bin"] = data
+    server.size_on_416 = size_on_416
+    part = tmp_path / "a.bin.part"
+    part.write_bytes(data + stale if stale else data)
+    fetch(f"{server.url}/a.bin", tmp_path / "a.bin", progress=False, timeout=5)
+    assert (tmp_path / "a.bin").read_bytes() == data and not part.exists()
+    assert len(server.requests) == requests and server.requests[0] == ("a.bin", f"bytes={len(data) + len(stale)}-")

@@ -103,3 +103,43 @@ def test_check_output_dir(tmp_path):
     with pytest.raises(PadimError, match=r"^--figures is empty"):
         check_output_dir(" ", "--figures")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_publish_replaces_only_its_own_files_even_after_a_crash_half_way(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")
+
+    def run(tag, names):
+        stage = tmp_path / f"stage-{tag}"
+        stage.mkdir()
+        for name in names:
+            (stage / name).write_text(tag)
+        return files.publish(stage, out, last="scores.csv")
+
+    def visible():
+        return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+
+    run("1", ["a.png", "b.png", "scores.csv"])
+    assert visible() == ["a.png", "b.png", "notes.txt", "scores.csv"]
+    real, calls = os.replace, []
+
+    def crash_on_third(*args, **kwargs):  # 1: the manifest, 2: the first file moved in, 3: the second
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", crash_on_third)
+    with pytest.raises(PadimError, match=f"cannot write to --out {out}: Input/output error"):
+        run("2", ["c.png", "d.png", "scores.csv"])
+    monkeypatch.setattr(os, "replace", real)
+    assert visible() == ["c.png", "notes.txt"]  # run 1 gone, part of run 2 in, no scores.csv: no complete run
+    run("3", ["a.png", "scores.csv"])  # replaces what is left of run 2, never the user's notes
+    assert visible() == ["a.png", "notes.txt", "scores.csv"]
+    assert {p.name: p.read_text() for p in out.iterdir() if p.suffix != ".txt" and not p.name.startswith(".")} \
+        == {"a.png": "3", "scores.csv": "3"}
+    (out / "a.png").write_text("changed by hand")  # no longer what run 3 wrote: the user's now
+    with pytest.raises(PadimError, match="holds a.png, which no earlier run wrote there"):
+        run("4", ["a.png", "scores.csv"])
+    assert (out / "a.png").read_text() == "changed by hand" and (out / "scores.csv").read_text() == "3"

@@ -233,6 +233,25 @@ def test_float64_maps_are_ranked_in_float64():
     assert M.aupro(masks, maps.astype(np.float32)) < 1.0  # the tie in float32
 
 
+@pytest.mark.parametrize("dtype, base", [(np.int64, 2**62), (np.int64, -(2**62)), (np.uint64, 2**64 - 16)])
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_integer_scores_are_ranked_exactly(dtype, base, path, monkeypatch):
+    # neighbouring integers this large are one float64: widened, every pair would tie (AUROC 0.5)
+    if path == "torch":
+        if dtype == np.uint64:
+            pytest.skip("torch has no general uint64 tensors")
+        monkeypatch.setattr(metric_inputs, "CPU_TENSORS_VIA_NUMPY", False)
+    assert np.float64(base) == np.float64(base + 3)  # the scores below, as float64, are all one number
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    scores = np.array([base + k for k in (0, 1, 2, 3, 1, 1)], dtype=object).astype(dtype)
+    # pairs (defective, good): 2 and 3 beat all three good scores; 1 beats 0 and ties the two 1s:
+    # (3 + 3 + 1 + 2 * 0.5) / 9
+    assert M.image_auroc(labels, scores) == roc_auc_score(labels, scores) == 8 / 9
+    masks = labels.reshape(1, 2, 3).astype(bool)
+    maps = torch.from_numpy(scores.reshape(1, 2, 3)) if path == "torch" else scores.reshape(1, 2, 3)
+    assert M.pixel_auroc(masks, maps) == 8 / 9
+
+
 # ---------------------------------------------------------------------------
 # property tests
 # ---------------------------------------------------------------------------

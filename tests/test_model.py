@@ -214,3 +214,44 @@ def test_compiled_backbone_gives_the_eager_model(cfg, train, test_set):
     b = compiled.predict_dataset(test_set, progress=False)
     torch.testing.assert_close(b["maps"], a["maps"], rtol=1e-3, atol=1e-3 * float(a["maps"].max()))
     assert b["maps"].shape == a["maps"].shape
+
+
+# ---------------------------------------------------------------------------- memory, before the backbone
+@pytest.mark.parametrize("image_size, dtype", [(64, "float32"), (70, "float64")])  # 70: a grid rounded up
+def test_the_memory_estimate_is_what_the_fit_holds(quick_root, quick_category, image_size, dtype, monkeypatch):
+    import padim_utils.model
+    from padim_utils.gaussian import GaussianStats
+
+    cfg = preset("quick").replace(d=8, image_size=image_size, dtype=dtype)
+    train = MVTecDataset(quick_root, quick_category, "train", geometry=cfg.geometry)
+    model = Padim(cfg, device="cpu")
+    need = model.check_memory()
+    batches = []
+    real = model.forward_layers
+    monkeypatch.setattr(model, "forward_layers", lambda images: batches.append(1) or real(images))
+    monkeypatch.setattr(padim_utils.model, "available_memory_bytes", lambda device: need - 1)
+    with pytest.raises(PadimError, match=f"needs about {need / 1e9:.1f} GB of memory .* but cpu has "):
+        model.fit(train, progress=False)
+    assert batches == [] and model.precision is None  # refused before the backbone ran
+    monkeypatch.setattr(padim_utils.model, "available_memory_bytes", lambda device: need)
+    model.fit(train, progress=False)
+    positions = model.grid[0] * model.grid[1]
+    assert need == GaussianStats(positions, 8).nbytes + model.precision.nbytes  # what the fit held at its peak
+
+
+def test_cgroup_memory_limits_are_read_as_the_kernel_writes_them(tmp_path):
+    from padim_utils.measure import _cgroup_available
+
+    (tmp_path / "memory.max").write_text("1073741824\n")  # cgroup v2: a 1 GiB limit
+    (tmp_path / "memory.current").write_text("600000000\n")
+    (tmp_path / "memory.stat").write_text("anon 400000000\nfile 200000000\ninactive_file 150000000\n")
+    assert _cgroup_available(tmp_path) == 1073741824 - (600000000 - 150000000)  # page cache can be dropped
+    (tmp_path / "memory.max").write_text("max\n")
+    assert _cgroup_available(tmp_path) is None  # no limit
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("5000\n")
+    assert _cgroup_available(v1) is None
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("8000\n")
+    assert _cgroup_available(v1) == 3000

@@ -42,6 +42,10 @@ def _edited(src, dst, meta=None, config=None, tensors=None, drop_meta=(), drop_c
     return dst
 
 
+#: How a file written before the digest (model format 1) looks: no sha256 in its metadata.
+OLD = dict(meta={"format_version": "1"}, drop_meta=("sha256",))
+
+
 def test_an_intact_file_loads(saved):
     assert Padim.load(saved).d == 8
 
@@ -49,7 +53,7 @@ def test_an_intact_file_loads(saved):
 def test_a_file_from_before_the_interpolation_field_loads_as_bilinear(saved, tmp_path, quick_root,
                                                                      quick_category):
     # Those versions resized and upsampled bilinearly; the field's default today is bicubic.
-    old = Padim.load(_edited(saved, tmp_path / "old.safetensors", drop_config=("interpolation",)))
+    old = Padim.load(_edited(saved, tmp_path / "old.safetensors", drop_config=("interpolation",), **OLD))
     assert old.config.interpolation == "bilinear" and old.config == Padim.load(saved).config
     test = MVTecDataset(quick_root, quick_category, "test", image_size=64, crop=None, interpolation="bilinear")
     maps = old.predict_dataset(test, progress=False)["maps"]
@@ -57,7 +61,7 @@ def test_a_file_from_before_the_interpolation_field_loads_as_bilinear(saved, tmp
 
 
 def test_a_file_from_before_the_stats_dtype_field_loads_as_float64_products(saved, tmp_path):
-    old = Padim.load(_edited(saved, tmp_path / "old.safetensors", drop_config=("stats_dtype",)))
+    old = Padim.load(_edited(saved, tmp_path / "old.safetensors", drop_config=("stats_dtype",), **OLD))
     assert old.config.stats_dtype == "float64"  # what every version before the field computed
     assert old.config.replace(stats_dtype="auto") == Padim.load(saved).config
 
@@ -117,6 +121,23 @@ EDITS = {
     "mean holds NaN": (dict(tensors=_nan_like("mean")), "tensor 'mean' holds NaN or infinite values"),
     "precision holds inf": (dict(tensors=lambda t: {"precision": t["precision"] * float("inf")}),
                             "tensor 'precision' holds NaN or infinite values"),
+    # the structure every fit gives its tensors, checked also in files without a digest
+    "channel index unsorted": (dict(tensors=lambda t: {"channel_index": t["channel_index"].flip(0)}, **OLD),
+                               "'channel_index' is not in increasing order"),
+    "precision negated": (dict(tensors=lambda t: {"precision": -t["precision"]}, **OLD),
+                          "'precision' has a diagonal entry <= 0"),
+    "precision not symmetric": (dict(tensors=lambda t: {"precision": t["precision"] + torch.triu(
+        torch.ones_like(t["precision"][0]), 1)}, **OLD), "'precision' is not symmetric"),
+    "precision as bfloat16": (dict(tensors=lambda t: {"precision": t["precision"].bfloat16()}, **OLD),
+                              r"'precision' holds torch.bfloat16 but a fit with dtype=float32 stores torch.float32"),
+    "mean as float64": (dict(tensors=lambda t: {"mean": t["mean"].double()}, **OLD),
+                        r"'mean' holds torch.float64 but a fit with dtype=float32 stores torch.float32"),
+    # what only the digest written at save finds: a change that keeps the structure
+    "sigma changed": (dict(config={"sigma": 5.0}), "differ from what was saved"),
+    "channel index of other channels": (dict(tensors=lambda t: {"channel_index": t["channel_index"] + 1}),
+                                        "differ from what was saved"),
+    "precision scaled": (dict(tensors=lambda t: {"precision": t["precision"] * 1.01}), "differ from what was saved"),
+    "digest removed": (dict(drop_meta=("sha256",)), "the model metadata has no 'sha256' field"),
 }
 
 
@@ -131,6 +152,53 @@ def test_an_edited_file_is_refused_in_one_line(saved, tmp_path, case):
         Padim.load(path)
     message = str(info.value)
     assert str(path) in message and "\n" not in message
+
+
+def _flip_bit(path, tensor: str, byte: int, bit: int):
+    """Flip one bit of a tensor's data in a safetensors file, in place (the header says where the data lies)."""
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    start, end = json.loads(raw[8 : 8 + n])[tensor]["data_offsets"]
+    assert 0 <= byte < end - start
+    raw[8 + n + start + byte] ^= 1 << bit
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("tensor, byte, bit", [
+    ("channel_index", 0, 0),  # index 0's lowest bit: a channel 1 apart, still sorted and unique here
+    ("precision", 5000, 3),  # a mantissa bit of one precision entry
+    ("mean", 19, 0),  # the lowest exponent bit of one mean entry: doubled or halved
+])
+def test_a_flipped_bit_is_found_by_the_digest(saved, tmp_path, tensor, byte, bit, quick_root, quick_category):
+    path = tmp_path / "flipped.safetensors"
+    path.write_bytes(saved.read_bytes())
+    _flip_bit(path, tensor, byte, bit)
+    assert load_file(str(path))[tensor].shape == load_file(str(saved))[tensor].shape  # the file still reads
+    with pytest.raises(PadimError, match="differ from what was saved") as info:
+        Padim.load(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_digest_is_written_at_save_and_a_format_1_file_still_loads(saved, tmp_path, quick_root, quick_category):
+    with safe_open(str(saved), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["format_version"] == "2" and len(meta["sha256"]) == 64
+    old = Padim.load(_edited(saved, tmp_path / "old.safetensors", **OLD))  # a file written before the digest
+    test = MVTecDataset(quick_root, quick_category, "test", geometry=old.config.geometry)
+    assert torch.equal(old.predict_dataset(test, progress=False)["maps"],
+                       Padim.load(saved).predict_dataset(test, progress=False)["maps"])
+
+
+def test_pca_directions_that_are_not_orthonormal_are_refused(quick_root, quick_category, tmp_path):
+    cfg = preset("quick").replace(d=4, reduction="pca", batch_size=4)
+    train = MVTecDataset(quick_root, quick_category, "train", geometry=cfg.geometry)
+    path = Padim(cfg).fit(train, progress=False).save(tmp_path / "pca.safetensors")
+    w = load_file(str(path))["pca_projection"]
+    assert torch.allclose(w.T @ w, torch.eye(4), atol=1e-5)  # what a PCA fit stores
+    Padim.load(_edited(path, tmp_path / "old.safetensors", **OLD))
+    bad = _edited(path, tmp_path / "bad.safetensors", tensors={"pca_projection": w * 2}, **OLD)
+    with pytest.raises(PadimError, match="'pca_projection' does not hold orthonormal directions"):
+        Padim.load(bad)
 
 
 def test_a_model_giving_nan_maps_reports_no_score(saved, quick_root, quick_category):

@@ -46,28 +46,39 @@ details.padim-solution>summary{cursor:pointer;color:#1f3b57;font-weight:600;padd
 """
 _SCRIPT = """
 <script>
-document.querySelectorAll('.jp-Cell.celltag_solution').forEach(function (cell) {
-  var box = document.createElement('details'); box.className = 'padim-solution';
-  var label = document.createElement('summary'); label.textContent = 'Solution (click to open)';
-  cell.parentNode.insertBefore(box, cell); box.appendChild(label); box.appendChild(cell);
+[['solution', 'Solution (click to open)'],
+ ['install', 'Install cell: installs the package on Colab and Kaggle, checks it elsewhere (click to open)']
+].forEach(function (fold) {
+  document.querySelectorAll('.jp-Cell.celltag_' + fold[0]).forEach(function (cell) {
+    var box = document.createElement('details'); box.className = 'padim-solution';
+    var label = document.createElement('summary'); label.textContent = fold[1];
+    cell.parentNode.insertBefore(box, cell); box.appendChild(label); box.appendChild(cell);
+  });
 });
 </script>
 """
 
 
 def course_notebooks(folder: str | os.PathLike) -> list[Path]:
-    """The course's chapters: `NN_*.py` files in `folder`, in order."""
-    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.py"))
+    """The course's chapters: `NN_*.py` files in `folder`, in order (a folder so named is no chapter)."""
+    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.py") if p.is_file())
     if not found:
         raise PadimError(f"no course notebooks (NN_name.py) in {folder}")
     return found
 
 
 def read_notebook(path: str | os.PathLike):
-    """A notebook (nbformat) from a `py:percent` file or an `.ipynb`."""
+    """A notebook (nbformat) from a `py:percent` file or an `.ipynb`; one PadimError line for a file that
+    cannot be read as one (not UTF-8 text, unreadable)."""
     import jupytext
 
-    return jupytext.read(str(path))
+    try:
+        return jupytext.read(str(path))
+    except UnicodeDecodeError as e:
+        raise PadimError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save it "
+                         "as UTF-8") from None
+    except OSError as e:
+        raise PadimError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _apply(values: dict[str, str | None]) -> None:
@@ -117,7 +128,7 @@ def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, time
     and MPLBACKEND removed (a forced Agg backend would keep figures out of the outputs). A failing cell raises PadimError naming it.
     """
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     env = {"PADIM_STRICT_EXERCISES": "1" if solutions else "0", "PADIM_PROGRESS": "0", "MPLBACKEND": None,
            "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
@@ -135,7 +146,18 @@ def execute_notebook(nb, cwd: str | os.PathLike, quick: bool | None = None, time
         except CellExecutionError as e:
             first = str(e).strip().splitlines()
             raise PadimError(f"a cell failed: {first[-1] if first else e}") from e
+        except DeadKernelError:
+            raise PadimError(f"the kernel died in cell {_running_cell(nb)} (out of memory, or the code ended "
+                             "the process)") from None
+        except CellTimeoutError:
+            raise PadimError(f"cell {_running_cell(nb)} ran longer than {timeout} s") from None
     return nb
+
+
+def _running_cell(nb) -> int:
+    """The index of the first code cell without an execution count: the one running when the kernel stopped."""
+    return next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.get("execution_count") is None),
+                len(nb.cells) - 1)
 
 
 def notebook_problems(nb) -> list[str]:
@@ -312,13 +334,18 @@ def build_course(notebooks: str | os.PathLike = "chapters", out: str | os.PathLi
 
     paths = course_notebooks(notebooks)
     if only:
+        unmatched = [o for o in only if not any(p.name.startswith(o) for p in paths)]
+        if unmatched:
+            raise PadimError(f"--only {','.join(only)}: no chapter in {notebooks} starts with "
+                             f"{', '.join(unmatched)} (chapters: {', '.join(p.name[:2] for p in paths)})")
         paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
+    notebooks_read = {path: read_notebook(path) for path in paths}  # every chapter readable, before the work
     out = Path(out)
     titles = []
     executed: list[tuple[Path, object, float]] = []
     failures = []
     for path in progress_bar(paths, "course notebooks", progress):
-        nb = read_notebook(path)
+        nb = notebooks_read[path]
         start = time.perf_counter()
         try:
             execute_notebook(nb, cwd=path.parent, quick=quick)

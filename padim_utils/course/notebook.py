@@ -48,9 +48,11 @@ DEFAULT_SYNTHETIC = "bottle_syn"
 FEATURES_KEPT = 8
 
 
-def _size_and_time(path: str) -> tuple[int, int]:
+def _size_and_time(path: str) -> tuple[int, int, int]:
+    """Size, modification and status-change times: a file rewritten in place, even with its old size and
+    modification time put back, gets a new status-change time."""
     st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def env_device() -> str:
@@ -92,12 +94,14 @@ class CourseData:
         The first chapter that asks runs `FeatureCache.compute(self.dataset(split), self.config)` and keeps
         the result under `$PADIM_DATA/features/`; the next ones read it back instead of running the
         backbone again. A file is named by a hash of the config's backbone, layers, image geometry and
-        dtype and of the images (paths, sizes, modification times), so other data or another config
-        computes anew; the newest FEATURES_KEPT files are kept.
+        dtype and of the images and masks (paths, sizes, modification and status-change times), so other
+        data, a mask corrected in place or another config computes anew; the newest FEATURES_KEPT files
+        are kept.
         """
         dataset = self.dataset(split, category)
         cfg = self.config
         stamp = [(p, *_size_and_time(p)) for p in dataset.paths]
+        stamp += [(m, *_size_and_time(m)) for m in dataset.mask_paths if m is not None]  # the cache holds masks too
         name = category or self.category
         key = repr((cfg.backbone, cfg.layers, cfg.image_size, cfg.crop, cfg.interpolation, cfg.dtype, stamp))
         folder = data_home() / "features"

@@ -7,13 +7,17 @@ Steps, each safe to interrupt:
 
 1. The archive is fetched to ``<data home>/downloads/<file>.part`` over HTTP; a
    rerun resumes it with a ``Range`` request (servers that ignore ``Range`` make it
-   start over). Only a complete file is renamed to ``<file>``.
+   start over). Only a complete file is renamed to ``<file>``: a ``.part`` the
+   server calls complete (416) is kept only if it has the size the server names.
 2. Its SHA-256 is compared with the sum in ``downloads.json`` (beside this
-   module). Where that sum is ``null`` nobody has verified one for padim-course:
-   the download is then *unverified* and the computed sum is printed.
+   module), or, where that is ``null``, with the sum another tool publishes
+   (``published_sha256``); a mismatch moves the archive to ``<file>.bad``. With
+   neither, the download is *unverified* and the computed sum is printed.
 3. It is extracted into a hidden temporary folder next to the dataset folder; a
    single top-level folder in the archive is stripped; each category folder is
-   then renamed into ``<root>``. A half-extracted archive is never under ``<root>``.
+   then renamed into ``<root>``. A half-extracted archive is never under ``<root>``,
+   and a tar archive must end in tar's end-of-archive marker: one cut at a member
+   boundary, or with a damaged header, is refused (tarfile would stop there silently).
 
 Offline, a failed transfer or a checksum mismatch raise one :class:`PadimError`
 line saying what to download by hand and where to put it (putting the archive at
@@ -83,9 +87,12 @@ def fetch(url: str, dest: str | os.PathLike, progress: bool = True, timeout: flo
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:  # nothing left to send: the part is complete
-            os.replace(part, dest)
-            return dest
+        if exc.code == 416 and have:  # nothing left to send from there: complete only at the file's size
+            if _range_total(exc.headers.get("Content-Range")) == have:
+                os.replace(part, dest)
+                return dest
+            part.unlink()  # larger than the file, or of a size the server does not say: start over
+            return fetch(url, dest, progress=progress, timeout=timeout)
         raise
     with response:
         resumed = have > 0 and response.status == 206
@@ -103,10 +110,16 @@ def fetch(url: str, dest: str | os.PathLike, progress: bool = True, timeout: flo
                 f.write(block)
                 bar.update(len(block))
     size = part.stat().st_size
-    if total is not None and size < total:
+    if total is not None and size != total:
         raise urllib.error.ContentTooShortError(f"got {size} of {total} bytes", None)
     os.replace(part, dest)
     return dest
+
+
+def _range_total(content_range: str | None) -> int | None:
+    """The file size in a Content-Range header ("bytes */1234" or "bytes 0-9/1234"), else None."""
+    total = (content_range or "").rpartition("/")[2].strip()
+    return int(total) if total.isdigit() else None
 
 
 def _safe_members(names: list[str], archive: Path) -> None:
@@ -126,6 +139,22 @@ def _archive_kind(archive: Path) -> str:
     return "zip" if archive.name.lower().endswith(".zip") or head.startswith(b"PK") else "tar"
 
 
+def _check_tar_end(t: tarfile.TarFile, archive: Path) -> None:
+    """After the last member tarfile found, a tar archive holds only zeros, at least tar's two-block
+    end-of-archive marker. tarfile ends its member list silently at a damaged header (then data
+    follows) or at a cut (then nothing does): either would extract part of the dataset."""
+    t.fileobj.seek(t.offset)
+    zeros = 0
+    for block in iter(lambda: t.fileobj.read(CHUNK), b""):
+        if block.strip(b"\0"):
+            raise PadimError(f"cannot extract {archive}: a damaged tar header at byte {t.offset} of the archive "
+                             f"(after {len(t.getmembers())} members); delete it and download again")
+        zeros += len(block)
+    if zeros < 2 * tarfile.BLOCKSIZE:
+        raise PadimError(f"cannot extract {archive}: the archive ends after {len(t.getmembers())} members without "
+                         "tar's end-of-archive marker (cut short); delete it and download again")
+
+
 def extract(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
     """Extract a .zip / .tar(.gz/.xz/.bz2) archive into the folder ``into``; return the content folder.
 
@@ -142,6 +171,7 @@ def extract(archive: str | os.PathLike, into: str | os.PathLike) -> Path:
         else:
             with tarfile.open(archive) as t:
                 _safe_members(t.getnames(), archive)
+                _check_tar_end(t, archive)
                 t.extractall(into, filter="data")
     except tarfile.ReadError as exc:
         # tarfile.open tries every compression and lists each one's failure: one line says it better
@@ -192,16 +222,17 @@ def download(dataset: str, root: str | os.PathLike | None = None, category: str 
             raise PadimError(f"cannot download {src['url']} ({text}): rerun to resume, or "
                              f"{_by_hand(src, archive)}") from None
     digest = sha256sum(archive)
-    if src.get("sha256"):
-        if digest != src["sha256"]:
+    expected = src.get("sha256") or src.get("published_sha256")
+    if expected:
+        whose = "" if src.get("sha256") else f" (the sum {src.get('published_by') or 'its publisher'} publishes)"
+        if digest != expected:
             bad = archive.with_name(archive.name + ".bad")
             os.replace(archive, bad)
-            raise PadimError(f"checksum mismatch for {archive.name}: sha256 {digest}, expected {src['sha256']} "
+            raise PadimError(f"checksum mismatch for {archive.name}: sha256 {digest}, expected {expected}{whose} "
                              f"(moved to {bad}); {_by_hand(src, archive)}")
-        print(f"sha256 verified: {digest}")
+        print(f"sha256 verified: {digest}{whose}")
     else:
-        published = f"; {src['published_by']} publishes {src['published_sha256']}" if src.get("published_sha256") else ""
-        print(f"UNVERIFIED download: no expected sha256 for {archive.name}; its sha256 is {digest}{published}")
+        print(f"UNVERIFIED download: no expected sha256 for {archive.name}; its sha256 is {digest}")
 
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.extract-", dir=root.parent))

@@ -58,6 +58,7 @@ from ..errors import PadimError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "list_other_files",
     "list_images",
     "subfolders",
     "find_image",
@@ -115,6 +116,14 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
         found = [p for p in folder.rglob("*") if p.is_file() and _is_image_name(p.name)]
         return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
     return [folder / n for n in sorted(_scan(folder, _is_image_name, "file"))]
+
+
+def list_other_files(folder: str | os.PathLike) -> list[Path]:
+    """The files in ``folder`` that :func:`list_images` leaves out for their name (not hidden, not one of
+    :data:`IMAGE_EXTENSIONS`: ``.webp``, ``.gif``, ``notes.txt``), sorted by name."""
+    folder = Path(folder)
+    return [folder / n for n in sorted(_scan(folder, lambda n: not n.startswith(".") and not _is_image_name(n),
+                                             "file"))]
 
 
 def _scan(folder: Path, keep, kind: str) -> list[str]:

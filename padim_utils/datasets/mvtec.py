@@ -17,12 +17,13 @@ geometry, image modes, EXIF orientation, masks as ``value > 0``) and give the it
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from ..config import Geometry
 from ..errors import PadimError
 from .base import CategoryDataset, ImageDataset
-from .images import IMAGE_EXTENSIONS, find_image, list_images, subfolders
+from .images import IMAGE_EXTENSIONS, find_image, list_images, list_other_files, subfolders
 
 __all__ = [
     "MASK_SUFFIX",
@@ -148,6 +149,10 @@ class ImageFolderDataset(ImageDataset):
     (unknown), an all-zero ``mask`` and ``defect_type`` ``"unknown"``. Images are read
     as every loader reads them (:func:`padim_utils.datasets.images.load_rgb`, EXIF
     orientation applied).
+
+    A folder's files that are not images by their name (``.webp``, ``.gif``, ...) are listed in
+    :attr:`skipped`, and so are those named in ``exclude`` (file names of the folder, e.g. the heat
+    maps an earlier ``padim predict`` wrote there), which are left out.
     """
 
     def __init__(
@@ -159,15 +164,21 @@ class ImageFolderDataset(ImageDataset):
         interpolation: str = "bicubic",
         *,
         geometry: Geometry | None = None,
+        exclude: Collection[str] = (),
     ) -> None:
         super().__init__(geometry, image_size=image_size, crop=crop, interpolation=interpolation)
         self.root = Path(path)
+        self.skipped: list[Path] = []
         if not self.root.exists():
             if os.path.islink(self.root):
                 raise PadimError(f"input path is a broken link or a symlink loop: {self.root}")
             raise PadimError(f"input path not found: {self.root}")
         if self.root.is_dir():
             files = list_images(self.root, recursive=recursive)
+            self.skipped = [p for p in files if p.name in exclude]
+            files = [p for p in files if p.name not in exclude]
+            if not recursive:
+                self.skipped = sorted(self.skipped + list_other_files(self.root))
             if not files:
                 raise PadimError(
                     f"no images in {self.root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
