@@ -358,10 +358,10 @@ class Padim:
         except PadimError as e:
             raise PadimError(f"{path}: {e}") from None
         _check_tensors(path, tensors, model, grid)
-        _check_digest(path, meta, tensors)
-        if grid != model.config_grid:
+        if grid != model.config_grid:  # the more telling reason first; the digest catches every other edit
             raise PadimError(f"{path}: the model's grid {list(grid)} does not fit its config's "
                              f"{config.out_size}px images (they give {list(model.config_grid)}): re-fit the model")
+        _check_digest(path, meta, tensors)
         model.reducer.load_state(tensors)
         model.mean = tensors["mean"].to(model.device)
         model.precision = tensors["precision"].to(model.device)
