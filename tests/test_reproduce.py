@@ -342,8 +342,11 @@ def test_figures_have_titles_labels_and_the_paper(quick_run):
         ours = {"I": "ours (one run per row, no error bar)", "VI": "ours (± SEM over random preprocessings)",
                 "VII": "ours (one run per row, no error bar)", "VIII": "ours (one run per row, no error bar)"}
         assert labels[0] == ours.get(t, "ours (± SEM over seeds)") and any(label.startswith("paper: ") for label in labels)
-        if t == "VII":  # ours ~1e-2 s, the paper's SPADE 7.1 s: a log scale
-            assert fig.axes[0].get_yscale() == "log"
+        if t == "VII":  # seconds: ours ~1e-2 s (as measured: load makes it vary), the paper's SPADE 7.1 s
+            ax = fig.axes[0]
+            drawn = [p.get_height() for p in ax.patches] + [y for c in ax.collections for _, y in c.get_offsets()]
+            drawn = [v for v in drawn if v > 0]
+            assert ax.get_yscale() == ("log" if max(drawn) / min(drawn) > 100 else "linear")
         plt.close(fig)
 
 
