@@ -32,6 +32,9 @@ import time
 import tomllib
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 REPO = Path(__file__).resolve().parents[1]
 COLAB = REPO / "requirements" / "hosted" / "colab-2026-08.txt"
 CHAPTERS = ("00", "01", "02", "03", "04", "05", "08")
@@ -66,10 +69,10 @@ def lowest_pins() -> dict[str, str]:
         if extra != "bench":
             reqs += items
     pins = {}
-    for req in reqs:
-        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)>=([\w.]+)", req.replace(" ", ""))
-        if m:
-            pins[m.group(1).lower()] = m.group(2)
+    for req in map(Requirement, reqs):
+        lower = [s.version for s in req.specifier if s.operator == ">="]
+        if lower:
+            pins[canonicalize_name(req.name)] = lower[0]
     return pins
 
 

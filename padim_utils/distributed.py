@@ -279,16 +279,8 @@ def agree(config: PadimConfig, dataset, device) -> None:
 
 # ---------------------------------------------------------------------------- the data
 class Shard(Subset):
-    """Items rank, rank + K, rank + 2K, ... of a dataset (none when it has fewer items than ranks);
-    keeps the dataset's `out_size` and `interpolation` so `Padim`'s geometry check still applies."""
-
-    @property
-    def out_size(self):
-        return getattr(self.dataset, "out_size", None)
-
-    @property
-    def interpolation(self):
-        return getattr(self.dataset, "interpolation", None)
+    """Items rank, rank + K, rank + 2K, ... of a dataset (none when it has fewer items than ranks); a Subset,
+    which `Padim`'s geometry check looks through to the dataset."""
 
 
 def shard(dataset) -> Shard:
